@@ -1,0 +1,174 @@
+// tensor.c: tensor views and the one-allocation tensor table.
+#include "01_tensor/tensor.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// Tensor views
+
+Tensor tensor_view(void *data, DType dt, Device dev, int ndim, const int64_t *shape) {
+    NM_CHECK(ndim >= 0 && ndim <= NM_MAX_DIMS, "tensor rank %d out of range", ndim);
+    Tensor t;
+    memset(&t, 0, sizeof t);
+    t.data = data;
+    t.dtype = dt;
+    t.device = dev;
+    t.ndim = ndim;
+    for (int i = 0; i < ndim; i++) t.shape[i] = shape[i];
+    return t;
+}
+
+Tensor tensor_f32(float *data, int ndim, ...) {
+    int64_t shape[NM_MAX_DIMS];
+    NM_CHECK(ndim >= 0 && ndim <= NM_MAX_DIMS, "tensor rank %d out of range", ndim);
+    va_list ap;
+    va_start(ap, ndim);
+    for (int i = 0; i < ndim; i++) shape[i] = va_arg(ap, int64_t);
+    va_end(ap);
+    return tensor_view(data, DT_F32, DEVICE_CPU, ndim, shape);
+}
+
+int64_t tensor_numel(Tensor t) {
+    int64_t n = 1;
+    for (int i = 0; i < t.ndim; i++) n *= t.shape[i];
+    return n;
+}
+
+size_t tensor_nbytes(Tensor t) { return (size_t)tensor_numel(t) * dtype_size(t.dtype); }
+
+const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t n) {
+    size_t used = 0;
+    used += (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && used < n; i++) {
+        used += (size_t)snprintf(buf + used, n - used, i ? ", %lld" : "%lld", (long long)shape[i]);
+    }
+    if (used < n) snprintf(buf + used, n - used, "]");
+    return buf;
+}
+
+bool shape_equal(Tensor a, Tensor b) {
+    if (a.ndim != b.ndim) return false;
+    for (int i = 0; i < a.ndim; i++)
+        if (a.shape[i] != b.shape[i]) return false;
+    return true;
+}
+
+// ----------------------------------------------------------------------------
+// The table
+
+void table_init(Table *t, const char *name) {
+    memset(t, 0, sizeof *t);
+    t->name = xstrdup(name);
+}
+
+int table_add(Table *t, const char *name, DType dt, bool trainable, int ndim, const int64_t *shape) {
+    NM_CHECK(t->buffer == NULL, "table '%s': add '%s' after allocation", t->name, name);
+    NM_CHECK(ndim >= 0 && ndim <= NM_MAX_DIMS, "table '%s': '%s' has rank %d", t->name, name, ndim);
+    NM_CHECK(table_find(t, name) < 0, "table '%s': duplicate entry '%s'", t->name, name);
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 64;
+        t->entries = xrealloc(t->entries, (size_t)t->cap * sizeof *t->entries);
+    }
+    TableEntry *e = &t->entries[t->n];
+    memset(e, 0, sizeof *e);
+    e->name = xstrdup(name);
+    e->dtype = dt;
+    e->trainable = trainable;
+    e->ndim = ndim;
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        NM_CHECK(shape[i] >= 0, "table '%s': '%s' has a negative size", t->name, name);
+        e->shape[i] = shape[i];
+        numel *= shape[i];
+    }
+    e->nbytes = (size_t)numel * dtype_size(dt);
+    return t->n++;
+}
+
+void table_alloc(Table *t, Device dev) {
+    NM_CHECK(t->buffer == NULL, "table '%s' allocated twice", t->name);
+    // Lay entries out in order, each starting on a 64-byte boundary so that
+    // vector loads of any tensor are aligned and tensors never share a cache line.
+    size_t off = 0;
+    for (int i = 0; i < t->n; i++) {
+        t->entries[i].offset = off;
+        off += (t->entries[i].nbytes + 63) & ~(size_t)63;
+    }
+    t->nbytes = off;
+    t->device = dev;
+    NM_CHECK(dev == DEVICE_CPU, "table '%s': device %s tables are allocated by the CUDA backend",
+             t->name, device_name(dev));
+    t->buffer = xcalloc(1, off ? off : 64);
+}
+
+void table_free(Table *t) {
+    for (int i = 0; i < t->n; i++) free(t->entries[i].name);
+    free(t->entries);
+    free(t->buffer);
+    free(t->name);
+    memset(t, 0, sizeof *t);
+}
+
+int table_find(const Table *t, const char *name) {
+    // A linear scan: tables hold a few hundred entries, looked up at load time only.
+    for (int i = 0; i < t->n; i++)
+        if (strcmp(t->entries[i].name, name) == 0) return i;
+    return -1;
+}
+
+Tensor table_tensor(const Table *t, int i) {
+    NM_CHECK(i >= 0 && i < t->n, "table '%s': index %d out of range", t->name, i);
+    NM_CHECK(t->buffer != NULL, "table '%s' used before allocation", t->name);
+    const TableEntry *e = &t->entries[i];
+    return tensor_view((char *)t->buffer + e->offset, e->dtype, t->device, e->ndim, e->shape);
+}
+
+Tensor table_get(const Table *t, const char *name) {
+    int i = table_find(t, name);
+    NM_CHECK(i >= 0, "table '%s' has no tensor '%s'", t->name, name);
+    return table_tensor(t, i);
+}
+
+int64_t table_numel(const Table *t, bool trainable_only) {
+    int64_t n = 0;
+    for (int i = 0; i < t->n; i++) {
+        if (trainable_only && !t->entries[i].trainable) continue;
+        int64_t k = 1;
+        for (int d = 0; d < t->entries[i].ndim; d++) k *= t->entries[i].shape[d];
+        n += k;
+    }
+    return n;
+}
+
+void table_derive(Table *dst, const Table *src, const char *name, DType dt, bool trainable_only) {
+    table_init(dst, name);
+    for (int i = 0; i < src->n; i++) {
+        const TableEntry *e = &src->entries[i];
+        if (trainable_only && !e->trainable) continue;
+        table_add(dst, e->name, dt, e->trainable, e->ndim, e->shape);
+    }
+}
+
+const char *bytes_str(double bytes, char *buf, size_t n) {
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024.0 && u < 4) { bytes /= 1024.0; u++; }
+    snprintf(buf, n, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
+    return buf;
+}
+
+void table_print(const Table *t, FILE *f, bool per_entry) {
+    char sb[128], bb[32];
+    size_t total = 0;
+    for (int i = 0; i < t->n; i++) {
+        const TableEntry *e = &t->entries[i];
+        total += e->nbytes;
+        if (per_entry)
+            fprintf(f, "  %-56s %-5s %-22s %12zu%s\n", e->name, dtype_name(e->dtype),
+                    shape_str(e->shape, e->ndim, sb, sizeof sb), e->nbytes, e->trainable ? "" : "  (frozen)");
+    }
+    fprintf(f, "  %s: %d tensors, %lld parameters (%lld trainable), %s\n", t->name, t->n,
+            (long long)table_numel(t, false), (long long)table_numel(t, true),
+            bytes_str((double)total, bb, sizeof bb));
+}

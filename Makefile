@@ -1,0 +1,178 @@
+# nanoMolmo2 in C: the build.
+#
+#   make            build every chapter
+#   make ch01 .. ch07   build that chapter and the ones before it, nothing else
+#   make test       unit, CLI and bad-input tests (under ASan+UBSan), then `make verify`
+#   make verify     parity with PyTorch/transformers (creates the reference venv on first use)
+#   make verify-gpu every CUDA op against the C oracle (needs a GPU)
+#   make bench      CPU benchmarks side by side with PyTorch
+#   make fuzz       the libFuzzer target for the safetensors + JSON readers
+#   make clean
+#
+# Switches: ASAN=1 (AddressSanitizer + UBSan build in build/asan), NO_CUDA=1,
+# NO_OPENMP=1, CC=clang.
+
+ifeq ($(origin CC),default)
+  CC     := gcc
+endif
+NVCC     ?= $(shell command -v nvcc 2>/dev/null)
+PYTHON   ?= python3
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+
+ifeq ($(NO_CUDA),1)
+  NVCC :=
+endif
+
+# ---- flags -------------------------------------------------------------------
+WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
+CSTD     := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+ifeq ($(ASAN),1)
+  BUILD  := build/asan
+  OPT    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  # CUDA's runtime and ASan's shadow memory do not mix well; the ASan build
+  # tests the C paths and links the CUDA stub.
+  NVCC   :=
+else
+  BUILD  := build/release
+  OPT    := -O3 -march=native -g
+endif
+
+OMP_OK := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(NO_OPENMP),1)
+  OMP_OK :=
+endif
+OMPFLAG := $(if $(OMP_OK),-fopenmp,)
+
+CFLAGS   := $(CSTD) $(OPT) $(WARN) $(OMPFLAG) -I. $(EXTRA_CFLAGS)
+LDLIBS   := -lm $(OMPFLAG)
+
+ifneq ($(NVCC),)
+  CFLAGS    += -DNM_CUDA
+  NVCCFLAGS := -O3 -std=c++17 -I. -DNM_CUDA --Werror all-warnings -Xcompiler -Wall,-Wextra,-Wno-unused-parameter \
+               -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+endif
+
+# ---- the chapters ------------------------------------------------------------
+# A chapter is a folder. Its library is every .c file in it except run.c (the
+# chapter's command line) and cuda_stub.c (what stands in for its .cu files in
+# a build without CUDA). Chapter N links the libraries of chapters 1..N and
+# nothing after: `make ch04` builds 01..04 only. The book's weaver reads the
+# same lists (`make print-sources`).
+CHAPTERS := 01_tensor 02_vit 03_connector 04_qwen 05_training 06_distributed 07_video_longctx
+
+lib_c  = $(filter-out $(1)/run.c $(1)/cuda_stub.c,$(sort $(wildcard $(1)/*.c)))
+lib_cu = $(sort $(wildcard $(1)/*.cu))
+lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_c,$(1))) \
+           $(if $(NVCC),$(patsubst %.cu,$(BUILD)/%.cu.o,$(call lib_cu,$(1))),\
+                $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/cuda_stub.c)))
+
+# Release binaries sit in the chapter folders (./01_tensor/run); ASan ones under build/asan/.
+RUNDIR := $(if $(filter 1,$(ASAN)),$(BUILD)/,)
+
+.PHONY: all $(foreach c,$(CHAPTERS),ch$(firstword $(subst _, ,$(c)))) test test-c test-asan verify \
+        verify-gpu bench fuzz clean checklist venv print-sources
+.DEFAULT_GOAL := all
+
+# For chapter NN_name: OBJNN (its objects and all earlier ones), target chNN,
+# NN_name/run when run.c exists, and tests/{test,verify}_chNN when present.
+define CHAPTER_RULES
+N_$(1) := $(firstword $(subst _, ,$(1)))
+OBJ$$(N_$(1)) := $$(OBJ_PREV) $$(call lib_objs,$(1))
+OBJ_PREV := $$(OBJ$$(N_$(1)))
+ch$$(N_$(1)): $$(if $$(wildcard $(1)/run.c),$$(RUNDIR)$(1)/run)
+$$(RUNDIR)$(1)/run: $$(BUILD)/$(1)/run.o $$(OBJ$$(N_$(1)))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $$^ -o $$@ $$(LDLIBS)
+$$(BUILD)/tests/test_ch$$(N_$(1)): $$(BUILD)/tests/test_ch$$(N_$(1)).o $$(OBJ$$(N_$(1)))
+	$$(CC) $$(CFLAGS) $$^ -o $$@ $$(LDLIBS)
+$$(BUILD)/tests/verify_ch$$(N_$(1)): $$(BUILD)/tests/verify_ch$$(N_$(1)).o $$(OBJ$$(N_$(1)))
+	$$(CC) $$(CFLAGS) $$^ -o $$@ $$(LDLIBS)
+$$(BUILD)/tests/verify_gpu_ch$$(N_$(1)): $$(BUILD)/tests/verify_gpu_ch$$(N_$(1)).o $$(OBJ$$(N_$(1)))
+	$$(CC) $$(CFLAGS) $$^ -o $$@ $$(LDLIBS)
+endef
+OBJ_PREV :=
+$(foreach c,$(CHAPTERS),$(eval $(call CHAPTER_RULES,$(c))))
+# chNN also builds the chapters before it
+ch02: ch01
+ch03: ch02
+ch04: ch03
+ch05: ch04
+ch06: ch05
+ch07: ch06
+
+all: checklist $(foreach c,$(CHAPTERS),ch$(firstword $(subst _, ,$(c))))
+
+checklist:
+	@echo "nanoMolmo2 build: CC=$(CC) ($(shell $(CC) -dumpversion)), OpenMP: $(if $(OMP_OK),yes,no), \
+	CUDA: $(if $(NVCC),yes ($(NVCC)),no$(if $(filter 1,$(ASAN)), (ASan build uses the stubs),)), \
+	build dir: $(BUILD)"
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+# ---- tests ---------------------------------------------------------------------
+# Every tests/test_chNN.c and tests/verify_chNN.c is a program; tests/run.sh runs
+# them chapter by chapter with the CLI tests (tests/cli_chNN.sh) and the
+# reference scripts (tests/reference/ref_chNN.py, check_chNN.py).
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_ch*.c tests/verify_ch*.c))
+GPU_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/verify_gpu_ch*.c))
+
+# The reference venv lives outside the clone, keyed by the requirements hash,
+# so a second run (and CI on the same machine) starts in seconds.
+REQ_HASH := $(shell sha256sum tests/reference/requirements.txt 2>/dev/null | cut -c1-12)
+VENV     ?= $(HOME)/.cache/nanomolmo2/venv-$(REQ_HASH)
+VPY      := $(VENV)/bin/python
+
+venv: $(VENV)/.ok
+$(VENV)/.ok: tests/reference/requirements.txt
+	@echo "creating the reference venv at $(VENV) (first use only; a few minutes)"
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/reference/requirements.txt
+	touch $@
+
+REF := build/ref
+
+# test-c: everything in C (unit, CLI, bad input); verify: PyTorch parity. The
+# driver counts PASS/FAIL lines and prints the total last.
+test-c: all $(TEST_BINS)
+	@BUILD=$(BUILD) tests/run.sh c
+test-asan:
+	$(MAKE) ASAN=1 test-c
+verify: all $(TEST_BINS) venv
+	@BUILD=$(BUILD) VPY=$(VPY) REF=$(REF) tests/run.sh verify
+test:
+	@$(MAKE) --no-print-directory ASAN=1 all $(subst build/release,build/asan,$(TEST_BINS)) >/dev/null
+	@$(MAKE) --no-print-directory all $(TEST_BINS) venv >/dev/null
+	@BUILD=$(BUILD) ASAN_BUILD=build/asan VPY=$(VPY) REF=$(REF) tests/run.sh all
+
+# verify_gpu_chNN compare each CUDA op with its C twin; they need an nvcc build.
+verify-gpu: all $(GPU_BINS)
+	@BUILD=$(BUILD) tests/gpu.sh
+
+bench: ch01 venv
+	@VPY=$(VPY) $(VPY) tests/reference/bench.py
+
+# ---- fuzzing (clang's libFuzzer) -----------------------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := 01_tensor/common.c 01_tensor/dtype.c 01_tensor/tensor.c 01_tensor/json.c 01_tensor/safetensors.c
+build/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c $(FUZZ_SRC)
+	@mkdir -p $(dir $@)
+	clang $(CSTD) -g -O1 -I. -fsanitize=fuzzer,address,undefined $^ -o $@ -lm
+fuzz: build/fuzz/fuzz_safetensors
+	@mkdir -p build/fuzz/corpus
+	build/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    build/fuzz/corpus tests/fuzz/seeds
+
+print-sources:
+	@$(foreach c,$(CHAPTERS),echo "$(c): $(call lib_c,$(c)) $(call lib_cu,$(c)) $(wildcard $(c)/run.c)";)
+
+clean:
+	rm -rf build 0[1-7]_*/run
+
+-include $(shell find build -name '*.d' 2>/dev/null)

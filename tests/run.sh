@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# tests/run.sh: the test driver behind `make test`, `make test-c` and `make verify`.
+#
+#   tests/run.sh c        C unit tests, CLI tests, bad-input tests
+#   tests/run.sh verify   PyTorch parity (needs $VPY, the reference venv's python)
+#   tests/run.sh all      both; C tests use the ASan build when $ASAN_BUILD is set
+#
+# Every test program prints one line per check, `PASS name ...` or `FAIL name ...`.
+# This script runs them, echoes their output, counts the lines, and ends with
+# the line `N passed, N failed`. A program that exits non-zero without printing
+# a FAIL line (a crash, a sanitizer report) counts as one failure of its own,
+# so nothing can fail silently.
+set -u
+cd "$(dirname "$0")/.."
+
+MODE=${1:-all}
+BUILD=${BUILD:-build/release}
+REF=${REF:-build/ref}
+VPY=${VPY:-python3}
+CBUILD=${ASAN_BUILD:-$BUILD}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# two threads, as on the CI machine; tests must not depend on it
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+PASSED=0
+FAILED=0
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+
+# run_prog LABEL CMD...: runs a test program, counts its PASS/FAIL lines.
+run_prog() {
+    local label=$1; shift
+    echo "## $label"
+    "$@" >"$LOG" 2>&1
+    local rc=$?
+    cat "$LOG"
+    local p f
+    p=$(grep -c '^PASS ' "$LOG")
+    f=$(grep -c '^FAIL ' "$LOG")
+    PASSED=$((PASSED + p))
+    FAILED=$((FAILED + f))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "FAIL $label exited with status $rc and reported no failing check"
+        FAILED=$((FAILED + 1))
+    fi
+    if [ "$rc" -eq 0 ] && [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+        echo "FAIL $label ran no check"
+        FAILED=$((FAILED + 1))
+    fi
+}
+
+CHAPTERS="01 02 03 04 05 06 07"
+
+# C tests of every chapter that has them: unit tests, then CLI and bad-input tests.
+run_c() {
+    local rundir
+    rundir=$([ "$CBUILD" = "$BUILD" ] && echo . || echo "$CBUILD")
+    for n in $CHAPTERS; do
+        [ -x "$CBUILD/tests/test_ch$n" ] && run_prog "chapter $n: unit tests [$CBUILD]" "$CBUILD/tests/test_ch$n"
+        [ -f "tests/cli_ch$n.sh" ] && RUNDIR=$rundir run_prog "chapter $n: CLI and bad-input tests [$rundir]" \
+            bash "tests/cli_ch$n.sh"
+    done
+}
+
+# PyTorch parity: the reference script writes expected outputs, the C verify
+# program compares, and an optional check script reads what C wrote.
+run_verify() {
+    mkdir -p "$REF"
+    for n in $CHAPTERS; do
+        [ -f "tests/reference/ref_ch$n.py" ] || continue
+        run_prog "chapter $n: reference outputs (PyTorch)" "$VPY" "tests/reference/ref_ch$n.py" --out "$REF/ch$n"
+        [ -x "$BUILD/tests/verify_ch$n" ] && run_prog "chapter $n: verify against PyTorch" \
+            "$BUILD/tests/verify_ch$n" "$REF/ch$n"
+        [ -f "tests/reference/check_ch$n.py" ] && run_prog "chapter $n: C outputs read by PyTorch" \
+            "$VPY" "tests/reference/check_ch$n.py" "$REF/ch$n"
+    done
+}
+
+case "$MODE" in
+    c) run_c ;;
+    verify) run_verify ;;
+    all) run_c; run_verify ;;
+    *) echo "usage: tests/run.sh c|verify|all" >&2; exit 2 ;;
+esac
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
