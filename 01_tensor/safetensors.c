@@ -448,12 +448,27 @@ static size_t item_bytes(const StItem *it) {
     return n;
 }
 
-// The Python writer's order: larger dtypes first (so every tensor stays aligned
-// to its own element size), then by name.
+// The Python writer's order: dtypes by their rank in the reference (Rust)
+// implementation's dtype enum, highest first, then by name. Larger element
+// sizes come first, so every tensor stays aligned to its own element size.
+static int dtype_rank(DType dt) {
+    switch (dt) {
+    case DT_BOOL: return 0;
+    case DT_U8: return 1;
+    case DT_F16: return 2;
+    case DT_BF16: return 3;
+    case DT_I32: return 4;
+    case DT_F32: return 5;
+    case DT_F64: return 6;
+    case DT_I64: return 7;
+    default: return -1;
+    }
+}
+
 static int cmp_item(const void *a, const void *b) {
     const StItem *x = *(const StItem *const *)a, *y = *(const StItem *const *)b;
-    size_t sx = dtype_size(x->dtype), sy = dtype_size(y->dtype);
-    if (sx != sy) return sx > sy ? -1 : 1;
+    int rx = dtype_rank(x->dtype), ry = dtype_rank(y->dtype);
+    if (rx != ry) return rx > ry ? -1 : 1;
     return strcmp(x->name, y->name);
 }
 

@@ -23,7 +23,7 @@
 //
 // The writer produces what the Python library produces: header padded with
 // spaces to a multiple of 8 bytes (so data is 8-aligned), tensors sorted by
-// dtype alignment then name, and the file written atomically (temp name, fsync,
+// dtype (the reference writer's order) then name, and the file written atomically (temp name, fsync,
 // rename), so a crash never leaves a half-written checkpoint that looks whole.
 #ifndef NM_SAFETENSORS_H
 #define NM_SAFETENSORS_H

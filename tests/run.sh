@@ -17,6 +17,7 @@ MODE=${1:-all}
 BUILD=${BUILD:-build/release}
 REF=${REF:-build/ref}
 VPY=${VPY:-python3}
+export REF
 CBUILD=${ASAN_BUILD:-$BUILD}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

@@ -120,6 +120,22 @@ def check_file_against(path, entries, what):
            + (f"; mismatched: {bad[:5]}" if bad else ""))
 
 
+def sort_metadata(path):
+    """safetensors keeps __metadata__ in a hash map, so its key order changes from
+    run to run. Rewrite the header with the keys sorted (same bytes otherwise,
+    same length), so that this script writes identical files every time."""
+    with open(path, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        text = f.read(n).decode()
+        hdr = json.loads(text)
+        hdr["__metadata__"] = dict(sorted(hdr["__metadata__"].items()))
+        new = json.dumps(hdr, separators=(",", ":"), ensure_ascii=False).encode()
+        new += b" " * (n - len(new))
+        assert len(new) == n, "header changed length"
+        f.seek(8)
+        f.write(new)
+
+
 # ---- a. every dtype -------------------------------------------------------------
 def make_dtypes(out):
     rng = np.random.default_rng(1)
@@ -152,6 +168,7 @@ def make_dtypes(out):
     tensors = {name: np_to_torch(a, dt) for name, dt, a in specs}
     path = os.path.join(out, "dtypes.safetensors")
     save_file(tensors, path, metadata=meta)
+    sort_metadata(path)
     entries = [(name, dt, a.shape, np.array(a, order="C").tobytes()) for name, dt, a in specs]
     write_manifest_and_raw(out, "dtypes", entries, {"file": "dtypes.safetensors", "metadata": meta})
     check_file_against(path, entries, "dtypes")
@@ -247,6 +264,35 @@ def make_matmul(out):
            + " ".join(f"{m}x{k}x{n}" for m, k, n in MATMUL_CASES) + ")")
 
 
+# ---- c2. attention ----------------------------------------------------------------
+# (B, Tq, Tk, NH, NKV, HD, q_pos0, causal): ViT-like (all see all), Qwen-like
+# GQA causal prefill, and decoding queries against a longer cache.
+ATTN_CASES = [(2, 5, 5, 4, 4, 8, 0, 0), (1, 7, 7, 6, 2, 16, 0, 1), (2, 3, 10, 4, 1, 8, 7, 1),
+              (1, 1, 9, 8, 2, 32, 8, 1), (1, 33, 33, 2, 2, 64, 0, 0)]
+
+
+def make_attention(out):
+    g = torch.Generator().manual_seed(3)
+    tensors = {"cases": torch.tensor(ATTN_CASES, dtype=torch.int64)}
+    for i, (B, Tq, Tk, NH, NKV, HD, q0, causal) in enumerate(ATTN_CASES):
+        q = torch.randn(B, Tq, NH, HD, generator=g)
+        k = torch.randn(B, Tk, NKV, HD, generator=g)
+        v = torch.randn(B, Tk, NKV, HD, generator=g)
+        # torch's SDPA in float64 is the reference: heads first, kv heads
+        # repeated for GQA, and a boolean mask for "key position <= query position".
+        qd, kd, vd = (t.double().transpose(1, 2) for t in (q, k, v))
+        kd = kd.repeat_interleave(NH // NKV, dim=1)
+        vd = vd.repeat_interleave(NH // NKV, dim=1)
+        mask = None
+        if causal:
+            mask = torch.arange(Tk)[None, :] <= (q0 + torch.arange(Tq))[:, None]
+        o = torch.nn.functional.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask)
+        p = f"case{i}."
+        tensors.update({p + "q": q, p + "k": k, p + "v": v, p + "out": o.transpose(1, 2).float().contiguous()})
+    save_file(tensors, os.path.join(out, "attention.safetensors"), metadata={"format": "pt"})
+    report(True, "ref_ch01.attention", f"wrote attention.safetensors ({len(ATTN_CASES)} cases)")
+
+
 # ---- d. dtype conversions ---------------------------------------------------------
 def f32_from_bits(bits):
     return np.asarray(bits, dtype=np.uint64).astype(np.uint32).view(np.float32)
@@ -317,6 +363,8 @@ def make_convert(out):
         "f32": t, "bf16": bf16, "f16": f16,
         "bf16_src": bf16_src, "bf16_src_as_f32": bf16_src.float(),
         "f16_src": f16_src, "f16_src_as_f32": f16_src.float(),
+        # and across: every bf16 to f16 and back (through f32, which is exact)
+        "bf16_src_as_f16": bf16_src.to(torch.float16), "f16_src_as_bf16": f16_src.to(torch.bfloat16),
     }
     save_file(tensors, os.path.join(out, "convert.safetensors"), metadata={"format": "pt"})
 
@@ -329,7 +377,13 @@ def make_convert(out):
     t_bf16 = bf16.view(torch.int16).numpy().view(np.uint16)
     ok16 = np.array_equal(np_f16[~nan], t_f16[~nan]) and np.isnan(f16.float().numpy()[nan]).all()
     okbf = np.array_equal(bf16_rne_numpy(f32)[~nan], t_bf16[~nan]) and np.isnan(bf16.float().numpy()[nan]).all()
-    report(ok16, "ref_ch01.convert.f16_selfcheck", "torch's f32->f16 equals numpy's on every non-NaN value")
+    # bf16 -> f16 the same way: widen the bits exactly, let numpy round
+    wide = (all16.astype(np.uint32) << 16).view(np.float32)
+    with np.errstate(over="ignore"):
+        np_x16 = wide.astype(np.float16).view(np.uint16)
+    t_x16 = tensors["bf16_src_as_f16"].view(torch.int16).numpy().view(np.uint16)
+    ok16 = ok16 and np.array_equal(np_x16[~np.isnan(wide)], t_x16[~np.isnan(wide)])
+    report(ok16, "ref_ch01.convert.f16_selfcheck", "torch's f32->f16 and bf16->f16 equal numpy's on every non-NaN value")
     report(okbf, "ref_ch01.convert.bf16_selfcheck", "torch's f32->bf16 equals a numpy RNE on every non-NaN value")
     report(True, "ref_ch01.convert", f"wrote convert.safetensors ({f32.size} f32 values, {int(nan.sum())} NaNs; "
            "all 65536 bf16 and f16 patterns)")
@@ -483,6 +537,7 @@ def main():
     make_dtypes(args.out)
     make_model(args.out)
     make_matmul(args.out)
+    make_attention(args.out)
     make_convert(args.out)
     make_bad(args.out)
     return 1 if FAILED else 0

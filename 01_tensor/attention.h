@@ -1,0 +1,35 @@
+// attention.h: scaled dot-product attention, the one op both transformers share.
+//
+// The ViT (chapter 02) attends with every patch seeing every patch; Qwen
+// (chapter 04) attends causally, with fewer key/value heads than query heads
+// (grouped-query attention, GQA) and, when generating, with new queries
+// against a cache of old keys. One op covers all three:
+//
+//   for every batch b, query head h, query position i:
+//       g      = h / (NH / NKV)                 the kv head this query head reads
+//       s_j    = scale * q[b,i,h,:] . k[b,j,g,:]  for the visible keys j
+//       p_j    = softmax_j(s_j)                  (max-subtracted, in fp32)
+//       out[b,i,h,:] = sum_j p_j v[b,j,g,:]
+//
+// Visible keys: all Tk of them, or with `causal` those at absolute position
+// <= q_pos0 + i, where q_pos0 is the absolute position of the first query
+// (0 in a full forward; the cache length when decoding token by token).
+//
+// Layouts are the ones the projections produce, so no transpose is needed:
+// q and out are (B, Tq, NH, HD) and k, v are (B, Tcap, NKV, HD) of which the
+// first Tk positions are used (Tcap > Tk for a KV cache allocated up front).
+//
+// Letters: B batch, Tq query positions, Tk key positions, Tcap allocated key
+// positions, NH query heads, NKV key/value heads, HD head dim.
+#ifndef NM_ATTENTION_H
+#define NM_ATTENTION_H
+
+#include <stdbool.h>
+
+// out (B,Tq,NH,HD); probs (B,NH,Tq,Tk) or NULL: the softmax weights, kept when
+// a backward pass will need them; q (B,Tq,NH,HD); k,v (B,Tcap,NKV,HD).
+void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
+                           int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
+                           int q_pos0, bool causal, float scale);
+
+#endif
