@@ -25,7 +25,10 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
     const int group = NH / NKV;           // query heads per kv head
     const long long rows = (long long)B * NH * Tq;
 
-#pragma omp parallel
+    // A decode step has only NH rows of work: waking threads costs more than it
+    // saves, so go parallel only when there is enough to share.
+    const long long work = rows * (long long)Tk * HD;
+#pragma omp parallel if (work > 32768)
     {
         float *scores = xmalloc((size_t)(Tk > 0 ? Tk : 1) * sizeof(float));   // (Tk,) this thread's row
 #pragma omp for schedule(static)

@@ -299,7 +299,7 @@ static JsonValue *parse_array(Parser *p, int depth) {
     JsonValue *v = new_value(p, JSON_ARRAY);
     v->len = p->sp - base;
     v->items = arena_alloc(p->doc, v->len * sizeof(JsonValue *) + 1);
-    memcpy(v->items, p->stack + base, v->len * sizeof(JsonValue *));
+    if (v->len) memcpy(v->items, p->stack + base, v->len * sizeof(JsonValue *));
     p->sp = base;
     return v;
 }

@@ -14,8 +14,8 @@
 // fixed when the file is compiled: the release build uses -march=native), no
 // autotuning (the block sizes below were chosen once, by measuring, for a
 // recent Xeon, and are merely reasonable elsewhere). It is one file you can
-// read in an evening, and on the machine it was tuned on it runs within a few
-// tens of percent of a vendor BLAS (see bench/RESULTS.md).
+// read in an evening; bench/RESULTS.md records how it compares with the
+// vendor BLAS behind PyTorch on the machine it was tuned on.
 //
 // Shape letters in this file:
 //   M   rows of C and of op(A)            (for a Linear layer: tokens, B*T)
@@ -80,8 +80,9 @@
 //   - a block of B that fits in L2 really sits there contiguously, instead of
 //     being scattered over rows that each evict a little of the rest.
 //
-// Threads. The loop over the slivers of A (row bands of C) is split across
-// OpenMP threads. Each thread writes its own rows of C, so no locking is
+// Threads. The slivers of A (row bands of C) are dealt out to OpenMP threads,
+// and when there are too few of them, the columns too (see column_splits).
+// Every tile of C is computed by one thread, start to finish, so no locking is
 // needed, and every element of C is summed in the same order whatever the
 // number of threads: the result is bit-identical with 1 thread or 16.
 #include "01_tensor/matmul.h"
@@ -161,9 +162,9 @@ static inline void vstoreu(float *p, vec v) { memcpy(p, &v, sizeof v); }
 // 1 MB: it stays in L2 (2 MB on the machine we tuned on) while every sliver of
 // A passes by. A larger KC would mean fewer passes over C (each pass over K
 // reads and writes C once), but KC is bounded by the A sliver's place in L1.
-// Both numbers were picked by measuring neighbours (KC 128..512, NC 256..4096);
-// they are constants, not functions of the thread count, which is what keeps
-// the results independent of it.
+// None of the neighbours we measured (KC 128..512, NC 256..4096) was faster.
+// They are constants, not functions of the thread count, which is part of
+// what keeps the results independent of it.
 #define KC 256
 #define NC 1024
 
@@ -386,12 +387,14 @@ static void block_range(const Gemm *g, int blk, int *jc, int *nc, int *pc, int *
 }
 
 // Packs block `blk` of op(B), (kc, nc), into bp (nc/NR slivers of (kc, NR)).
-// Called by every thread of the team: each packs a share of the slivers.
+// Called by every thread of the team: the slivers are dealt out one at a time,
+// so that a thread the OS has paused for a moment delays the others by one
+// sliver at most.
 static void pack_b_block(const Gemm *g, int blk, float *bp) {
     int jc, nc, pc, kc;
     block_range(g, blk, &jc, &nc, &pc, &kc);
     int b_slivers = (nc + NR - 1) / NR;
-    NM_OMP(for schedule(static) nowait)
+    NM_OMP(for schedule(dynamic, 1) nowait)
     for (int s = 0; s < b_slivers; s++)
         pack_b(bp + (size_t)s * kc * NR, g->transB, g->B, g->ldb, jc + s * NR, imin(NR, nc - s * NR), pc, kc);
 }

@@ -13,6 +13,7 @@
 #ifndef NM_RNG_H
 #define NM_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {

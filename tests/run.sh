@@ -62,6 +62,7 @@ run_c() {
         [ -f "tests/cli_ch$n.sh" ] && RUNDIR=$rundir run_prog "chapter $n: CLI and bad-input tests [$rundir]" \
             bash "tests/cli_ch$n.sh"
     done
+    [ -f tests/test_book.sh ] && run_prog "book: weaver, pages, browser" bash tests/test_book.sh
 }
 
 # PyTorch parity: the reference script writes expected outputs, the C verify

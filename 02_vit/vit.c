@@ -1,0 +1,481 @@
+// vit.c: loading the CLIP vision tower and running it forward on the CPU.
+//
+// The forward is written for reading: one function per step of the formula in
+// vit.h, fp32 everywhere, the linears through chapter 01's matmul and the
+// attention through its attention op. It does not keep activations (there is
+// no backward), and it never builds the (T, T) attention matrix of a whole
+// batch: attention_forward_cpu walks one query row at a time.
+//
+// Shape letters as in vit.h: B images, T tokens, C width, I MLP width,
+// NH heads, HD head dim, P patch side, G patches per side, NP = G*G.
+#include "02_vit/vit.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "01_tensor/attention.h"
+#include "01_tensor/json.h"
+#include "01_tensor/matmul.h"
+#include "01_tensor/rng.h"
+#include "01_tensor/safetensors.h"
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+// ----------------------------------------------------------------------------
+// Configs
+
+VitConfig vit_config_large336(void) {
+    VitConfig c = {.image_size = 336, .patch_size = 14, .channels = 3, .hidden = 1024, .intermediate = 4096,
+                   .layers = 24, .heads = 16, .eps = 1e-5f, .act = VIT_ACT_QUICK_GELU};
+    return c;
+}
+
+VitConfig vit_config_nano(void) {
+    VitConfig c = {.image_size = 64, .patch_size = 8, .channels = 3, .hidden = 128, .intermediate = 512,
+                   .layers = 4, .heads = 4, .eps = 1e-5f, .act = VIT_ACT_QUICK_GELU};
+    return c;
+}
+
+int vit_config_check(const VitConfig *c, char *err, size_t errlen) {
+    if (c->image_size <= 0 || c->image_size > 4096) return fail(err, errlen, "image_size %d out of range", c->image_size);
+    if (c->patch_size <= 0 || c->patch_size > c->image_size)
+        return fail(err, errlen, "patch_size %d does not fit image_size %d", c->patch_size, c->image_size);
+    if (c->channels != 3) return fail(err, errlen, "num_channels is %d; only RGB (3) images are supported", c->channels);
+    if (c->hidden <= 0 || c->hidden > 65536) return fail(err, errlen, "hidden_size %d out of range", c->hidden);
+    if (c->intermediate <= 0 || c->intermediate > 262144)
+        return fail(err, errlen, "intermediate_size %d out of range", c->intermediate);
+    if (c->layers <= 0 || c->layers > 1024) return fail(err, errlen, "num_hidden_layers %d out of range", c->layers);
+    if (c->heads <= 0 || c->hidden % c->heads != 0)
+        return fail(err, errlen, "hidden_size %d is not a multiple of num_attention_heads %d", c->hidden, c->heads);
+    if (!(c->eps > 0.0f && c->eps < 1.0f)) return fail(err, errlen, "layer_norm_eps %g out of range", (double)c->eps);
+    if ((int64_t)vit_tokens(c) > 1000000) return fail(err, errlen, "too many patches");
+    return 0;
+}
+
+// Reads an integer key that must be a positive integer when present.
+static int cfg_int(const JsonValue *o, const char *key, int dflt, int *out, char *err, size_t errlen) {
+    const JsonValue *v = json_get(o, key);
+    if (!v) { *out = dflt; return 0; }
+    if (v->type != JSON_NUMBER || !v->is_integer || v->integer <= 0 || v->integer > INT32_MAX)
+        return fail(err, errlen, "config key \"%s\" must be a positive integer", key);
+    *out = (int)v->integer;
+    return 0;
+}
+
+int vit_config_from_json(VitConfig *c, const char *path, char *err, size_t errlen) {
+    size_t len = 0;
+    const char *why = NULL;
+    char *text = read_file(path, &len, &why);
+    if (!text) return fail(err, errlen, "%s", why ? why : "cannot read");
+    char jerr[200];
+    JsonDoc *doc = json_parse(text, len, jerr, sizeof jerr);
+    free(text);
+    if (!doc) return fail(err, errlen, "%s", jerr);
+    const JsonValue *root = json_root(doc);
+    int rc = -1;
+    if (!root || root->type != JSON_OBJECT) { fail(err, errlen, "config is not a JSON object"); goto done; }
+    const JsonValue *v = json_get(root, "vision_config");   // a whole CLIPModel config
+    if (v && v->type != JSON_OBJECT) { fail(err, errlen, "\"vision_config\" is not an object"); goto done; }
+    if (!v) v = root;                                         // a CLIPVisionModel config
+    // transformers' CLIPVisionConfig defaults (ViT-B/32) for absent keys
+    if (cfg_int(v, "image_size", 224, &c->image_size, err, errlen) ||
+        cfg_int(v, "patch_size", 32, &c->patch_size, err, errlen) ||
+        cfg_int(v, "num_channels", 3, &c->channels, err, errlen) ||
+        cfg_int(v, "hidden_size", 768, &c->hidden, err, errlen) ||
+        cfg_int(v, "intermediate_size", 3072, &c->intermediate, err, errlen) ||
+        cfg_int(v, "num_hidden_layers", 12, &c->layers, err, errlen) ||
+        cfg_int(v, "num_attention_heads", 12, &c->heads, err, errlen))
+        goto done;
+    const JsonValue *e = json_get(v, "layer_norm_eps");
+    if (e && e->type != JSON_NUMBER) { fail(err, errlen, "config key \"layer_norm_eps\" must be a number"); goto done; }
+    c->eps = (float)(e ? e->number : 1e-5);
+    const char *act = json_get_str(v, "hidden_act", "quick_gelu");
+    if (!strcmp(act, "quick_gelu")) c->act = VIT_ACT_QUICK_GELU;
+    else if (!strcmp(act, "gelu")) c->act = VIT_ACT_GELU;
+    else { fail(err, errlen, "hidden_act \"%.40s\" is not supported (quick_gelu, gelu)", act); goto done; }
+    rc = vit_config_check(c, err, errlen);
+done:
+    json_free(doc);
+    return rc;
+}
+
+// ----------------------------------------------------------------------------
+// The table: every tensor of the vision tower, by its HF name.
+
+static int add(Table *t, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2,
+               int64_t d3) {
+    char full[160];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    int64_t shape[4] = {d0, d1, d2, d3};
+    return table_add(t, full, DT_F32, false, ndim, shape);
+}
+
+static const float *ptr(const Vit *m, int i) { return (const float *)table_tensor(&m->params, i).data; }
+
+void vit_build(Vit *m, const VitConfig *c, const char *prefix) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    m->prefix = prefix;
+    const int C = c->hidden, I = c->intermediate, P = c->patch_size, T = vit_tokens(c);
+    Table *t = &m->params;
+    table_init(t, "clip vision params");
+    int i_cls = add(t, prefix, "embeddings.class_embedding", 1, C, 0, 0, 0);
+    int i_patch = add(t, prefix, "embeddings.patch_embedding.weight", 4, C, c->channels, P, P);
+    int i_pos = add(t, prefix, "embeddings.position_embedding.weight", 2, T, C, 0, 0);
+    int i_prew = add(t, prefix, "pre_layrnorm.weight", 1, C, 0, 0, 0);   // sic: HF's spelling
+    int i_preb = add(t, prefix, "pre_layrnorm.bias", 1, C, 0, 0, 0);
+    int *li = xmalloc(sizeof(int) * 16 * (size_t)c->layers);
+    for (int l = 0; l < c->layers; l++) {
+        char n[128];
+        int *k = li + 16 * l;
+#define L_ADD(j, suffix, nd, a, b)                                                  \
+        snprintf(n, sizeof n, "encoder.layers.%d.%s", l, suffix);                   \
+        k[j] = add(t, prefix, n, nd, a, b, 0, 0)
+        L_ADD(0, "layer_norm1.weight", 1, C, 0);
+        L_ADD(1, "layer_norm1.bias", 1, C, 0);
+        L_ADD(2, "self_attn.q_proj.weight", 2, C, C);
+        L_ADD(3, "self_attn.q_proj.bias", 1, C, 0);
+        L_ADD(4, "self_attn.k_proj.weight", 2, C, C);
+        L_ADD(5, "self_attn.k_proj.bias", 1, C, 0);
+        L_ADD(6, "self_attn.v_proj.weight", 2, C, C);
+        L_ADD(7, "self_attn.v_proj.bias", 1, C, 0);
+        L_ADD(8, "self_attn.out_proj.weight", 2, C, C);
+        L_ADD(9, "self_attn.out_proj.bias", 1, C, 0);
+        L_ADD(10, "layer_norm2.weight", 1, C, 0);
+        L_ADD(11, "layer_norm2.bias", 1, C, 0);
+        L_ADD(12, "mlp.fc1.weight", 2, I, C);
+        L_ADD(13, "mlp.fc1.bias", 1, I, 0);
+        L_ADD(14, "mlp.fc2.weight", 2, C, I);
+        L_ADD(15, "mlp.fc2.bias", 1, C, 0);
+#undef L_ADD
+    }
+    int i_postw = add(t, prefix, "post_layernorm.weight", 1, C, 0, 0, 0);
+    int i_postb = add(t, prefix, "post_layernorm.bias", 1, C, 0, 0, 0);
+    table_alloc(t, DEVICE_CPU);
+
+    m->class_emb = ptr(m, i_cls);
+    m->patch_w = ptr(m, i_patch);
+    m->pos_emb = ptr(m, i_pos);
+    m->pre_w = ptr(m, i_prew);
+    m->pre_b = ptr(m, i_preb);
+    m->post_w = ptr(m, i_postw);
+    m->post_b = ptr(m, i_postb);
+    m->layer = xcalloc((size_t)c->layers, sizeof(VitLayer));
+    for (int l = 0; l < c->layers; l++) {
+        const int *k = li + 16 * l;
+        VitLayer *y = &m->layer[l];
+        y->ln1_w = ptr(m, k[0]);  y->ln1_b = ptr(m, k[1]);
+        y->q_w = ptr(m, k[2]);    y->q_b = ptr(m, k[3]);
+        y->k_w = ptr(m, k[4]);    y->k_b = ptr(m, k[5]);
+        y->v_w = ptr(m, k[6]);    y->v_b = ptr(m, k[7]);
+        y->o_w = ptr(m, k[8]);    y->o_b = ptr(m, k[9]);
+        y->ln2_w = ptr(m, k[10]); y->ln2_b = ptr(m, k[11]);
+        y->fc1_w = ptr(m, k[12]); y->fc1_b = ptr(m, k[13]);
+        y->fc2_w = ptr(m, k[14]); y->fc2_b = ptr(m, k[15]);
+    }
+    free(li);
+}
+
+void vit_free(Vit *m) {
+    table_free(&m->params);
+    free(m->layer);
+    memset(m, 0, sizeof *m);
+}
+
+int vit_load(Vit *m, const char *dir, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    struct stat st;
+    if (stat(dir, &st) != 0) return fail(err, errlen, "no such model directory");
+    if (!S_ISDIR(st.st_mode)) return fail(err, errlen, "not a directory (a model is a folder with config.json and *.safetensors)");
+    char *cfg_path = xsprintf("%s/config.json", dir);
+    VitConfig c;
+    char why[256];
+    int rc = vit_config_from_json(&c, cfg_path, why, sizeof why);
+    free(cfg_path);
+    if (rc) return fail(err, errlen, "config.json: %s", why);
+    StModel *sm = st_model_open(dir, why, sizeof why);
+    if (!sm) return fail(err, errlen, "%s", why);
+    // A CLIPModel checkpoint names the tower vision_model.*; transformers v5
+    // saves a lone CLIPVisionModel without that prefix. Both are accepted.
+    const char *prefix;
+    if (st_model_find(sm, "vision_model.embeddings.class_embedding")) prefix = "vision_model.";
+    else if (st_model_find(sm, "embeddings.class_embedding")) prefix = "";
+    else {
+        st_model_close(sm);
+        return fail(err, errlen, "no CLIP vision tower in the weights (no tensor "
+                                 "'vision_model.embeddings.class_embedding' or 'embeddings.class_embedding')");
+    }
+    vit_build(m, &c, prefix);
+    rc = table_load(&m->params, sm, NULL, why, sizeof why);
+    st_model_close(sm);
+    if (rc) {
+        vit_free(m);
+        return fail(err, errlen, "%s", why);
+    }
+    return 0;
+}
+
+void vit_load_or_die(Vit *m, const char *dir) {
+    char err[512];
+    if (vit_load(m, dir, err, sizeof err) != 0) fail_input(dir, "%s", err);
+}
+
+void vit_init_random(Vit *m, const VitConfig *c, uint64_t seed) {
+    vit_build(m, c, "vision_model.");
+    m->random = true;
+    Rng r;
+    rng_seed(&r, seed, 2);
+    for (int i = 0; i < m->params.n; i++) {
+        const TableEntry *e = &m->params.entries[i];
+        float *p = (float *)table_tensor(&m->params, i).data;
+        size_t n = (size_t)tensor_numel(table_tensor(&m->params, i));
+        bool is_norm = strstr(e->name, "layer_norm") || strstr(e->name, "layrnorm") || strstr(e->name, "layernorm");
+        bool is_bias = strlen(e->name) > 5 && !strcmp(e->name + strlen(e->name) - 5, ".bias");
+        if (is_norm) { for (size_t j = 0; j < n; j++) p[j] = is_bias ? 0.0f : 1.0f; }
+        else if (is_bias) memset(p, 0, n * sizeof(float));
+        else rng_fill_normal(&r, p, n, 0.0f, 0.02f);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Features
+
+int vit_feature_parse(VitFeature *f, const char *spec, const VitConfig *c, char *err, size_t errlen) {
+    memset(f, 0, sizeof *f);
+    snprintf(f->name, sizeof f->name, "%s", spec);
+    const int L = c->layers;
+    if (!strcmp(spec, "penultimate")) {
+        if (L < 1) return fail(err, errlen, "penultimate needs at least 1 layer");
+        f->n = 1; f->index[0] = L - 1; f->drop_cls = true;
+        return 0;
+    }
+    if (!strcmp(spec, "molmo")) {
+        if (L < 9) return fail(err, errlen, "the molmo feature needs at least 9 layers (model has %d)", L);
+        f->n = 2; f->index[0] = L - 2; f->index[1] = L - 9; f->drop_cls = true;
+        return 0;
+    }
+    if (!strncmp(spec, "hidden:", 7)) {
+        char *end;
+        long v = strtol(spec + 7, &end, 10);
+        if (end == spec + 7 || *end) return fail(err, errlen, "bad feature '%s' (hidden:N with an integer N)", spec);
+        if (v < 0) v += L + 1;
+        if (v < 0 || v > L) return fail(err, errlen, "hidden state %s out of range 0..%d (or -%d..-1)", spec + 7, L, L + 1);
+        f->n = 1; f->index[0] = (int)v; f->drop_cls = false;
+        return 0;
+    }
+    return fail(err, errlen, "unknown feature '%s' (penultimate, molmo, hidden:N)", spec);
+}
+
+// ----------------------------------------------------------------------------
+// The ops of the forward (fp32, OpenMP over rows)
+
+// LayerNorm over the last axis: y = (x - mean) / sqrt(var + eps) * w + b, with
+// the biased variance (divide by C), as torch computes it. Sums in double.
+// out may equal inp.  out, inp (N, C)
+static void layernorm(float *out, const float *inp, const float *w, const float *b, long N, int C, float eps) {
+    #pragma omp parallel for schedule(static)
+    for (long i = 0; i < N; i++) {
+        const float *x = inp + i * C;
+        float *y = out + i * C;
+        double s = 0.0;
+        for (int c = 0; c < C; c++) s += x[c];
+        float mean = (float)(s / C);
+        double v = 0.0;
+        for (int c = 0; c < C; c++) { double d = x[c] - mean; v += d * d; }
+        float rstd = (float)(1.0 / sqrt(v / C + eps));
+        for (int c = 0; c < C; c++) y[c] = (x[c] - mean) * rstd * w[c] + b[c];
+    }
+}
+
+// quick_gelu(x) = x * sigmoid(1.702 x), CLIP's cheap GELU; or the exact
+// erf GELU for configs that ask for "gelu". In place.  x (n)
+static void activation(float *x, size_t n, VitAct act) {
+    if (act == VIT_ACT_QUICK_GELU) {
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    } else {
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+    }
+}
+
+// x += y.  x, y (n)
+static void add_inplace(float *x, const float *y, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+// The patch embedding. A convolution with kernel = stride = P and no bias is a
+// matmul in disguise: cut the image into patches, flatten each one in the
+// weight's (channel, row, column) order, and multiply by the (C, 3*P*P) weight.
+// Then token 0 is the class vector, tokens 1.. the patches in row-major grid
+// order, and every token gets its position vector.
+//   x   (B, T, C) out
+//   pix (B, 3, S, S)
+static void embed(const Vit *m, float *x, const float *pix, int B) {
+    const VitConfig *c = &m->cfg;
+    const int S = c->image_size, P = c->patch_size, G = vit_grid(c), NP = G * G, T = NP + 1, C = c->hidden;
+    const int K = 3 * P * P;
+    float *patches = xmalloc(sizeof(float) * (size_t)B * NP * K);   // (B, NP, 3*P*P)
+    float *emb = xmalloc(sizeof(float) * (size_t)B * NP * C);       // (B, NP, C)
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int p = 0; p < NP; p++) {
+            int py = p / G, px = p % G;
+            float *dst = patches + ((size_t)b * NP + p) * K;
+            for (int ch = 0; ch < 3; ch++)
+                for (int ky = 0; ky < P; ky++) {
+                    const float *row = pix + (((size_t)b * 3 + ch) * S + (size_t)py * P + ky) * S + (size_t)px * P;
+                    memcpy(dst + (ch * P + ky) * P, row, sizeof(float) * P);
+                }
+        }
+    matmul_forward_cpu(emb, patches, m->patch_w, NULL, B * NP, K, C);
+    for (int b = 0; b < B; b++) {
+        float *xb = x + (size_t)b * T * C;                          // (T, C)
+        for (int j = 0; j < C; j++) xb[j] = m->class_emb[j] + m->pos_emb[j];
+        for (int p = 0; p < NP; p++) {
+            const float *e = emb + ((size_t)b * NP + p) * C;
+            const float *pos = m->pos_emb + (size_t)(p + 1) * C;
+            float *xt = xb + (size_t)(p + 1) * C;
+            for (int j = 0; j < C; j++) xt[j] = e[j] + pos[j];
+        }
+    }
+    free(patches);
+    free(emb);
+}
+
+// Copies hidden state x (B, T, C) into the feature output at channel offset
+// `off` of each token: features (B, Tf, Df).
+static void feature_copy(float *features, const float *x, int B, int T, int C, int Tf, int Df, int off, bool drop_cls) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < Tf; t++)
+            memcpy(features + ((size_t)b * Tf + t) * Df + off, x + ((size_t)b * T + t + (drop_cls ? 1 : 0)) * C,
+                   sizeof(float) * C);
+}
+
+// Hands hidden state `idx` (the stream x, (B, T, C)) to whoever asked for it.
+static void emit(const Vit *m, int idx, const float *x, int B, float *hidden, const VitFeature *feat, float *features) {
+    const VitConfig *c = &m->cfg;
+    const int T = vit_tokens(c), C = c->hidden;
+    const size_t n = (size_t)B * T * C;
+    if (hidden) memcpy(hidden + (size_t)idx * n, x, n * sizeof(float));
+    if (feat && features)
+        for (int j = 0; j < feat->n; j++)
+            if (feat->index[j] == idx)
+                feature_copy(features, x, B, T, C, vit_feature_tokens(feat, c), vit_feature_dim(feat, c), j * C,
+                             feat->drop_cls);
+}
+
+void vit_forward(const Vit *m, const float *pix, int B, float *hidden, const VitFeature *feat, float *features,
+                 float *pooled) {
+    const VitConfig *c = &m->cfg;
+    const int T = vit_tokens(c), C = c->hidden, I = c->intermediate, NH = c->heads, HD = C / NH, L = c->layers;
+    const long BT = (long)B * T;
+    // How deep must we go? Only as far as the deepest hidden state asked for.
+    int last = 0;
+    if (hidden || pooled) last = L;
+    if (feat && features)
+        for (int j = 0; j < feat->n; j++) if (feat->index[j] > last) last = feat->index[j];
+
+    float *x = xmalloc(sizeof(float) * BT * C);        // (B, T, C) the residual stream
+    embed(m, x, pix, B);
+    layernorm(x, x, m->pre_w, m->pre_b, BT, C, c->eps);
+    emit(m, 0, x, B, hidden, feat, features);          // hidden_states[0]
+
+    float *ln = xmalloc(sizeof(float) * BT * C);       // (B, T, C) normed input of a sublayer, then its output
+    float *q = xmalloc(sizeof(float) * BT * C);        // (B, T, NH, HD)
+    float *k = xmalloc(sizeof(float) * BT * C);        // (B, T, NH, HD)
+    float *v = xmalloc(sizeof(float) * BT * C);        // (B, T, NH, HD)
+    float *att = xmalloc(sizeof(float) * BT * C);      // (B, T, NH, HD) attention output, heads side by side
+    float *h = xmalloc(sizeof(float) * BT * I);        // (B, T, I) the MLP's wide middle
+    const float scale = 1.0f / sqrtf((float)HD);
+    for (int l = 0; l < last; l++) {
+        const VitLayer *y = &m->layer[l];
+        // attention block: x = x + out_proj(attention(layer_norm1(x)))
+        layernorm(ln, x, y->ln1_w, y->ln1_b, BT, C, c->eps);
+        matmul_forward_cpu(q, ln, y->q_w, y->q_b, (int)BT, C, C);
+        matmul_forward_cpu(k, ln, y->k_w, y->k_b, (int)BT, C, C);
+        matmul_forward_cpu(v, ln, y->v_w, y->v_b, (int)BT, C, C);
+        attention_forward_cpu(att, NULL, q, k, v, B, T, T, T, NH, NH, HD, 0, false, scale);
+        matmul_forward_cpu(ln, att, y->o_w, y->o_b, (int)BT, C, C);
+        add_inplace(x, ln, (size_t)BT * C);
+        // MLP block: x = x + fc2(act(fc1(layer_norm2(x))))
+        layernorm(ln, x, y->ln2_w, y->ln2_b, BT, C, c->eps);
+        matmul_forward_cpu(h, ln, y->fc1_w, y->fc1_b, (int)BT, C, I);
+        activation(h, (size_t)BT * I, c->act);
+        matmul_forward_cpu(ln, h, y->fc2_w, y->fc2_b, (int)BT, I, C);
+        add_inplace(x, ln, (size_t)BT * C);
+        emit(m, l + 1, x, B, hidden, feat, features);  // hidden_states[l + 1]
+    }
+    // pooled = post_layernorm of the class token after the last layer (only).
+    if (pooled)
+        for (int b = 0; b < B; b++)
+            layernorm(pooled + (size_t)b * C, x + (size_t)b * T * C, m->post_w, m->post_b, 1, C, c->eps);
+    free(x); free(ln); free(q); free(k); free(v); free(att); free(h);
+}
+
+// ----------------------------------------------------------------------------
+// Memory
+
+VitMem vit_mem(const VitConfig *c, int B, DType dt, const VitFeature *feat, int threads) {
+    VitMem r = {0};
+    const double es = (double)dtype_size(dt);
+    const double T = vit_tokens(c), C = c->hidden, I = c->intermediate, P = c->patch_size, S = c->image_size;
+    const double NP = T - 1, L = c->layers;
+    double params = C + C * 3 * P * P + T * C + 4 * C + L * (4 * C * C + 4 * C + 4 * C + 2 * C * I + I + C);
+    r.weights = params * es;
+    if (dt == DT_F32) {
+        // the C forward (vit_forward): everything f32; the im2col buffers are
+        // freed before the first layer allocates its scratch
+        r.pixels = (double)B * 3 * S * S * 4;
+        r.residual = (double)B * T * C * 4;
+        r.layer = (double)B * T * (5 * C + I) * 4;
+        r.patches = (double)B * NP * (3 * P * P + C) * 4;
+        r.attn_ws = (double)(threads > 0 ? threads : 1) * T * 4.0;
+        if (feat) r.features = (double)B * vit_feature_tokens(feat, c) * vit_feature_dim(feat, c) * 4;
+        r.total = r.weights + r.pixels + r.residual + (r.layer > r.patches ? r.layer : r.patches) + r.attn_ws +
+                  r.features;
+    } else {
+        // the CUDA forward (vit_cuda.cu), buffer by buffer: f32 pixels and
+        // residual stream, six bf16 (B, T, C) buffers and fc1's (B, T, I), the
+        // im2col buffers kept for the next call, attention in shared memory;
+        // features are copied to the host
+        r.pixels = (double)B * 3 * S * S * 4;
+        r.residual = (double)B * T * C * 4 + (double)B * C * 4;
+        r.layer = (double)B * T * (6 * C + I) * es;
+        r.patches = (double)B * NP * (3 * P * P + C) * es;
+        r.attn_ws = 0;
+        r.features = 0;
+        r.total = r.weights + r.pixels + r.residual + r.layer + r.patches;
+    }
+    return r;
+}
+
+void vit_mem_print(const VitConfig *c, int B, DType dt, const VitFeature *feat, int threads, FILE *f) {
+    VitMem r = vit_mem(c, B, dt, feat, threads);
+    char b[8][32];
+    fprintf(f, "memory plan: ViT S=%d P=%d C=%d L=%d T=%d, batch %d, %s storage (%s)\n", c->image_size,
+            c->patch_size, c->hidden, c->layers, vit_tokens(c), B, dtype_name(dt),
+            dt == DT_F32 ? "the C forward" : "the CUDA forward");
+    fprintf(f, "  %-52s %12s\n", "weights (parameter table)", bytes_str(r.weights, b[0], 32));
+    fprintf(f, "  %-52s %12s\n", "pixels (B, 3, S, S)", bytes_str(r.pixels, b[1], 32));
+    fprintf(f, "  %-52s %12s\n", "residual stream (B, T, C)", bytes_str(r.residual, b[2], 32));
+    bool cpu = dt == DT_F32;
+    fprintf(f, "  %-52s %12s\n", cpu ? "one layer's scratch: 5 x (B,T,C) + fc1 (B,T,I)" : "one layer's scratch: 6 x (B,T,C) + fc1 (B,T,I)",
+            bytes_str(r.layer, b[3], 32));
+    fprintf(f, "  %-52s %12s\n", cpu ? "patch embedding im2col (freed before layer 0)" : "patch embedding im2col (kept)",
+            bytes_str(r.patches, b[4], 32));
+    if (cpu) fprintf(f, "  %-52s %12s\n", "attention workspace (one score row/thread)", bytes_str(r.attn_ws, b[5], 32));
+    if (feat && cpu) fprintf(f, "  %-52s %12s\n", "features out (B, Tf, Df)", bytes_str(r.features, b[6], 32));
+    fprintf(f, "  %-52s %12s\n", "peak", bytes_str(r.total, b[7], 32));
+    fprintf(f, "  (no gradients, no optimizer state, no kept activations: the ViT is frozen)\n");
+}
