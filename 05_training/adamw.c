@@ -1,0 +1,125 @@
+// adamw.c: AdamW, clipping and the schedule (see adamw.h).
+#include "05_training/adamw.h"
+
+#include <math.h>
+#include <string.h>
+
+void adamw_init(AdamW *o, float beta1, float beta2, float eps, float weight_decay) {
+    memset(o, 0, sizeof *o);
+    o->beta1 = beta1;
+    o->beta2 = beta2;
+    o->eps = eps;
+    o->weight_decay = weight_decay;
+}
+
+void adamw_add_group(AdamW *o, const char *name, Table *params, Table *grads, float lr, bool frozen) {
+    NM_CHECK(o->n < ADAMW_MAX_GROUPS, "too many parameter groups");
+    AdamGroup *g = &o->g[o->n++];
+    snprintf(g->name, sizeof g->name, "%s", name);
+    g->params = params;
+    g->grads = grads;
+    g->lr = lr;
+    g->frozen = frozen;
+    char nm[64];
+    snprintf(nm, sizeof nm, "adamw.m %s", name);
+    table_derive(&g->m, params, nm, DT_F32, true);
+    snprintf(nm, sizeof nm, "adamw.v %s", name);
+    table_derive(&g->v, params, nm, DT_F32, true);
+    table_alloc(&g->m, DEVICE_CPU);
+    table_alloc(&g->v, DEVICE_CPU);
+    NM_CHECK(g->m.n == grads->n, "group %s: %d gradients for %d trainable parameters", name, grads->n, g->m.n);
+}
+
+void adamw_free(AdamW *o) {
+    for (int i = 0; i < o->n; i++) {
+        table_free(&o->g[i].m);
+        table_free(&o->g[i].v);
+    }
+    o->n = 0;
+}
+
+void adamw_zero_grad(AdamW *o) {
+    for (int i = 0; i < o->n; i++) memset(o->g[i].grads->buffer, 0, o->g[i].grads->nbytes);
+}
+
+int64_t adamw_state_floats(const AdamW *o) {
+    int64_t n = 0;
+    for (int i = 0; i < o->n; i++) n += 2 * table_numel(&o->g[i].m, false);
+    return n;
+}
+
+double adamw_grad_norm(const AdamW *o) {
+    double ss = 0.0;
+    for (int i = 0; i < o->n; i++) {
+        if (o->g[i].frozen) continue;
+        const Table *t = o->g[i].grads;
+        for (int e = 0; e < t->n; e++) {
+            Tensor x = table_tensor(t, e);
+            const float *p = x.data;
+            int64_t n = tensor_numel(x);
+            for (int64_t j = 0; j < n; j++) ss += (double)p[j] * p[j];
+        }
+    }
+    return sqrt(ss);
+}
+
+double adamw_clip(AdamW *o, double max_norm) {
+    double norm = adamw_grad_norm(o);
+    if (max_norm <= 0) return norm;
+    double coef = max_norm / (norm + 1e-6);
+    if (coef >= 1.0) return norm;
+    float cf = (float)coef;
+    for (int i = 0; i < o->n; i++) {
+        if (o->g[i].frozen) continue;
+        const Table *t = o->g[i].grads;
+        for (int e = 0; e < t->n; e++) {
+            Tensor x = table_tensor(t, e);
+            float *p = x.data;
+            int64_t n = tensor_numel(x);
+            for (int64_t j = 0; j < n; j++) p[j] *= cf;
+        }
+    }
+    return norm;
+}
+
+void adamw_step(AdamW *o, float lr_factor) {
+    o->step++;
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
+    const double bc1 = 1.0 - pow(b1, (double)o->step);
+    const double bc2 = 1.0 - pow(b2, (double)o->step);
+    for (int gi = 0; gi < o->n; gi++) {
+        AdamGroup *g = &o->g[gi];
+        if (g->frozen) continue;
+        const float lr = g->lr * lr_factor;
+        const float step_size = (float)(lr / bc1);
+        const float bc2_sqrt = (float)sqrt(bc2);
+        for (int e = 0; e < g->m.n; e++) {
+            const TableEntry *me = &g->m.entries[e];
+            float *p = table_get(g->params, me->name).data;     // (numel,)
+            float *gr = table_tensor(g->grads, e).data;          // (numel,)
+            float *m = table_tensor(&g->m, e).data;              // (numel,)
+            float *v = table_tensor(&g->v, e).data;              // (numel,)
+            int64_t n = tensor_numel(table_tensor(&g->m, e));
+            // no decay for 1-D tensors: norms' gains and biases
+            const float decay = me->ndim >= 2 ? 1.0f - lr * o->weight_decay : 1.0f;
+#pragma omp parallel for schedule(static) if (n > 65536)
+            for (int64_t j = 0; j < n; j++) {
+                float gj = gr[j];
+                p[j] *= decay;
+                m[j] += (1.0f - b1) * (gj - m[j]);
+                v[j] = v[j] * b2 + (1.0f - b2) * gj * gj;
+                float denom = sqrtf(v[j]) / bc2_sqrt + eps;
+                p[j] -= step_size * (m[j] / denom);
+            }
+        }
+    }
+}
+
+float lr_schedule(int64_t step, int64_t warmup, int64_t total, float min_ratio) {
+    if (step < warmup) return (float)(step + 1) / (float)warmup;
+    double span = (double)(total - warmup);
+    if (span < 1) span = 1;
+    double prog = (double)(step - warmup) / span;
+    if (prog > 1) prog = 1;
+    return (float)(min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + cos(M_PI * prog)));
+}

@@ -1,0 +1,151 @@
+// backward.c: RMSNorm, RoPE, causal GQA attention and embedding, backwards.
+//
+// Each function below starts by quoting the forward line it undoes, then
+// derives the gradient in two or three lines of algebra. The code is the
+// last line of the derivation, written out as loops.
+#include "05_training/backward.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "01_tensor/common.h"
+
+// ----------------------------------------------------------------------------
+// RMSNorm
+//
+// forward (04_qwen/ops.c):   r = 1/sqrt(mean_c(x^2) + eps);  y[c] = w[c] * (x[c] * r)
+//
+// Write g[c] = dy[c] * w[c] (the gradient reaching the normalised x*r). Then
+//   dw[c] += dy[c] * x[c] * r                                    (summed over rows)
+//   dx[c]  = g[c] * r + sum_j g[j] x[j] * dr/dx[c]
+// and since r = (mean(x^2)+eps)^(-1/2), dr/dx[c] = -r^3 x[c] / C, so
+//   dx[c] += r * (g[c] - x[c] * r^2 * mean_j(g[j] x[j])).
+// The rows are independent (parallel); dw sums over rows, so it gets a loop
+// of its own over columns, each summing its rows in order: no races and the
+// same bits for any thread count.
+void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                      const float *rstd, int N, int C) {
+#pragma omp parallel for schedule(static) if (N > 16)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;      // (C,)
+        const float *dy = dout + (size_t)n * C;   // (C,)
+        float *dxr = dx + (size_t)n * C;          // (C,)
+        float r = rstd[n];
+        double gx = 0.0;
+        for (int c = 0; c < C; c++) gx += (double)dy[c] * w[c] * xr[c];
+        float mean_gx = (float)(gx / C);
+        for (int c = 0; c < C; c++) dxr[c] += r * (dy[c] * w[c] - xr[c] * r * r * mean_gx);
+    }
+    if (!dw) return;
+#pragma omp parallel for schedule(static) if (N * C > 65536)
+    for (int c = 0; c < C; c++) {
+        float s = 0.0f;
+        for (int n = 0; n < N; n++) s += dout[(size_t)n * C + c] * x[(size_t)n * C + c] * rstd[n];
+        dw[c] += s;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// RoPE
+//
+// forward (04_qwen/ops.c):   y[i]   = x[i] cos - x[i+h] sin
+//                            y[i+h] = x[i+h] cos + x[i] sin        (h = HD/2)
+// The pair (x[i], x[i+h]) is rotated by the angle a; a rotation's transpose
+// is the rotation by -a, so
+//   dx[i]   += dy[i] cos + dy[i+h] sin
+//   dx[i+h] += dy[i+h] cos - dy[i] sin
+void rope_backward(float *dx, const float *dout, const float *cos_t, const float *sin_t, int B, int T,
+                   int H, int HD) {
+    int half = HD / 2;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * H * HD > 65536)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *c = cos_t + (size_t)t * half;   // (HD/2,)
+            const float *s = sin_t + (size_t)t * half;   // (HD/2,)
+            for (int hh = 0; hh < H; hh++) {
+                size_t off = (((size_t)b * T + t) * H + hh) * HD;
+                const float *dy = dout + off;   // (HD,)
+                float *d = dx + off;            // (HD,)
+                for (int i = 0; i < half; i++) {
+                    float d1 = dy[i], d2 = dy[i + half];
+                    d[i] += d1 * c[i] + d2 * s[i];
+                    d[i + half] += d2 * c[i] - d1 * s[i];
+                }
+            }
+        }
+}
+
+// ----------------------------------------------------------------------------
+// Attention
+//
+// forward (01_tensor/attention.c), per batch b, query head h, position i,
+// with g = h / (NH/NKV) the kv head it reads and j <= i the visible keys:
+//   s_ij = scale * q_i . k_j;   p_ij = softmax_j(s_ij);   o_i = sum_j p_ij v_j
+// Backward, line by line from the bottom:
+//   dv_j  += sum_i p_ij do_i                    (o is linear in v)
+//   dp_ij  = do_i . v_j
+//   ds_ij  = p_ij (dp_ij - sum_j' p_ij' dp_ij')  (softmax's Jacobian, as in chapter 03)
+//   dq_i  += scale * sum_j ds_ij k_j
+//   dk_j  += scale * sum_i ds_ij q_i
+// Query heads that share a kv head all add into the same dk, dv: that is the
+// whole of GQA's backward. We give each (b, g) pair to one thread, which then
+// owns dk and dv of that head and dq of its NH/NKV query heads: no two
+// threads write the same number, so no atomics and a fixed summation order.
+void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, const float *probs,
+                            const float *q, const float *k, const float *v, int B, int T, int NH, int NKV,
+                            int HD, float scale) {
+    int rep = NH / NKV;
+#pragma omp parallel
+    {
+        float *ds = xmalloc((size_t)T * sizeof(float));   // (T,) one row of ds
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < NKV; g++)
+                for (int h = g * rep; h < (g + 1) * rep; h++)
+                    for (int i = 0; i < T; i++) {
+                        const float *p = probs + (((size_t)b * NH + h) * T + i) * (size_t)T;   // (T,)
+                        const float *doi = dout + (((size_t)b * T + i) * NH + h) * HD;       // (HD,)
+                        const float *qi = q + (((size_t)b * T + i) * NH + h) * HD;           // (HD,)
+                        float *dqi = dq + (((size_t)b * T + i) * NH + h) * HD;               // (HD,)
+                        float dot = 0.0f;   // sum_j p_ij dp_ij
+                        for (int j = 0; j <= i; j++) {
+                            const float *vj = v + (((size_t)b * T + j) * NKV + g) * HD;     // (HD,)
+                            float dp = 0.0f;
+                            for (int d = 0; d < HD; d++) dp += doi[d] * vj[d];
+                            ds[j] = dp;
+                            dot += p[j] * dp;
+                        }
+                        for (int j = 0; j <= i; j++) {
+                            float dsj = p[j] * (ds[j] - dot) * scale;
+                            const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD;     // (HD,)
+                            float *dkj = dk + (((size_t)b * T + j) * NKV + g) * HD;         // (HD,)
+                            float *dvj = dv + (((size_t)b * T + j) * NKV + g) * HD;         // (HD,)
+                            for (int d = 0; d < HD; d++) {
+                                dqi[d] += dsj * kj[d];
+                                dkj[d] += dsj * qi[d];
+                                dvj[d] += p[j] * doi[d];
+                            }
+                        }
+                    }
+        free(ds);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Embedding
+//
+// forward:   h[n] = E[id[n]]      (a row copy: the "matmul with a one-hot")
+// backward:  dE[id[n]] += dh[n]   (the transpose of a copy is an add)
+void embedding_forward(float *h, const float *E, const int32_t *ids, int N, int C) {
+    for (int n = 0; n < N; n++)
+        if (ids[n] >= 0) memcpy(h + (size_t)n * C, E + (size_t)ids[n] * C, (size_t)C * sizeof(float));
+}
+
+void embedding_backward(float *dE, const float *dh, const int32_t *ids, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        if (ids[n] < 0) continue;
+        float *row = dE + (size_t)ids[n] * C;        // (C,)
+        const float *g = dh + (size_t)n * C;         // (C,)
+        for (int c = 0; c < C; c++) row[c] += g[c];
+    }
+}

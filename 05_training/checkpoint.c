@@ -1,0 +1,203 @@
+// checkpoint.c: atomic, marker-completed checkpoints (see checkpoint.h).
+#include "05_training/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "01_tensor/json.h"
+#include "01_tensor/safetensors.h"
+
+static void rm_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = xsprintf("%s/%s", dir, e->d_name);
+        unlink(p);
+        free(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int write_text(const char *path, const char *s, char *err, size_t errlen) {
+    if (write_file_atomic(path, s, strlen(s)) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+// HF's config.json for the LLM, enough for transformers to rebuild it.
+static char *qwen_config_json(const QwenConfig *c) {
+    return xsprintf("{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n  \"hidden_size\": %d,\n"
+                    "  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
+                    "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n  \"vocab_size\": %d,\n"
+                    "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %g,\n  \"rope_theta\": %.1f,\n"
+                    "  \"tie_word_embeddings\": %s,\n  \"attention_bias\": %s,\n  \"hidden_act\": \"silu\",\n"
+                    "  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"torch_dtype\": \"float32\"\n}\n",
+                    c->family == QWEN3 ? "Qwen3ForCausalLM" : "Qwen2ForCausalLM", c->model_type, c->C, c->I, c->L,
+                    c->NH, c->NKV, c->HD, c->V, c->max_pos, (double)c->eps, c->rope_theta, c->tied ? "true" : "false",
+                    c->attn_bias && c->family == QWEN3 ? "true" : "false", c->bos_id < 0 ? 151643 : c->bos_id,
+                    c->n_eos ? c->eos[0] : 151645);
+}
+
+static int save_optimizer(const char *path, const AdamW *o, char *err, size_t errlen) {
+    int n = 0;
+    for (int g = 0; g < o->n; g++) n += 2 * o->g[g].m.n;
+    StItem *items = xcalloc((size_t)n + 1, sizeof *items);
+    char **names = xcalloc((size_t)n + 1, sizeof(char *));
+    int k = 0;
+    for (int g = 0; g < o->n; g++)
+        for (int which = 0; which < 2; which++) {
+            const Table *t = which ? &o->g[g].v : &o->g[g].m;
+            for (int e = 0; e < t->n; e++) {
+                names[k] = xsprintf("%s.%s.%s", o->g[g].name, which ? "v" : "m", t->entries[e].name);
+                Tensor x = table_tensor(t, e);
+                items[k] = (StItem){names[k], DT_F32, x.ndim, t->entries[e].shape, x.data};
+                k++;
+            }
+        }
+    int rc = st_write(path, items, n, NULL, 0, err, errlen);
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    free(items);
+    return rc;
+}
+
+int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainState *st, const TrainConfig *cfg,
+                    bool die_before_marker, char *err, size_t errlen) {
+    char *dir = xsprintf("%s/step_%08lld", out, (long long)st->step);
+    char *tmp = xsprintf("%s.tmp", dir);
+    rm_flat_dir(tmp);
+    rm_flat_dir(dir);   // a stale, incomplete one (a complete one for this step is rewritten identically)
+    int rc = 0;
+    char *p = NULL;
+    if (mkdir(tmp, 0755) != 0) {
+        snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+        rc = -1;
+        goto done;
+    }
+#define TRY(x) do { if ((rc = (x)) != 0) goto done; } while (0)
+    free(p); p = xsprintf("%s/model.safetensors", tmp);
+    TRY(table_save(&v->llm.params, p, false, err, errlen));
+    free(p); p = xsprintf("%s/config.json", tmp);
+    char *cj = qwen_config_json(&v->llm.cfg);
+    rc = write_text(p, cj, err, errlen);
+    free(cj);
+    if (rc) goto done;
+    free(p); p = xsprintf("%s/connector.safetensors", tmp);
+    TRY(table_save(&v->conn.params, p, false, err, errlen));
+    free(p); p = xsprintf("%s/optimizer.safetensors", tmp);
+    TRY(save_optimizer(p, o, err, errlen));
+    free(p); p = xsprintf("%s/state.json", tmp);
+    char *sj = xsprintf("{\"step\": %lld, \"cursor\": %lld, \"seed\": %llu, \"adam_step\": %lld}\n",
+                        (long long)st->step, (long long)st->cursor, (unsigned long long)st->seed, (long long)o->step);
+    rc = write_text(p, sj, err, errlen);
+    free(sj);
+    if (rc) goto done;
+    free(p); p = xsprintf("%s/train.conf", tmp);
+    {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        config_write(cfg, f);
+        fclose(f);
+        rc = write_file_atomic(p, buf, len);
+        free(buf);
+        if (rc) { snprintf(err, errlen, "%s: %s", p, strerror(errno)); goto done; }
+    }
+    if (rename(tmp, dir) != 0) {
+        snprintf(err, errlen, "%s: cannot rename to %s: %s", tmp, dir, strerror(errno));
+        rc = -1;
+        goto done;
+    }
+    {   // make the rename durable before the marker says "complete"
+        int fd = open(out, O_RDONLY);
+        if (fd >= 0) { fsync(fd); close(fd); }
+    }
+    if (die_before_marker) raise(SIGKILL);
+    free(p); p = xsprintf("%s/COMPLETE", dir);
+    TRY(write_text(p, "complete\n", err, errlen));
+#undef TRY
+done:
+    free(p);
+    free(dir);
+    free(tmp);
+    return rc;
+}
+
+char *checkpoint_latest(const char *out) {
+    DIR *d = opendir(out);
+    if (!d) return NULL;
+    struct dirent *e;
+    long long best = -1;
+    while ((e = readdir(d))) {
+        long long s;
+        char tail;
+        if (sscanf(e->d_name, "step_%lld%c", &s, &tail) != 1) continue;
+        char *m = xsprintf("%s/%s/COMPLETE", out, e->d_name);
+        struct stat sb;
+        if (stat(m, &sb) == 0 && s > best) best = s;
+        free(m);
+    }
+    closedir(d);
+    return best < 0 ? NULL : xsprintf("%s/step_%08lld", out, best);
+}
+
+static void load_table(Table *t, const char *path) {
+    char err[512];
+    StModel *m = st_model_open(path, err, sizeof err);
+    if (!m) fail_input(path, "%s", err);
+    if (table_load(t, m, NULL, err, sizeof err) != 0) fail_input(path, "%s", err);
+    st_model_close(m);
+}
+
+void checkpoint_load(const char *dir, Vlm *v, AdamW *o, TrainState *st) {
+    char *p = xsprintf("%s/model.safetensors", dir);
+    load_table(&v->llm.params, p);
+    free(p);
+    p = xsprintf("%s/connector.safetensors", dir);
+    load_table(&v->conn.params, p);
+    free(p);
+    p = xsprintf("%s/optimizer.safetensors", dir);
+    char err[512];
+    StFile *f = st_open(p, err, sizeof err);
+    if (!f) fail_input(p, "%s", err);
+    for (int g = 0; g < o->n; g++)
+        for (int which = 0; which < 2; which++) {
+            Table *t = which ? &o->g[g].v : &o->g[g].m;
+            for (int e = 0; e < t->n; e++) {
+                char *nm = xsprintf("%s.%s.%s", o->g[g].name, which ? "v" : "m", t->entries[e].name);
+                const StTensor *x = st_find(f, nm);
+                Tensor dst = table_tensor(t, e);
+                if (!x || st_numel(x) != tensor_numel(dst) || st_read(x, dst.data, DT_F32) != 0)
+                    fail_input(p, "missing or misshapen optimizer tensor '%s'", nm);
+                free(nm);
+            }
+        }
+    st_close(f);
+    free(p);
+    p = xsprintf("%s/state.json", dir);
+    size_t len;
+    const char *ferr;
+    char *text = read_file(p, &len, &ferr);
+    if (!text) fail_input(p, "%s", ferr);
+    JsonDoc *doc = json_parse(text, len, err, sizeof err);
+    if (!doc) fail_input(p, "%s", err);
+    JsonValue *r = json_root(doc);
+    st->step = json_get_int(r, "step", -1);
+    st->cursor = json_get_int(r, "cursor", -1);
+    st->seed = (uint64_t)json_get_int(r, "seed", 0);
+    o->step = json_get_int(r, "adam_step", -1);
+    if (st->step < 0 || st->cursor < 0 || o->step < 0) fail_input(p, "missing step, cursor or adam_step");
+    json_free(doc);
+    free(text);
+    free(p);
+}

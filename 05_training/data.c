@@ -1,0 +1,379 @@
+// data.c: reading LLaVA-style rows, the chat template, labels and batches (see data.h).
+#include "05_training/data.h"
+
+#include <string.h>
+#include <sys/stat.h>
+
+#include "01_tensor/common.h"
+#include "01_tensor/json.h"
+#include "01_tensor/rng.h"
+#include "05_training/loss.h"
+
+static const char IMAGE_TAG[] = "<image>";
+
+static int count_images(const char *s) {
+    int n = 0;
+    for (const char *p = strstr(s, IMAGE_TAG); p; p = strstr(p + 1, IMAGE_TAG)) n++;
+    return n;
+}
+
+static bool file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// One row object -> Conversation, or dies naming the file and the line.
+static void parse_row(Conversation *c, const JsonValue *v, const char *path, int line, const char *images_dir) {
+    memset(c, 0, sizeof *c);
+    c->line = line;
+    if (!v || v->type != JSON_OBJECT) fail_input(path, "line %d: a row must be a JSON object", line);
+    const JsonValue *id = json_get(v, "id");
+    if (id && id->type == JSON_STRING) c->id = xstrdup(id->str);
+    else if (id && id->type == JSON_NUMBER) c->id = xsprintf("%.0f", id->number);
+    else c->id = xsprintf("line%d", line);
+    const JsonValue *img = json_get(v, "image"), *imgs = json_get(v, "images");
+    if (img && img->type == JSON_STRING) {
+        c->n_images = 1;
+        c->images = xmalloc(sizeof(char *));
+        c->images[0] = xstrdup(img->str);
+    } else if (imgs && imgs->type == JSON_ARRAY) {
+        c->n_images = (int)imgs->len;
+        c->images = xcalloc(imgs->len + 1, sizeof(char *));
+        for (size_t i = 0; i < imgs->len; i++) {
+            if (imgs->items[i]->type != JSON_STRING)
+                fail_input(path, "line %d (id %s): \"images\" must hold strings", line, c->id);
+            c->images[i] = xstrdup(imgs->items[i]->str);
+        }
+    } else if ((img && img->type != JSON_NULL) || (imgs && imgs->type != JSON_NULL)) {
+        fail_input(path, "line %d (id %s): \"image\" must be a string, \"images\" an array", line, c->id);
+    }
+    const JsonValue *conv = json_get(v, "conversations");
+    if (!conv || conv->type != JSON_ARRAY) fail_input(path, "line %d (id %s): no \"conversations\" array", line, c->id);
+    if (conv->len == 0) fail_input(path, "line %d (id %s): empty conversation", line, c->id);
+    c->n_turns = (int)conv->len;
+    c->role = xcalloc(conv->len, sizeof(Role));
+    c->text = xcalloc(conv->len, sizeof(char *));
+    int tags = 0;
+    bool has_answer = false;
+    for (size_t i = 0; i < conv->len; i++) {
+        const JsonValue *t = conv->items[i];
+        const char *from = json_get_str(t, "from", NULL);
+        const JsonValue *val = json_get(t, "value");
+        if (!from || !val || val->type != JSON_STRING)
+            fail_input(path, "line %d (id %s): turn %zu needs string \"from\" and \"value\"", line, c->id, i);
+        if (!strcmp(from, "human") || !strcmp(from, "user")) c->role[i] = ROLE_USER;
+        else if (!strcmp(from, "gpt") || !strcmp(from, "assistant")) c->role[i] = ROLE_ASSISTANT, has_answer = true;
+        else if (!strcmp(from, "system")) c->role[i] = ROLE_SYSTEM;
+        else fail_input(path, "line %d (id %s): unknown speaker \"%s\"", line, c->id, from);
+        if (strlen(val->str) != val->len) fail_input(path, "line %d (id %s): NUL byte in a value", line, c->id);
+        c->text[i] = xstrdup(val->str);
+        if (c->role[i] == ROLE_ASSISTANT && count_images(c->text[i]))
+            fail_input(path, "line %d (id %s): <image> in an assistant answer", line, c->id);
+        tags += count_images(c->text[i]);
+    }
+    if (!has_answer) fail_input(path, "line %d (id %s): no assistant turn to learn from", line, c->id);
+    if (tags != c->n_images)
+        fail_input(path, "line %d (id %s): %d <image> tags for %d images", line, c->id, tags, c->n_images);
+    if (images_dir)
+        for (int i = 0; i < c->n_images; i++) {
+            char *p = xsprintf("%s/%s", images_dir, c->images[i]);
+            if (!file_exists(p)) fail_input(p, "image of line %d (id %s) not found", line, c->id);
+            free(p);
+        }
+}
+
+void dataset_load(Dataset *d, const char *path, const char *images_dir) {
+    memset(d, 0, sizeof *d);
+    d->path = xstrdup(path);
+    size_t len;
+    const char *err;
+    char *text = read_file(path, &len, &err);
+    if (!text) fail_input(path, "%s", err);
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t')) i++;
+    char jerr[256];
+    int cap = 0;
+    if (i < len && text[i] == '[') {
+        // a JSON array of rows
+        JsonDoc *doc = json_parse(text, len, jerr, sizeof jerr);
+        if (!doc) fail_input(path, "bad JSON: %s", jerr);
+        const JsonValue *root = json_root(doc);
+        d->n = (int)root->len;
+        d->rows = xcalloc(root->len + 1, sizeof *d->rows);
+        for (size_t r = 0; r < root->len; r++) parse_row(&d->rows[r], root->items[r], path, (int)r + 1, images_dir);
+        json_free(doc);
+    } else {
+        // JSONL: one row per line; blank lines are allowed
+        int line = 0;
+        size_t p = 0;
+        while (p < len) {
+            size_t e = p;
+            while (e < len && text[e] != '\n') e++;
+            line++;
+            size_t q = p;
+            while (q < e && (text[q] == ' ' || text[q] == '\t' || text[q] == '\r')) q++;
+            if (q < e) {
+                JsonDoc *doc = json_parse(text + p, e - p, jerr, sizeof jerr);
+                if (!doc) fail_input(path, "line %d: bad JSON: %s", line, jerr);
+                if (d->n == cap) {
+                    cap = cap ? 2 * cap : 64;
+                    d->rows = xrealloc(d->rows, (size_t)cap * sizeof *d->rows);
+                }
+                parse_row(&d->rows[d->n++], json_root(doc), path, line, images_dir);
+                json_free(doc);
+            }
+            p = e + 1;
+        }
+    }
+    free(text);
+    if (d->n == 0) fail_input(path, "no rows");
+}
+
+void dataset_free(Dataset *d) {
+    for (int r = 0; r < d->n; r++) {
+        Conversation *c = &d->rows[r];
+        free(c->id);
+        for (int i = 0; i < c->n_images; i++) free(c->images[i]);
+        free(c->images);
+        for (int i = 0; i < c->n_turns; i++) free(c->text[i]);
+        free(c->text);
+        free(c->role);
+    }
+    free(d->rows);
+    free(d->path);
+    memset(d, 0, sizeof *d);
+}
+
+// ----------------------------------------------------------------------------
+// The template
+
+void chat_format_init(ChatFormat *f, const Tokenizer *tok, int stage, int n_vis, int max_len, bool truncate) {
+    memset(f, 0, sizeof *f);
+    f->tok = tok;
+    f->stage = stage;
+    f->n_vis = n_vis;
+    f->max_len = max_len;
+    f->truncate = truncate;
+    f->image_id = tok_project_id(tok, TOK_IMAGE);
+    f->im_start = tok_token_to_id(tok, "<|im_start|>");
+    f->im_end = tok_token_to_id(tok, "<|im_end|>");
+    f->eos_id = tok_token_to_id(tok, "<|endoftext|>");
+    f->pad_id = f->eos_id;   // Qwen's pad_token is <|endoftext|>
+    NM_CHECK(f->image_id >= 0 && f->im_start >= 0 && f->im_end >= 0 && f->eos_id >= 0,
+             "the tokenizer lacks <image>, <|im_start|>, <|im_end|> or <|endoftext|>");
+}
+
+typedef struct { int32_t *ids, *labels; int n, cap, n_images; } Seq;
+
+static void push(Seq *s, int32_t id, bool sup) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 256;
+        s->ids = xrealloc(s->ids, (size_t)s->cap * sizeof(int32_t));
+        s->labels = xrealloc(s->labels, (size_t)s->cap * sizeof(int32_t));
+    }
+    s->ids[s->n] = id;
+    s->labels[s->n] = sup ? id : LOSS_IGNORE;
+    s->n++;
+}
+
+static void push_text(Seq *s, const ChatFormat *f, const char *text, size_t len, bool sup) {
+    if (len == 0) return;
+    int32_t *ids;
+    int n = tok_encode(f->tok, text, len, &ids, false);
+    for (int i = 0; i < n; i++) push(s, ids[i], sup);
+    free(ids);
+}
+
+// A value with <image> tags: text segments and n_vis placeholders per tag.
+static void push_value(Seq *s, const ChatFormat *f, const char *v, bool sup) {
+    const char *p = v;
+    for (const char *q = strstr(p, IMAGE_TAG); q; q = strstr(p, IMAGE_TAG)) {
+        push_text(s, f, p, (size_t)(q - p), sup);
+        for (int i = 0; i < f->n_vis; i++) push(s, f->image_id, false);
+        s->n_images++;
+        p = q + strlen(IMAGE_TAG);
+    }
+    push_text(s, f, p, strlen(p), sup);
+}
+
+static const char *role_name(Role r) { return r == ROLE_SYSTEM ? "system" : r == ROLE_USER ? "user" : "assistant"; }
+
+int chat_encode(const ChatFormat *f, const Conversation *c, Sample *out, char *why, size_t whylen) {
+    Seq s = {0};
+    for (int i = 0; i < c->n_turns; i++) {
+        bool answer = c->role[i] == ROLE_ASSISTANT;
+        if (f->stage == 1) {
+            // captions: {image + prompt}{caption}<|endoftext|>
+            push_value(&s, f, c->text[i], answer);
+            if (answer) push(&s, f->eos_id, true);
+        } else {
+            push(&s, f->im_start, false);
+            char head[16];
+            snprintf(head, sizeof head, "%s\n", role_name(c->role[i]));
+            push_text(&s, f, head, strlen(head), false);
+            push_value(&s, f, c->text[i], answer);
+            push(&s, f->im_end, answer);
+            push_text(&s, f, "\n", 1, false);
+        }
+    }
+    int n_sup = 0;
+    if (s.n > f->max_len) {
+        int cut = f->max_len;
+        bool splits_image = cut < s.n && s.ids[cut] == f->image_id && cut > 0 && s.ids[cut - 1] == f->image_id;
+        for (int t = 1; t < cut; t++) n_sup += s.labels[t] != LOSS_IGNORE;
+        if (!f->truncate || splits_image || n_sup == 0) {
+            snprintf(why, whylen, "%d tokens > max_len %d (%s)", s.n, f->max_len,
+                     !f->truncate ? "policy skip" : splits_image ? "the cut would split an image"
+                                                                 : "nothing supervised before the cut");
+            free(s.ids);
+            free(s.labels);
+            return 1;
+        }
+        // count the images left whole before the cut
+        int imgs = 0;
+        for (int t = 0; t < cut; t++)
+            if (s.ids[t] == f->image_id && (t == 0 || s.ids[t - 1] != f->image_id)) imgs++;
+        s.n = cut;
+        s.n_images = imgs;
+        snprintf(why, whylen, "truncated to %d tokens", cut);
+    }
+    n_sup = 0;
+    for (int t = 1; t < s.n; t++) n_sup += s.labels[t] != LOSS_IGNORE;
+    out->ids = s.ids;
+    out->labels = s.labels;
+    out->n = s.n;
+    out->n_images = s.n_images;
+    out->n_sup = n_sup;
+    return 0;
+}
+
+void sample_free(Sample *s) {
+    free(s->ids);
+    free(s->labels);
+    memset(s, 0, sizeof *s);
+}
+
+// ----------------------------------------------------------------------------
+// Batches
+
+bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int B, int pad_id) {
+    memset(b, 0, sizeof *b);
+    int T = 1;
+    for (int i = 0; i < B; i++) T = s[i].n > T ? s[i].n : T;
+    b->B = B;
+    b->T = T;
+    size_t BT = (size_t)B * T;
+    b->ids = xmalloc(BT * sizeof(int32_t));
+    b->labels = xmalloc(BT * sizeof(int32_t));
+    b->targets = xmalloc(BT * sizeof(int32_t));
+    b->pos = xmalloc(BT * sizeof(int32_t));
+    b->mask = xmalloc(BT);
+    b->len = xmalloc((size_t)B * sizeof(int));
+    b->rows = xmalloc((size_t)B * sizeof(int));
+    int NI = 0;
+    for (int i = 0; i < B; i++) NI += s[i].n_images;
+    b->images = xcalloc((size_t)NI + 1, sizeof(char *));
+    for (int i = 0; i < B; i++) {
+        b->len[i] = s[i].n;
+        b->rows[i] = rows ? rows[i] : i;
+        for (int k = 0; k < s[i].n_images; k++) b->images[b->n_images++] = convs[i]->images[k];
+        for (int t = 0; t < T; t++) {
+            size_t o = (size_t)i * T + t;
+            bool real = t < s[i].n;
+            b->ids[o] = real ? s[i].ids[t] : pad_id;
+            b->labels[o] = real ? s[i].labels[t] : LOSS_IGNORE;
+            b->pos[o] = real ? t : 0;
+            b->mask[o] = real;
+        }
+        for (int t = 0; t < T; t++) {
+            size_t o = (size_t)i * T + t;
+            b->targets[o] = t + 1 < T ? b->labels[o + 1] : LOSS_IGNORE;
+            b->n_sup += b->targets[o] != LOSS_IGNORE;
+        }
+        b->n_tokens += s[i].n;
+    }
+    return b->n_sup > 0;
+}
+
+void batch_free(Batch *b) {
+    free(b->ids);
+    free(b->labels);
+    free(b->targets);
+    free(b->pos);
+    free(b->mask);
+    free(b->len);
+    free(b->rows);
+    free(b->images);
+    memset(b, 0, sizeof *b);
+}
+
+// ----------------------------------------------------------------------------
+// The order
+
+void data_order_init(DataOrder *o, const Dataset *d, uint64_t seed, bool shuffle) {
+    o->d = d;
+    o->seed = seed;
+    o->shuffle = shuffle;
+    o->epoch = -1;
+    o->perm = xmalloc((size_t)d->n * sizeof(int));
+}
+
+int data_order_row(DataOrder *o, int64_t g) {
+    int n = o->d->n;
+    int64_t e = g / n;
+    if (e != o->epoch) {
+        for (int i = 0; i < n; i++) o->perm[i] = i;
+        if (o->shuffle) {
+            // Fisher-Yates with a stream of its own per epoch
+            Rng r;
+            rng_seed(&r, o->seed, 1000 + (uint64_t)e);
+            for (int i = n - 1; i > 0; i--) {
+                int j = (int)rng_below(&r, (uint32_t)(i + 1));
+                int t = o->perm[i];
+                o->perm[i] = o->perm[j];
+                o->perm[j] = t;
+            }
+        }
+        o->epoch = e;
+    }
+    return o->perm[g % n];
+}
+
+void data_order_free(DataOrder *o) {
+    free(o->perm);
+    o->perm = NULL;
+}
+
+void data_next_batch(Batch *b, DataOrder *o, const ChatFormat *f, int B, int64_t *cursor, FILE *log) {
+    Sample *s = xcalloc((size_t)B, sizeof *s);
+    const Conversation **convs = xcalloc((size_t)B, sizeof *convs);
+    int *rows = xcalloc((size_t)B, sizeof(int));
+    int skipped_run = 0;
+    for (int i = 0; i < B;) {
+        int r = data_order_row(o, *cursor);
+        (*cursor)++;
+        const Conversation *c = &o->d->rows[r];
+        char why[160] = "";
+        int rc = chat_encode(f, c, &s[i], why, sizeof why);
+        if (rc != 0 || why[0]) {
+            if (log) fprintf(log, "data: %s line %d (id %s): %s%s\n", o->d->path, c->line, c->id, why,
+                             rc ? ", skipped" : "");
+        }
+        if (rc != 0) {
+            if (++skipped_run > 2 * o->d->n)
+                fail_input(o->d->path, "every row is longer than max_len %d tokens", f->max_len);
+            continue;
+        }
+        skipped_run = 0;
+        convs[i] = c;
+        rows[i] = r;
+        i++;
+    }
+    if (!batch_build(b, s, convs, rows, B, f->pad_id))
+        fail_input(o->d->path, "a batch (rows ending at stream position %lld) has no supervised token",
+                   (long long)*cursor);
+    for (int i = 0; i < B; i++) sample_free(&s[i]);
+    free(s);
+    free(convs);
+    free(rows);
+}

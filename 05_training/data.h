@@ -1,0 +1,141 @@
+// data.h: conversations to tensors: the chat template, visual tokens, labels, batches.
+//
+// A training row is LLaVA-style JSON (one object per line of a .jsonl file,
+// or a .json array of them):
+//
+//   {"id": "0042", "image": "0042.png",            (or "images": [...], or none)
+//    "conversations": [{"from": "human", "value": "<image>\nWhat colour is it?"},
+//                      {"from": "gpt",   "value": "Red."}]}
+//
+// and becomes a row of token ids and a row of labels:
+//
+//   stage 1 (pre-training, captions): the human turn is only the image; the
+//     text is   {human value}{gpt value}<|endoftext|>   and only the caption
+//     and its end token are supervised.
+//   stage 2 (SFT): ChatML, as Qwen's template renders it (without <think>
+//     blocks, which our data never has):
+//        <|im_start|>user\n{value}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n
+//     and only the assistant answers and their <|im_end|> are supervised.
+//
+// Every `<image>` in a value becomes n_vis copies of the <image> token id:
+// placeholders for the image's visual tokens, which the VLM writes into
+// those positions after the connector (vlm.h). Their labels are ignored.
+// A row whose number of `<image>` differs from its number of images is an
+// error naming the row.
+//
+// Tokens: each template piece and each text segment between `<image>`s is
+// encoded on its own and the ids are concatenated. The special tokens split
+// the text in the same places when HF tokenizes the rendered string, so the
+// result is HF's except at a text/`<image>` boundary (documented, and the
+// reference script does the same).
+//
+// Labels follow HF: labels[t] = ids[t] where supervised, else -100 (loss.h's
+// LOSS_IGNORE); position t is trained to predict labels[t+1], which the
+// batch also stores as targets[t] (the "shift" done once, here).
+//
+// Too long: a row longer than max_len is skipped (policy "skip"), or cut at
+// max_len (policy "truncate") unless the cut would split an image or leave no
+// supervised token, in which case it is skipped too. Either way it is logged.
+//
+// Letters: B rows in a batch, T padded length, NI images in a batch, NV visual
+// tokens per image.
+#ifndef NM_DATA_H
+#define NM_DATA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "04_qwen/tokenizer.h"
+
+typedef enum { ROLE_SYSTEM = 0, ROLE_USER = 1, ROLE_ASSISTANT = 2 } Role;
+
+typedef struct {
+    char *id;          // the row's "id" (or its line number)
+    int line;          // line (JSONL) or index (JSON array) + 1, for messages
+    int n_images;
+    char **images;     // (n_images) paths relative to the image folder
+    int n_turns;
+    Role *role;        // (n_turns)
+    char **text;       // (n_turns)
+} Conversation;
+
+typedef struct {
+    char *path;
+    Conversation *rows;
+    int n;
+} Dataset;
+
+// Reads a .jsonl or .json file. Bad input (unreadable file, malformed JSON on
+// line N, a row without conversations, an empty conversation, an unknown
+// role, <image> count != image count, and, when images_dir is not NULL, an
+// image that does not exist) ends the program with `error: PATH: reason`.
+void dataset_load(Dataset *d, const char *path, const char *images_dir);
+void dataset_free(Dataset *d);
+
+typedef struct {
+    const Tokenizer *tok;
+    int stage;          // 1 or 2
+    int n_vis;          // visual tokens per image (the connector's output tokens)
+    int max_len;        // longest row, in tokens
+    bool truncate;      // policy for longer rows: truncate (true) or skip
+    int image_id, im_start, im_end, eos_id, pad_id;
+} ChatFormat;
+
+// Looks up the special ids in tok (which must hold the project tokens).
+void chat_format_init(ChatFormat *f, const Tokenizer *tok, int stage, int n_vis, int max_len, bool truncate);
+
+typedef struct {
+    int32_t *ids;       // (n)
+    int32_t *labels;    // (n) ids or LOSS_IGNORE
+    int n;
+    int n_images;       // images kept (all of them, unless truncated)
+    int n_sup;          // supervised labels
+} Sample;
+
+// Encodes one conversation. Returns 0, or 1 when the row is skipped (too
+// long), with the reason in why.
+int chat_encode(const ChatFormat *f, const Conversation *c, Sample *s, char *why, size_t whylen);
+void sample_free(Sample *s);
+
+typedef struct {
+    int B, T;           // rows, padded length
+    int32_t *ids;       // (B, T) pad_id after each row's end
+    int32_t *labels;    // (B, T) LOSS_IGNORE at padding
+    int32_t *targets;   // (B, T) targets[t] = labels[t+1]; LOSS_IGNORE at the last position
+    int32_t *pos;       // (B, T) position ids: 0..len-1, then 0
+    uint8_t *mask;      // (B, T) attention mask: 1 for real tokens, 0 for padding
+    int *len;           // (B)
+    int *rows;          // (B) dataset row of each
+    int n_images;       // NI
+    const char **images;// (NI) image paths in order of appearance (borrowed from the dataset)
+    int n_sup;          // supervised targets in the batch
+    int n_tokens;       // real tokens
+} Batch;
+
+// Pads B samples into a batch (T = the longest). The check DESIGN asks for:
+// returns false (and leaves the batch built) when no target is supervised.
+bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int B, int pad_id);
+void batch_free(Batch *b);
+
+// ---- the data order -----------------------------------------------------------
+// The g-th row of the endless stream (g = 0, 1, ...): epoch e = g / n reads
+// the rows in a permutation drawn from (seed, e); shuffle = false reads them
+// in file order. A pure function of (seed, g): resuming needs only g.
+typedef struct {
+    const Dataset *d;
+    uint64_t seed;
+    bool shuffle;
+    int64_t epoch;      // the epoch perm holds (-1: none yet)
+    int *perm;          // (n)
+} DataOrder;
+void data_order_init(DataOrder *o, const Dataset *d, uint64_t seed, bool shuffle);
+int data_order_row(DataOrder *o, int64_t g);
+void data_order_free(DataOrder *o);
+
+// Fills the next batch of B rows from position *cursor (advanced past every
+// row read, skipped ones included; skipped rows are logged to `log`).
+// Dies with a clear message if too many rows in a row are skipped.
+void data_next_batch(Batch *b, DataOrder *o, const ChatFormat *f, int B, int64_t *cursor, FILE *log);
+
+#endif

@@ -1,0 +1,252 @@
+// lm.c: the training forward and backward of Qwen (see lm.h for the layer table).
+#include "05_training/lm.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "01_tensor/attention.h"
+#include "01_tensor/matmul.h"
+#include "03_connector/ops.h"
+#include "04_qwen/ops.h"
+#include "05_training/backward.h"
+
+static void add(Table *t, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void add(Table *t, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) {
+    char name[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int64_t shape[2] = {d0, d1};
+    table_add(t, name, DT_F32, false, ndim, shape);
+}
+
+// The activation plan. Entry order is the binding order of lm_bind below.
+void lm_acts_build(Table *t, const QwenConfig *c, int B, int T) {
+    const int64_t BT = (int64_t)B * T, QD = (int64_t)c->NH * c->HD, KD = (int64_t)c->NKV * c->HD;
+    add(t, 2, BT, c->C, "h0");
+    add(t, 2, T, c->HD / 2, "rope.cos");
+    add(t, 2, T, c->HD / 2, "rope.sin");
+    for (int l = 0; l < c->L; l++) {
+        add(t, 2, BT, c->C, "layer.%d.x1", l);
+        add(t, 1, BT, 0, "layer.%d.rstd1", l);
+        add(t, 2, BT, QD, "layer.%d.q", l);
+        add(t, 1, BT * c->NH, 0, "layer.%d.rstd_q", l);
+        add(t, 2, BT, QD, "layer.%d.q_rope", l);
+        add(t, 2, BT, KD, "layer.%d.k", l);
+        add(t, 1, BT * c->NKV, 0, "layer.%d.rstd_k", l);
+        add(t, 2, BT, KD, "layer.%d.k_rope", l);
+        add(t, 2, BT, KD, "layer.%d.v", l);
+        add(t, 2, (int64_t)B * c->NH * T, T, "layer.%d.probs", l);
+        add(t, 2, BT, QD, "layer.%d.att", l);
+        add(t, 2, BT, c->C, "layer.%d.h_mid", l);
+        add(t, 2, BT, c->C, "layer.%d.x2", l);
+        add(t, 1, BT, 0, "layer.%d.rstd2", l);
+        add(t, 2, BT, c->I, "layer.%d.gate", l);
+        add(t, 2, BT, c->I, "layer.%d.up", l);
+        add(t, 2, BT, c->I, "layer.%d.act", l);
+        add(t, 2, BT, c->C, "layer.%d.h_out", l);
+    }
+    add(t, 2, BT, c->C, "x_final");
+    add(t, 1, BT, 0, "rstd_final");
+}
+
+// The backward's gradient buffers: one set, reused by every layer.
+void lm_scratch_build(Table *t, const QwenConfig *c, int B, int T) {
+    const int64_t BT = (int64_t)B * T, QD = (int64_t)c->NH * c->HD, KD = (int64_t)c->NKV * c->HD;
+    add(t, 2, BT, c->C, "dh");
+    add(t, 2, BT, c->C, "dx_final");
+    add(t, 2, BT, c->C, "dx");
+    add(t, 2, BT, QD, "datt");
+    add(t, 2, BT, QD, "dq");
+    add(t, 2, BT, QD, "dq_n");
+    add(t, 2, BT, KD, "dk");
+    add(t, 2, BT, KD, "dk_n");
+    add(t, 2, BT, KD, "dv");
+    add(t, 2, BT, c->I, "dgate");
+    add(t, 2, BT, c->I, "dup");
+    add(t, 2, BT, c->I, "dact");
+}
+
+static float *at(const Table *t, int *i) { return (float *)table_tensor(t, (*i)++).data; }
+
+static void lm_bind(Lm *lm) {
+    const QwenConfig *c = &lm->m->cfg;
+    int i = 0;
+    lm->h0 = at(&lm->acts, &i);
+    lm->cos_t = at(&lm->acts, &i);
+    lm->sin_t = at(&lm->acts, &i);
+    for (int l = 0; l < c->L; l++) {
+        LmLayerActs *a = &lm->layers[l];
+        a->x1 = at(&lm->acts, &i); a->rstd1 = at(&lm->acts, &i);
+        a->q = at(&lm->acts, &i); a->rstd_q = at(&lm->acts, &i); a->q_rope = at(&lm->acts, &i);
+        a->k = at(&lm->acts, &i); a->rstd_k = at(&lm->acts, &i); a->k_rope = at(&lm->acts, &i);
+        a->v = at(&lm->acts, &i); a->probs = at(&lm->acts, &i); a->att = at(&lm->acts, &i);
+        a->h_mid = at(&lm->acts, &i); a->x2 = at(&lm->acts, &i); a->rstd2 = at(&lm->acts, &i);
+        a->gate = at(&lm->acts, &i); a->up = at(&lm->acts, &i); a->act = at(&lm->acts, &i);
+        a->h_out = at(&lm->acts, &i);
+    }
+    lm->x_final = at(&lm->acts, &i);
+    lm->rstd_f = at(&lm->acts, &i);
+    lm->dh = table_get(&lm->scratch, "dh").data;
+    lm->dx_final = table_get(&lm->scratch, "dx_final").data;
+}
+
+void lm_reserve(Lm *lm, int B, int T) {
+    if (lm->acts.buffer && (int64_t)B * T <= (int64_t)lm->B * lm->T && T <= lm->T && B <= lm->B) return;
+    table_free(&lm->acts);
+    table_free(&lm->scratch);
+    table_init(&lm->acts, "lm activations");
+    table_init(&lm->scratch, "lm backward scratch");
+    lm_acts_build(&lm->acts, &lm->m->cfg, B, T);
+    lm_scratch_build(&lm->scratch, &lm->m->cfg, B, T);
+    table_alloc(&lm->acts, DEVICE_CPU);
+    table_alloc(&lm->scratch, DEVICE_CPU);
+    lm->B = B;
+    lm->T = T;
+    lm_bind(lm);
+}
+
+void lm_init(Lm *lm, Qwen *m, int B, int T) {
+    memset(lm, 0, sizeof *lm);
+    lm->m = m;
+    table_derive(&lm->grads, &m->params, "qwen grads", DT_F32, false);
+    table_alloc(&lm->grads, DEVICE_CPU);
+    lm->layers = xcalloc((size_t)m->cfg.L, sizeof *lm->layers);
+    table_init(&lm->acts, "lm activations");
+    table_init(&lm->scratch, "lm backward scratch");
+    lm_reserve(lm, B, T);
+}
+
+void lm_free(Lm *lm) {
+    table_free(&lm->grads);
+    table_free(&lm->acts);
+    table_free(&lm->scratch);
+    free(lm->layers);
+    memset(lm, 0, sizeof *lm);
+}
+
+static void add_into(float *out, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void lm_forward(Lm *lm, int B, int T) {
+    const Qwen *m = lm->m;
+    const QwenConfig *c = &m->cfg;
+    NM_CHECK(B <= lm->B && T <= lm->T, "lm_forward: (B=%d, T=%d) exceeds the reserved (%d, %d)", B, T, lm->B,
+             lm->T);
+    const int BT = B * T, C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD;
+    const int QD = NH * HD, KD = NKV * HD;
+    rope_tables(lm->cos_t, lm->sin_t, m->inv_freq, HD, 0, T);
+    float *tmp = lm->dx_final;   // (B,T,C) free during the forward: o_proj/down_proj outputs
+    const float *h_in = lm->h0;  // (B,T,C)
+    for (int l = 0; l < c->L; l++) {
+        const QwenLayer *w = &m->layers[l];
+        LmLayerActs *a = &lm->layers[l];
+        rmsnorm_forward(a->x1, a->rstd1, h_in, w->ln1, BT, C, c->eps);
+        matmul_forward_cpu(a->q, a->x1, w->wq, w->bq, BT, C, QD);
+        matmul_forward_cpu(a->k, a->x1, w->wk, w->bk, BT, C, KD);
+        matmul_forward_cpu(a->v, a->x1, w->wv, w->bv, BT, C, KD);
+        if (c->qk_norm) {
+            rmsnorm_forward(a->q_rope, a->rstd_q, a->q, w->q_norm, BT * NH, HD, c->eps);
+            rmsnorm_forward(a->k_rope, a->rstd_k, a->k, w->k_norm, BT * NKV, HD, c->eps);
+        } else {
+            memcpy(a->q_rope, a->q, (size_t)BT * QD * sizeof(float));
+            memcpy(a->k_rope, a->k, (size_t)BT * KD * sizeof(float));
+        }
+        rope_forward(a->q_rope, a->q_rope, lm->cos_t, lm->sin_t, B, T, NH, HD);
+        rope_forward(a->k_rope, a->k_rope, lm->cos_t, lm->sin_t, B, T, NKV, HD);
+        attention_forward_cpu(a->att, a->probs, a->q_rope, a->k_rope, a->v, B, T, T, T, NH, NKV, HD, 0, true,
+                              1.0f / sqrtf((float)HD));
+        matmul_forward_cpu(tmp, a->att, w->wo, w->bo, BT, QD, C);
+        add_into(a->h_mid, h_in, tmp, (size_t)BT * C);
+        rmsnorm_forward(a->x2, a->rstd2, a->h_mid, w->ln2, BT, C, c->eps);
+        matmul_forward_cpu(a->gate, a->x2, w->wg, NULL, BT, C, I);
+        matmul_forward_cpu(a->up, a->x2, w->wu, NULL, BT, C, I);
+        swiglu_forward(a->act, a->gate, a->up, (size_t)BT * I);
+        matmul_forward_cpu(tmp, a->act, w->wd, NULL, BT, I, C);
+        add_into(a->h_out, a->h_mid, tmp, (size_t)BT * C);
+        h_in = a->h_out;
+    }
+    rmsnorm_forward(lm->x_final, lm->rstd_f, h_in, m->norm, BT, C, c->eps);
+}
+
+#define ZERO(p, n) memset((p), 0, (size_t)(n) * sizeof(float))
+
+void lm_backward(Lm *lm, int B, int T) {
+    const Qwen *m = lm->m;
+    const QwenConfig *c = &m->cfg;
+    const int BT = B * T, C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD;
+    const int QD = NH * HD, KD = NKV * HD;
+    const Table *s = &lm->scratch;
+    float *dh = lm->dh;                              // (B,T,C)
+    float *dx = table_get(s, "dx").data;             // (B,T,C)
+    float *datt = table_get(s, "datt").data;         // (B,T,QD)
+    float *dq = table_get(s, "dq").data;             // (B,T,QD) after rope
+    float *dq_n = table_get(s, "dq_n").data;         // (B,T,QD) before rope
+    float *dk = table_get(s, "dk").data;             // (B,T,KD)
+    float *dk_n = table_get(s, "dk_n").data;         // (B,T,KD)
+    float *dv = table_get(s, "dv").data;             // (B,T,KD)
+    float *dgate = table_get(s, "dgate").data;       // (B,T,I)
+    float *dup = table_get(s, "dup").data;           // (B,T,I)
+    float *dact = table_get(s, "dact").data;         // (B,T,I)
+#define G(p) ((p) ? lm_grad_of(lm, (p)) : NULL)
+
+    // x_final = rmsnorm(h_L) * norm
+    const float *h_last = c->L > 0 ? lm->layers[c->L - 1].h_out : lm->h0;
+    ZERO(dh, BT * C);
+    rmsnorm_backward(dh, G(m->norm), lm->dx_final, h_last, m->norm, lm->rstd_f, BT, C);
+
+    for (int l = c->L - 1; l >= 0; l--) {
+        const QwenLayer *w = &m->layers[l];
+        const LmLayerActs *a = &lm->layers[l];
+        const float *h_in = l > 0 ? lm->layers[l - 1].h_out : lm->h0;
+        // h_out = h_mid + act Wd^T: dh passes to h_mid unchanged, and
+        ZERO(dact, BT * I);
+        matmul_backward_cpu(dact, G(w->wd), NULL, dh, a->act, w->wd, BT, I, C);
+        // act = silu(gate) * up
+        ZERO(dgate, BT * I);
+        ZERO(dup, BT * I);
+        swiglu_backward(dgate, dup, dact, a->gate, a->up, (size_t)BT * I);
+        // gate = x2 Wg^T, up = x2 Wu^T
+        ZERO(dx, BT * C);
+        matmul_backward_cpu(dx, G(w->wg), NULL, dgate, a->x2, w->wg, BT, C, I);
+        matmul_backward_cpu(dx, G(w->wu), NULL, dup, a->x2, w->wu, BT, C, I);
+        // x2 = rmsnorm(h_mid) * ln2: dh becomes dL/dh_mid
+        rmsnorm_backward(dh, G(w->ln2), dx, a->h_mid, w->ln2, a->rstd2, BT, C);
+        // h_mid = h_in + att Wo^T (+ bo)
+        ZERO(datt, BT * QD);
+        matmul_backward_cpu(datt, G(w->wo), G(w->bo), dh, a->att, w->wo, BT, QD, C);
+        // att = attention(q_rope, k_rope, v)
+        ZERO(dq, BT * QD);
+        ZERO(dk, BT * KD);
+        ZERO(dv, BT * KD);
+        attention_backward_cpu(dq, dk, dv, datt, a->probs, a->q_rope, a->k_rope, a->v, B, T, NH, NKV, HD,
+                               1.0f / sqrtf((float)HD));
+        // q_rope = rope(q_n), k_rope = rope(k_n)
+        ZERO(dq_n, BT * QD);
+        ZERO(dk_n, BT * KD);
+        rope_backward(dq_n, dq, lm->cos_t, lm->sin_t, B, T, NH, HD);
+        rope_backward(dk_n, dk, lm->cos_t, lm->sin_t, B, T, NKV, HD);
+        // q_n = rmsnorm(q per head) * q_norm (Qwen3); else q_n = q
+        float *dq_pre = dq_n, *dk_pre = dk_n;
+        if (c->qk_norm) {
+            ZERO(dq, BT * QD);
+            ZERO(dk, BT * KD);
+            rmsnorm_backward(dq, G(w->q_norm), dq_n, a->q, w->q_norm, a->rstd_q, BT * NH, HD);
+            rmsnorm_backward(dk, G(w->k_norm), dk_n, a->k, w->k_norm, a->rstd_k, BT * NKV, HD);
+            dq_pre = dq;
+            dk_pre = dk;
+        }
+        // q = x1 Wq^T + bq, k = x1 Wk^T + bk, v = x1 Wv^T + bv
+        ZERO(dx, BT * C);
+        matmul_backward_cpu(dx, G(w->wq), G(w->bq), dq_pre, a->x1, w->wq, BT, C, QD);
+        matmul_backward_cpu(dx, G(w->wk), G(w->bk), dk_pre, a->x1, w->wk, BT, C, KD);
+        matmul_backward_cpu(dx, G(w->wv), G(w->bv), dv, a->x1, w->wv, BT, C, KD);
+        // x1 = rmsnorm(h_in) * ln1: dh becomes dL/dh_in
+        rmsnorm_backward(dh, G(w->ln1), dx, h_in, w->ln1, a->rstd1, BT, C);
+    }
+#undef G
+}

@@ -1,0 +1,53 @@
+// loss.h: cross-entropy fused with the LM head, chunked over tokens.
+//
+// The last step of the model is  logits = x W^T  with W the (V, C) LM head
+// (for Qwen, tied: the embedding matrix) and V = 151,936. For a batch of 16
+// sequences of 4096 tokens that matrix would be 16*4096*151936 floats = 40 GB,
+// the largest tensor of the whole training step by far, and we only ever need
+// from it one number per position (the loss) and its gradient. So we never
+// build it: we take the positions that are supervised (labels != ignore; the
+// others contribute nothing), a chunk of `chunk` of them at a time, and for
+// each chunk
+//
+//     logits  (n, V) = xs (n, C) @ W^T              one GEMM
+//     lse     (n)    = log sum_v exp(logits)        max-subtracted, in double
+//     loss          += lse - logits[target]         cross-entropy of each row
+//     dlogits (n, V) = scale * (softmax - onehot)   overwrites logits in place
+//     dxs     (n, C) = dlogits @ W                  into dx at those rows
+//     dW      (V, C) += dlogits^T @ xs
+//
+// and the (chunk, V) buffer is reused by the next chunk. The forward and the
+// backward of the loss happen in the same pass: the softmax we just computed
+// *is* the gradient, so keeping it for a later backward would only cost memory.
+//
+// Optional z-loss (PaLM): z_coef * lse^2 per row pushes the log-partition
+// towards 0 (keeps logits from drifting in bf16); its gradient is
+// 2 z_coef lse * softmax.
+//
+// Letters: N rows (positions), C width, V vocabulary, n rows of one chunk.
+#ifndef NM_LOSS_H
+#define NM_LOSS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LOSS_IGNORE (-100)   // PyTorch's ignore_index; also what our labels hold
+
+typedef struct {
+    double ce_sum;   // sum over supervised rows of -log p(target)
+    double z_sum;    // sum over supervised rows of lse^2 (always computed, logged)
+    int n;           // supervised rows
+} LossStats;
+
+// x (N, C) final hidden states, W (V, C), targets (N): the id each row must
+// predict, or LOSS_IGNORE. Gradients of  scale * sum_rows (ce + z_coef lse^2)
+// are ADDED to dx (N, C) (may be NULL) and dW (V, C) (may be NULL).
+// ws: a (chunk, V + C) float workspace (loss_workspace_floats); chunk >= 1.
+LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_t *targets, int N, int C, int V,
+                                    int chunk, float scale, float z_coef, float *dx, float *dW, float *ws);
+
+static inline size_t loss_workspace_floats(int chunk, int V, int C) {
+    return (size_t)chunk * ((size_t)V + 2 * (size_t)C);
+}
+
+#endif

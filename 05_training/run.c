@@ -1,0 +1,515 @@
+// run.c: chapter 05's command line: train the VLM on the CPU.
+//
+//   ./05_training/run                      the demo: a tiny generated caption dataset,
+//                                          the nano model, 40 steps; watch the loss fall
+//   ./05_training/run train --config FILE [--data JSONL --images DIR | --features CACHE]
+//                     [--out DIR] [--resume] [--steps N]
+//   ./05_training/run --mem [--config FILE]  the training memory breakdown
+//
+// A progress line per logged step (step, loss, lr, grad norm, tokens/s, ETA)
+// goes to stderr; OUT/log.jsonl gets one JSON object per step and
+// OUT/loss.svg the loss curve, both rewritten as the run goes. Checkpoints
+// (checkpoint.h) go to OUT/step_N/.
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <unistd.h>
+
+#include "01_tensor/rng.h"
+#include "01_tensor/safetensors.h"
+#include "05_training/adamw.h"
+#include "05_training/checkpoint.h"
+#include "05_training/config.h"
+#include "05_training/data.h"
+#include "05_training/vlm.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: run                                  demo: train the nano VLM on a generated caption set\n"
+            "       run train --config FILE [options]    train a stage (05_training/configs/*.conf)\n"
+            "       run --mem [--config FILE]            print the training memory breakdown\n"
+            "options:\n"
+            "  --config FILE        stage config (`key = value` lines; unknown keys are errors)\n"
+            "  --data JSONL         LLaVA-style rows (.jsonl, or .json array)\n"
+            "  --images DIR         folder the rows' image paths are relative to\n"
+            "  --features FILE      ViT feature cache instead of images: a safetensors file with one\n"
+            "                       (Tf, Df) tensor per image path\n"
+            "  --out DIR            where log.jsonl, loss.svg and checkpoints go (default build/train05)\n"
+            "  --resume             continue from the newest complete checkpoint in --out\n"
+            "  --steps N            override max_steps\n"
+            "  --threads N          OpenMP threads (default: OpenMP's)\n"
+            "  --mem                memory breakdown for the config, then exit\n"
+            "testing aids:\n"
+            "  --kill-at-step K     SIGKILL the process right after step K (and its checkpoint)\n"
+            "  --kill-in-checkpoint K  SIGKILL while writing step K's checkpoint, before its marker\n"
+            "  --inject-nan K       make the loss of step K NaN (to test the NaN stop)\n"
+            "  -h, --help           this text\n");
+}
+
+// ----------------------------------------------------------------------------
+// Model setup from a config
+
+static void build_vlm(Vlm *v, const TrainConfig *cfg, bool need_vit, int feat_T, int feat_D) {
+    memset(v, 0, sizeof *v);
+    char err[512];
+    VitConfig vc;
+    if (!strcmp(cfg->vit, "nano")) {
+        vc = vit_config_nano();
+        if (need_vit) vit_init_random(&v->vit, &vc, cfg->seed + 1);
+    } else {
+        char *cj = xsprintf("%s/config.json", cfg->vit);
+        if (vit_config_from_json(&vc, cj, err, sizeof err) != 0) fail_input(cfg->vit, "%s", err);
+        free(cj);
+        if (need_vit) vit_load_or_die(&v->vit, cfg->vit);
+    }
+    v->has_vit = need_vit;
+    v->vit.cfg = vc;
+    if (vit_feature_parse(&v->feat, cfg->vit_feature, &vc, err, sizeof err) != 0) fail_input("vit_feature", "%s", err);
+    v->feat_T = vit_feature_tokens(&v->feat, &vc);
+    v->feat_D = vit_feature_dim(&v->feat, &vc);
+    if (feat_T > 0 && (feat_T != v->feat_T || feat_D != v->feat_D))
+        fail_input("--features", "cache holds (%d, %d) features, the config's ViT gives (%d, %d)", feat_T, feat_D,
+                   v->feat_T, v->feat_D);
+    v->pp = clip_preprocess_config(vc.image_size);
+    if (!strcmp(cfg->llm, "nano")) {
+        QwenConfig qc = qwen_nano_config();
+        qwen_init_random(&v->llm, &qc, cfg->seed + 2);
+    } else {
+        qwen_load(&v->llm, cfg->llm);
+    }
+    ConnectorConfig cc;
+    int G = vit_grid(&vc);
+    connector_config_init(&cc, (ConnectorKind)connector_kind_parse(cfg->connector), vc.hidden, v->llm.cfg.C,
+                          v->llm.cfg.I, G, G);
+    if (cc.in_dim != v->feat_D) fail_input("vit_feature", "gives %d-wide features, connector %s wants %d", v->feat_D,
+                                           cfg->connector, cc.in_dim);
+    if (connector_tokens_in(&cc) != v->feat_T)
+        fail_input("vit_feature", "gives %d tokens per image, connector %s wants %d (drop the class token)",
+                   v->feat_T, cfg->connector, connector_tokens_in(&cc));
+    connector_build(&v->conn, &cc);
+    connector_init(&v->conn, cfg->seed + 3);
+}
+
+// ----------------------------------------------------------------------------
+// --mem
+
+static void print_row(const char *what, double bytes, double total) {
+    char b[32];
+    printf("  %-34s %12s  %5.1f%%\n", what, bytes_str(bytes, b, sizeof b), total > 0 ? 100 * bytes / total : 0);
+}
+
+static void mem_report(const TrainConfig *cfg) {
+    // sizes only: tables are described, never allocated
+    VitConfig vc = vit_config_nano();
+    QwenConfig qc = qwen_nano_config();
+    char err[512];
+    if (strcmp(cfg->vit, "nano")) {
+        char *cj = xsprintf("%s/config.json", cfg->vit);
+        if (vit_config_from_json(&vc, cj, err, sizeof err) != 0) {
+            printf("(no %s: using CLIP ViT-L/14-336's config)\n", cj);
+            vc = vit_config_large336();
+        }
+        free(cj);
+    }
+    if (strcmp(cfg->llm, "nano")) {
+        char *cj = xsprintf("%s/config.json", cfg->llm);
+        if (access(cj, R_OK) == 0) qwen_config_load(&qc, cfg->llm);
+        else {
+            printf("(no %s: using Qwen3-0.6B's config)\n", cj);
+            qc = qwen_nano_config();
+            qc.C = 1024; qc.I = 3072; qc.L = 28; qc.NH = 16; qc.NKV = 8; qc.HD = 128; qc.max_pos = 40960;
+        }
+        free(cj);
+    }
+    VitFeature feat;
+    if (vit_feature_parse(&feat, cfg->vit_feature, &vc, err, sizeof err) != 0) fail_input("vit_feature", "%s", err);
+    ConnectorConfig cc;
+    int G = vit_grid(&vc);
+    connector_config_init(&cc, (ConnectorKind)connector_kind_parse(cfg->connector), vc.hidden, qc.C, qc.I, G, G);
+    Table vit_t = {0}, q_t = {0}, c_t = {0}, a_t = {0}, s_t = {0};
+    table_init(&q_t, "qwen");
+    qwen_params_build(&q_t, &qc);
+    table_init(&c_t, "connector");
+    connector_describe(&c_t, &cc);
+    int B = cfg->batch_size, T = cfg->max_seq_len;
+    table_init(&a_t, "acts");
+    lm_acts_build(&a_t, &qc, B, T);
+    table_init(&s_t, "scratch");
+    lm_scratch_build(&s_t, &qc, B, T);
+    (void)vit_t;
+    double f = 4.0;
+    double vit_w = vit_mem(&vc, 1, DT_F32, &feat, 1).weights;
+    double vit_run = vit_mem(&vc, 1, DT_F32, &feat, 1).total - vit_w;
+    double llm_p = (double)table_numel(&q_t, false) * f, con_p = (double)table_numel(&c_t, false) * f;
+    double grads = llm_p * cfg->train_llm + con_p * cfg->train_connector;
+    double adam = 2 * grads;
+    double acts = (double)table_numel(&a_t, false) * f, scratch = (double)table_numel(&s_t, false) * f;
+    int imgs = B;   // one image per row (LLaVA)
+    double con_acts = (double)imgs * connector_tokens_out(&cc) * (cc.mlp_hidden + cc.hidden) * 2 * f +
+                      (double)imgs * connector_tokens_in(&cc) * cc.in_dim * f;
+    double logits = (double)cfg->loss_chunk * (qc.V + 2.0 * qc.C) * f;
+    double batch = (double)B * T * (4 * 4 + 1) + (double)imgs * 3 * vc.image_size * vc.image_size * f;
+    double total = vit_w + vit_run + llm_p + con_p + grads + adam + acts + scratch + con_acts + logits + batch;
+    printf("training memory, fp32 CPU: stage %d, batch %d x %d tokens, %s connector, loss chunk %d\n", cfg->stage, B,
+           T, cfg->connector, cfg->loss_chunk);
+    printf("  ViT %d layers x %d (frozen), LLM %s C=%d L=%d V=%d\n", vc.layers, vc.hidden, qc.model_type, qc.C, qc.L,
+           qc.V);
+    print_row("ViT weights (frozen)", vit_w, total);
+    print_row("ViT forward scratch (1 image)", vit_run, total);
+    print_row("connector params", con_p, total);
+    print_row("LLM params", llm_p, total);
+    print_row("gradients (trainable only)", grads, total);
+    print_row("AdamW m + v", adam, total);
+    print_row("LLM activations (kept for backward)", acts, total);
+    print_row("LLM backward scratch (one layer)", scratch, total);
+    print_row("connector activations", con_acts, total);
+    print_row("chunked logits (chunk x V)", logits, total);
+    print_row("batch (ids, labels, pixels)", batch, total);
+    print_row("total", total, total);
+    char b1[32];
+    printf("  full logits would be (B*T, V) = %s: never allocated\n",
+           bytes_str((double)B * T * qc.V * f, b1, sizeof b1));
+    table_free(&q_t);
+    table_free(&c_t);
+    table_free(&a_t);
+    table_free(&s_t);
+}
+
+// ----------------------------------------------------------------------------
+// The log and the loss curve
+
+typedef struct { int64_t step; float loss; } Point;
+
+static void write_svg(const char *path, const Point *p, int n) {
+    if (n < 1) return;
+    float lo = p[0].loss, hi = p[0].loss;
+    for (int i = 0; i < n; i++) { lo = fminf(lo, p[i].loss); hi = fmaxf(hi, p[i].loss); }
+    if (hi - lo < 1e-6f) hi = lo + 1;
+    int64_t s0 = p[0].step, s1 = p[n - 1].step > s0 ? p[n - 1].step : s0 + 1;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"360\" font-family=\"sans-serif\" "
+               "font-size=\"12\">\n<rect width=\"640\" height=\"360\" fill=\"white\"/>\n"
+               "<line x1=\"60\" y1=\"320\" x2=\"620\" y2=\"320\" stroke=\"black\"/>"
+               "<line x1=\"60\" y1=\"20\" x2=\"60\" y2=\"320\" stroke=\"black\"/>\n"
+               "<text x=\"340\" y=\"350\" text-anchor=\"middle\">step</text>"
+               "<text x=\"10\" y=\"170\">loss</text>\n"
+               "<text x=\"55\" y=\"24\" text-anchor=\"end\">%.3g</text><text x=\"55\" y=\"320\" text-anchor=\"end\">%.3g</text>\n"
+               "<text x=\"60\" y=\"336\">%lld</text><text x=\"620\" y=\"336\" text-anchor=\"end\">%lld</text>\n"
+               "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"",
+            (double)hi, (double)lo, (long long)s0, (long long)s1);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%.1f,%.1f ", 60 + 560.0 * (double)(p[i].step - s0) / (double)(s1 - s0),
+                320 - 300.0 * (p[i].loss - lo) / (hi - lo));
+    fprintf(f, "\"/>\n</svg>\n");
+    fclose(f);
+    write_file_atomic(path, buf, len);
+    free(buf);
+}
+
+// ----------------------------------------------------------------------------
+// Features for a batch: from the images (inline ViT) or from the cache
+
+typedef struct { StFile *cache; const char *cache_path; const char *images; } FeatSource;
+
+static void batch_features(const Vlm *v, const FeatSource *fs, const Batch *b, float *feats) {
+    if (!fs->cache) {
+        vlm_image_features(v, b, fs->images, feats);
+        return;
+    }
+    size_t per = (size_t)v->feat_T * v->feat_D;
+    for (int i = 0; i < b->n_images; i++) {
+        const StTensor *t = st_find(fs->cache, b->images[i]);
+        if (!t) fail_input(fs->cache_path, "no features for image '%s'", b->images[i]);
+        if ((size_t)st_numel(t) != per || st_read(t, feats + i * per, DT_F32) != 0)
+            fail_input(fs->cache_path, "features of '%s' are not (%d, %d) floats", b->images[i], v->feat_T, v->feat_D);
+    }
+}
+
+static void ensure_dir(const char *dir) {
+    char *p = xstrdup(dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        mkdir(p, 0755);
+        *s = '/';
+    }
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) fail_input(dir, "cannot create the output directory: %s", strerror(errno));
+    char *probe = xsprintf("%s/.write_test", dir);
+    if (write_file_atomic(probe, "x", 1) != 0) fail_input(dir, "output directory is not writable: %s", strerror(errno));
+    unlink(probe);
+    free(probe);
+    free(p);
+}
+
+typedef struct {
+    const char *config, *data, *images, *features, *out;
+    bool resume, mem;
+    int steps;
+    int kill_at, kill_in_ckpt, nan_at;
+} Args;
+
+static int train(const Args *a, TrainConfig *cfg) {
+    if (a->steps > 0) cfg->max_steps = a->steps;
+    if (!a->data) fail_input("--data", "missing (a .jsonl of LLaVA-style rows)");
+    if (!a->images == !a->features) fail_input("--images", "give exactly one of --images DIR and --features FILE");
+    ensure_dir(a->out);
+    FeatSource fs = {0};
+    int fT = 0, fD = 0;
+    char err[512];
+    if (a->features) {
+        fs.cache = st_open(a->features, err, sizeof err);
+        if (!fs.cache) fail_input(a->features, "%s", err);
+        fs.cache_path = a->features;
+        if (fs.cache->n == 0) fail_input(a->features, "empty feature cache");
+        fT = fs.cache->tensors[0].ndim == 2 ? (int)fs.cache->tensors[0].shape[0] : -1;
+        fD = fs.cache->tensors[0].ndim == 2 ? (int)fs.cache->tensors[0].shape[1] : -1;
+    }
+    fs.images = a->images;
+    Tokenizer *tok = tok_load(cfg->tokenizer, err, sizeof err);
+    if (!tok) fail_input(cfg->tokenizer, "%s", err);
+    tok_add_project_tokens(tok);
+    Vlm v;
+    build_vlm(&v, cfg, !a->features, fT, fD);
+    Dataset d;
+    dataset_load(&d, a->data, a->images);
+    ChatFormat fmt;
+    chat_format_init(&fmt, tok, cfg->stage, connector_tokens_out(&v.conn.cfg), cfg->max_seq_len, cfg->truncate);
+    vlm_setup(&v, fmt.image_id, cfg->batch_size, 64, cfg->loss_chunk, cfg->z_loss);
+    AdamW o;
+    adamw_init(&o, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->weight_decay);
+    adamw_add_group(&o, "connector", &v.conn.params, &v.conn.grads, cfg->lr_connector, !cfg->train_connector);
+    adamw_add_group(&o, "llm", &v.llm.params, &v.lm.grads, cfg->lr, !cfg->train_llm);
+    TrainState st = {0, 0, cfg->seed};
+    char *log_path = xsprintf("%s/log.jsonl", a->out), *svg_path = xsprintf("%s/loss.svg", a->out);
+    Point *curve = xcalloc((size_t)cfg->max_steps + 1, sizeof *curve);
+    int ncurve = 0;
+    if (a->resume) {
+        char *ck = checkpoint_latest(a->out);
+        if (!ck) fail_input(a->out, "--resume: no complete checkpoint (step_*/COMPLETE) here");
+        checkpoint_load(ck, &v, &o, &st);
+        fprintf(stderr, "resumed from %s: step %lld, data position %lld\n", ck, (long long)st.step, (long long)st.cursor);
+        free(ck);
+        // keep the log lines of the steps the checkpoint covers, drop the rest
+        size_t len;
+        const char *ferr;
+        char *old = read_file(log_path, &len, &ferr);
+        char *keep = NULL;
+        size_t klen = 0;
+        FILE *kf = open_memstream(&keep, &klen);
+        if (old)
+            for (char *line = strtok(old, "\n"); line; line = strtok(NULL, "\n")) {
+                long long s;
+                float l;
+                if (sscanf(line, "{\"step\": %lld, \"loss\": %f", &s, &l) == 2 && s <= st.step) {
+                    fprintf(kf, "%s\n", line);
+                    curve[ncurve++] = (Point){s, l};
+                }
+            }
+        fclose(kf);
+        write_file_atomic(log_path, keep, klen);
+        free(keep);
+        free(old);
+    } else {
+        write_file_atomic(log_path, "", 0);
+    }
+    FILE *logf = fopen(log_path, "a");
+    if (!logf) fail_input(log_path, "cannot open: %s", strerror(errno));
+    DataOrder order;
+    data_order_init(&order, &d, cfg->seed, cfg->shuffle);
+    fprintf(stderr, "training: stage %d, %d rows, batch %d x accum %d, %d steps, lr %g (connector %g)%s%s\n",
+            cfg->stage, d.n, cfg->batch_size, cfg->grad_accum, cfg->max_steps, (double)cfg->lr,
+            (double)cfg->lr_connector, cfg->train_connector ? "" : ", connector frozen", cfg->train_llm ? "" : ", LLM frozen");
+    char *last_ckpt = checkpoint_latest(a->out);
+    double t0 = now_seconds();
+    int64_t first = st.step;
+    int GA = cfg->grad_accum;
+    Batch *bs = xcalloc((size_t)GA, sizeof *bs);
+    while (st.step < cfg->max_steps) {
+        double ts = now_seconds();
+        int64_t cursor0 = st.cursor;
+        int sup = 0, toks = 0, all = 0;
+        for (int k = 0; k < GA; k++) {
+            data_next_batch(&bs[k], &order, &fmt, cfg->batch_size, &st.cursor, stderr);
+            sup += bs[k].n_sup;
+            toks += bs[k].n_tokens;
+            all += bs[k].B * bs[k].T;
+        }
+        adamw_zero_grad(&o);
+        double ce = 0, z = 0;
+        for (int k = 0; k < GA; k++) {
+            float *feats = xmalloc(((size_t)bs[k].n_images * v.feat_T * v.feat_D + 1) * sizeof(float));
+            batch_features(&v, &fs, &bs[k], feats);
+            LossStats ls = vlm_forward_backward(&v, &bs[k], feats, 1.0f / (float)sup, true);
+            ce += ls.ce_sum;
+            z += ls.z_sum;
+            free(feats);
+        }
+        float loss = (float)(ce / sup);
+        if (a->nan_at == st.step + 1) loss = NAN;
+        if (!isfinite(loss)) {
+            fail_input(a->data, "step %lld: loss is %s on the batch of data positions %lld..%lld (rows %d..); "
+                       "stopping; last checkpoint %s is intact",
+                       (long long)st.step + 1, isnan(loss) ? "NaN" : "infinite", (long long)cursor0,
+                       (long long)st.cursor - 1, bs[0].rows[0] + 1, last_ckpt ? last_ckpt : "(none yet)");
+        }
+        double norm = adamw_clip(&o, cfg->max_grad_norm);
+        float lrf = lr_schedule(st.step, cfg->warmup_steps, cfg->max_steps, cfg->min_lr_ratio);
+        adamw_step(&o, lrf);
+        st.step++;
+        for (int k = 0; k < GA; k++) batch_free(&bs[k]);
+        double dt = now_seconds() - ts, el = now_seconds() - t0;
+        double eta = el / (double)(st.step - first) * (double)(cfg->max_steps - st.step);
+        fprintf(logf, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %d, "
+                      "\"supervised\": %d, \"supervised_frac\": %.4f, \"padded\": %d, \"seconds\": %.4f, \"z\": %.6g}\n",
+                (long long)st.step, (double)loss, (double)(cfg->lr * lrf), norm, toks, sup, (double)sup / toks, all, dt,
+                z / sup);
+        fflush(logf);
+        curve[ncurve++] = (Point){st.step, loss};
+        if (st.step % cfg->log_every == 0 || st.step == cfg->max_steps) {
+            fprintf(stderr, "step %5lld/%d | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | sup %.0f%% | ETA %.0fs\n",
+                    (long long)st.step, cfg->max_steps, (double)loss, (double)(cfg->lr * lrf), norm, toks / dt,
+                    100.0 * sup / toks, eta);
+            write_svg(svg_path, curve, ncurve);
+        }
+        bool save = (cfg->save_every && st.step % cfg->save_every == 0) || st.step == cfg->max_steps;
+        if (save) {
+            if (checkpoint_save(a->out, &v, &o, &st, cfg, a->kill_in_ckpt == st.step, err, sizeof err) != 0)
+                fail_input(a->out, "checkpoint: %s", err);
+            free(last_ckpt);
+            last_ckpt = checkpoint_latest(a->out);
+        }
+        if (a->kill_at == st.step) raise(SIGKILL);
+    }
+    write_svg(svg_path, curve, ncurve);
+    fprintf(stderr, "done: %lld steps; log %s, curve %s, checkpoint %s\n", (long long)st.step, log_path, svg_path,
+            last_ckpt ? last_ckpt : "-");
+    fclose(logf);
+    free(bs);
+    free(last_ckpt);
+    free(curve);
+    free(log_path);
+    free(svg_path);
+    data_order_free(&order);
+    adamw_free(&o);
+    dataset_free(&d);
+    vlm_free(&v);
+    tok_free(tok);
+    if (fs.cache) st_close(fs.cache);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// The demo's dataset: coloured shapes on grey, captioned.
+
+static void write_demo_data(const char *dir, int n, uint64_t seed) {
+    static const char *colors[] = {"red", "green", "blue", "yellow"};
+    static const unsigned char rgb[4][3] = {{220, 40, 40}, {40, 200, 60}, {40, 70, 220}, {230, 210, 40}};
+    static const char *shapes[] = {"square", "circle"};
+    char *imgdir = xsprintf("%s/images", dir);
+    ensure_dir(imgdir);
+    Rng r;
+    rng_seed(&r, seed, 77);
+    char *jl = NULL;
+    size_t jlen = 0;
+    FILE *jf = open_memstream(&jl, &jlen);
+    const int S = 64;
+    unsigned char *px = xmalloc((size_t)S * S * 3);
+    for (int i = 0; i < n; i++) {
+        int c = (int)rng_below(&r, 4), s = (int)rng_below(&r, 2);
+        int cx = 16 + (int)rng_below(&r, 32), cy = 16 + (int)rng_below(&r, 32), rad = 8 + (int)rng_below(&r, 6);
+        for (int y = 0; y < S; y++)
+            for (int x = 0; x < S; x++) {
+                bool in = s == 0 ? (abs(x - cx) <= rad && abs(y - cy) <= rad)
+                                 : ((x - cx) * (x - cx) + (y - cy) * (y - cy) <= rad * rad);
+                for (int k = 0; k < 3; k++) px[((size_t)y * S + x) * 3 + k] = in ? rgb[c][k] : 128;
+            }
+        char *hdr = xsprintf("P6\n%d %d\n255\n", S, S);
+        size_t hl = strlen(hdr);
+        char *file = xmalloc(hl + (size_t)S * S * 3);
+        memcpy(file, hdr, hl);
+        memcpy(file + hl, px, (size_t)S * S * 3);
+        char *p = xsprintf("%s/shape%03d.ppm", imgdir, i);
+        if (write_file_atomic(p, file, hl + (size_t)S * S * 3) != 0) fail_input(p, "cannot write");
+        free(p);
+        free(file);
+        free(hdr);
+        fprintf(jf, "{\"id\": \"%d\", \"image\": \"shape%03d.ppm\", \"conversations\": [{\"from\": \"human\", "
+                    "\"value\": \"<image>\\n\"}, {\"from\": \"gpt\", \"value\": \"a %s %s\"}]}\n",
+                i, i, colors[c], shapes[s]);
+    }
+    fclose(jf);
+    char *p = xsprintf("%s/captions.jsonl", dir);
+    if (write_file_atomic(p, jl, jlen) != 0) fail_input(p, "cannot write");
+    free(p);
+    free(jl);
+    free(px);
+    free(imgdir);
+}
+
+int main(int argc, char **argv) {
+    Args a = {.out = NULL, .steps = 0, .kill_at = -1, .kill_in_ckpt = -1, .nan_at = -1};
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"data", required_argument, 0, 'd'},
+        {"images", required_argument, 0, 'i'}, {"features", required_argument, 0, 'f'},
+        {"out", required_argument, 0, 'o'},    {"resume", no_argument, 0, 'r'},
+        {"steps", required_argument, 0, 's'},  {"threads", required_argument, 0, 't'},
+        {"mem", no_argument, 0, 'm'},          {"kill-at-step", required_argument, 0, 'K'},
+        {"kill-in-checkpoint", required_argument, 0, 'C'}, {"inject-nan", required_argument, 0, 'N'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': a.config = optarg; break;
+        case 'd': a.data = optarg; break;
+        case 'i': a.images = optarg; break;
+        case 'f': a.features = optarg; break;
+        case 'o': a.out = optarg; break;
+        case 'r': a.resume = true; break;
+        case 's': a.steps = atoi(optarg); if (a.steps < 1) fail_input("--steps", "must be >= 1"); break;
+        case 't': nm_ctx.threads = atoi(optarg); ctx_apply_threads(); break;
+        case 'm': a.mem = true; break;
+        case 'K': a.kill_at = atoi(optarg); break;
+        case 'C': a.kill_in_ckpt = atoi(optarg); break;
+        case 'N': a.nan_at = atoi(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    const char *cmd = optind < argc ? argv[optind] : NULL;
+    if (cmd && strcmp(cmd, "train")) {
+        fprintf(stderr, "error: unknown command '%s'\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    TrainConfig cfg;
+    if (a.config) config_load(&cfg, a.config);
+    else config_defaults(&cfg);
+    if (a.mem) {
+        mem_report(&cfg);
+        return 0;
+    }
+    if (!cmd) {
+        // the demo: generate 32 captioned shapes, train the nano model on them
+        if (!a.out) a.out = "build/demo05";
+        ensure_dir(a.out);
+        write_demo_data(a.out, 32, cfg.seed);
+        char *data = xsprintf("%s/captions.jsonl", a.out), *img = xsprintf("%s/images", a.out);
+        a.data = data;
+        a.images = img;
+        if (!a.config) cfg.max_steps = 40;
+        fprintf(stderr, "demo: 32 generated images with captions in %s; nano ViT (random, frozen) + mlp connector "
+                        "+ nano Qwen3 (random)\n", a.out);
+        int rc = train(&a, &cfg);
+        free(data);
+        free(img);
+        return rc;
+    }
+    if (!a.config) fail_input("--config", "missing (see 05_training/configs/)");
+    if (!a.out) a.out = "build/train05";
+    return train(&a, &cfg);
+}

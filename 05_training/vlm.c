@@ -1,0 +1,101 @@
+// vlm.c: the VLM's training pass (see vlm.h).
+#include "05_training/vlm.h"
+
+#include <string.h>
+
+#include "02_vit/image.h"
+#include "05_training/backward.h"
+
+void vlm_setup(Vlm *v, int image_id, int B, int T, int loss_chunk, float z_coef) {
+    v->image_id = image_id;
+    v->n_vis = connector_tokens_out(&v->conn.cfg);
+    v->loss_chunk = loss_chunk;
+    v->z_coef = z_coef;
+    const QwenConfig *c = &v->llm.cfg;
+    NM_CHECK(v->conn.cfg.hidden == c->C, "connector output %d != LLM width %d", v->conn.cfg.hidden, c->C);
+    lm_init(&v->lm, &v->llm, B, T);
+    v->loss_ws = xmalloc(loss_workspace_floats(loss_chunk, c->V, c->C) * sizeof(float));
+}
+
+void vlm_free(Vlm *v) {
+    lm_free(&v->lm);
+    free(v->loss_ws);
+    free(v->vis_grad);
+    connector_free(&v->conn);
+    qwen_free(&v->llm);
+    if (v->has_vit) vit_free(&v->vit);
+}
+
+void vlm_vit_features(const Vlm *v, const float *pix, int NI, float *feats) {
+    NM_CHECK(v->has_vit, "no ViT loaded: features must come from a cache");
+    vit_forward(&v->vit, pix, NI, NULL, &v->feat, feats, NULL);
+}
+
+void vlm_image_features(const Vlm *v, const Batch *b, const char *images_dir, float *feats) {
+    int S = v->vit.cfg.image_size;
+    float *pix = xmalloc((size_t)3 * S * S * sizeof(float));   // (3, S, S) one image at a time
+    for (int i = 0; i < b->n_images; i++) {
+        char *path = xsprintf("%s/%s", images_dir, b->images[i]);
+        Image img;
+        char err[256];
+        if (image_load(&img, path, err, sizeof err) != 0) fail_input(path, "%s", err);
+        clip_preprocess(pix, &img, &v->pp);
+        image_free(&img);
+        vlm_vit_features(v, pix, 1, feats + (size_t)i * v->feat_T * v->feat_D);
+        free(path);
+    }
+    free(pix);
+}
+
+LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float scale, bool backward) {
+    const int B = b->B, T = b->T, BT = B * T;
+    const QwenConfig *c = &v->llm.cfg;
+    const int C = c->C, NV = v->n_vis, NI = b->n_images;
+    lm_reserve(&v->lm, B, T);
+    // vis (NI, NV, C) = connector(feats)
+    const float *vis = NI > 0 ? connector_forward(&v->conn, feats, NI) : NULL;
+    // h0 (B, T, C): text rows from E; placeholder rows from vis, in order.
+    // ids_text (B*T) is ids with -1 at the visual positions (skipped by the
+    // embedding's forward and backward).
+    int32_t *ids_text = xmalloc((size_t)BT * sizeof(int32_t));
+    int used = 0;   // visual rows consumed
+    for (int t = 0; t < BT; t++) {
+        bool visual = b->ids[t] == v->image_id && b->mask[t];
+        ids_text[t] = visual ? -1 : b->ids[t];
+        if (visual) {
+            NM_CHECK(used < NI * NV, "more <image> placeholders than visual tokens (%d images x %d)", NI, NV);
+            memcpy(v->lm.h0 + (size_t)t * C, vis + (size_t)used * C, (size_t)C * sizeof(float));
+            used++;
+        }
+    }
+    NM_CHECK(used == NI * NV, "%d <image> placeholders for %d images x %d visual tokens", used, NI, NV);
+    embedding_forward(v->lm.h0, v->llm.embed, ids_text, BT, C);
+    lm_forward(&v->lm, B, T);
+    // the loss, fused with the LM head; its backward writes dx_final and dW
+    float *dx = NULL, *dW = NULL;
+    if (backward) {
+        dx = v->lm.dx_final;
+        memset(dx, 0, (size_t)BT * C * sizeof(float));
+        dW = lm_grad_of(&v->lm, v->llm.lm_head);
+    }
+    LossStats st = fused_ce_forward_backward(v->lm.x_final, v->llm.lm_head, b->targets, BT, C, c->V, v->loss_chunk,
+                                             scale, v->z_coef, dx, dW, v->loss_ws);
+    if (backward) {
+        lm_backward(&v->lm, B, T);
+        // h0 was assembled from two sources; its gradient goes back to both
+        embedding_backward(lm_grad_of(&v->lm, v->llm.embed), v->lm.dh, ids_text, BT, C);
+        if (NI > 0) {
+            if (v->vis_cap < NI) {
+                free(v->vis_grad);
+                v->vis_grad = xmalloc((size_t)NI * NV * C * sizeof(float));
+                v->vis_cap = NI;
+            }
+            int k = 0;
+            for (int t = 0; t < BT; t++)
+                if (ids_text[t] < 0) memcpy(v->vis_grad + (size_t)(k++) * C, v->lm.dh + (size_t)t * C, (size_t)C * sizeof(float));
+            connector_backward(&v->conn, NULL, v->vis_grad);
+        }
+    }
+    free(ids_text);
+    return st;
+}

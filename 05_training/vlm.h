@@ -1,0 +1,69 @@
+// vlm.h: the assembled model: frozen ViT -> connector -> Qwen, and one training pass.
+//
+//   pixels (NI, 3, S, S) --ViT (frozen, forward only)--> feats (NI, Tf, Df)
+//   feats --connector--> vis (NI, NV, C)
+//   ids (B, T) --embedding--> h0 (B, T, C), then the NV positions of each
+//       <image> placeholder (data.h) get that image's NV rows of vis, images
+//       taken in order of appearance: this is the "token merging" the
+//       architecture note leaves as a TODO
+//   h0 --Qwen layers + final norm (lm.h)--> x (B, T, C)
+//   x --fused LM head + cross-entropy at supervised positions (loss.h)--> loss
+//
+// and backward through all of it except the ViT: the gradient reaching h0 is
+// split the way h0 was assembled, text positions into the embedding's
+// gradient (rows of E, which is also the tied LM head) and visual positions
+// into the connector's backward.
+//
+// The ViT's features can come from chapter 02's forward (inline) or from a
+// cache file (vlm_load_features); the rest of the pass does not know which.
+//
+// Letters: B rows, T tokens, C LLM width, V vocabulary, NI images in the
+// batch, Tf ViT tokens per image, Df feature width, NV visual tokens per image.
+#ifndef NM_VLM_H
+#define NM_VLM_H
+
+#include <stdbool.h>
+
+#include "02_vit/preprocess.h"
+#include "02_vit/vit.h"
+#include "03_connector/connector.h"
+#include "04_qwen/qwen.h"
+#include "05_training/data.h"
+#include "05_training/lm.h"
+#include "05_training/loss.h"
+
+typedef struct {
+    Vit vit;               // frozen (may be unloaded when features come from a cache)
+    bool has_vit;
+    VitFeature feat;
+    ClipPreprocess pp;
+    Connector conn;
+    Qwen llm;
+    Lm lm;
+    int image_id;          // the <image> token id
+    int n_vis;             // NV
+    int feat_T, feat_D;    // Tf, Df
+    int loss_chunk;        // rows of logits per chunk
+    float z_coef;          // z-loss weight (0: off)
+    float *loss_ws;        // (chunk, V + 2C)
+    float *vis_grad;       // (NI, NV, C) scratch, grown as needed
+    int vis_cap;           // images vis_grad holds
+} Vlm;
+
+// After vit/conn/llm are set up: sizes, activation buffers for (B, T), the loss workspace.
+void vlm_setup(Vlm *v, int image_id, int B, int T, int loss_chunk, float z_coef);
+void vlm_free(Vlm *v);
+
+// Runs the frozen ViT on preprocessed pixels (NI, 3, S, S) into feats (NI, Tf, Df).
+void vlm_vit_features(const Vlm *v, const float *pix, int NI, float *feats);
+// Loads, preprocesses and encodes the batch's images (images_dir/name) into
+// feats (NI, Tf, Df). A missing or corrupt image is fail_input naming it.
+void vlm_image_features(const Vlm *v, const Batch *b, const char *images_dir, float *feats);
+
+// One forward + backward over a batch, feats (NI, Tf, Df) its images' features
+// in order. Gradients of scale * (sum of CE + z * lse^2 over supervised
+// targets) are ADDED to the connector's and the LLM's gradient tables.
+// With backward = false only the loss is computed.
+LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float scale, bool backward);
+
+#endif

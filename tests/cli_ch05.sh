@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# cli_ch05.sh: chapter 05's command line: the demo learns, resume is bit-identical, bad input is refused.
+#
+# Binary: ${RUNDIR:-.}/05_training/run. Prints one PASS/FAIL line per check.
+set -u
+cd "$(dirname "$0")/.."
+RUN=${RUNDIR:-.}/05_training/run
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+FAILS=0
+pass() { echo "PASS $1 ${2:-}"; }
+fail() { echo "FAIL $1 ${2:-}"; FAILS=$((FAILS + 1)); }
+
+# expect_error NAME PATTERN CMD...: exit status 1, one line starting with `error: `, matching PATTERN
+expect_error() {
+    local name=$1 pat=$2; shift 2
+    "$@" >"$T/out" 2>"$T/err"
+    local rc=$?
+    local lines
+    lines=$(grep -c '^error: ' "$T/err")
+    if [ "$rc" -eq 1 ] && [ "$lines" -eq 1 ] && grep -q -- "$pat" "$T/err"; then
+        pass "$name" "$(grep '^error: ' "$T/err")"
+    else
+        fail "$name" "rc=$rc error-lines=$lines: $(tail -2 "$T/err" | tr '\n' ' ')"
+    fi
+}
+
+losses() { sed -n 's/.*"loss": \([^,]*\),.*/\1/p' "$1"; }
+
+# ---- --help and --mem
+if $RUN --help | grep -q -- '--resume'; then pass "run --help"; else fail "run --help"; fi
+if $RUN --mem --config 05_training/configs/stage1.conf | grep -q 'AdamW m + v'; then
+    pass "run --mem (stage1 config)" "$($RUN --mem --config 05_training/configs/stage1.conf | grep total)"
+else fail "run --mem"; fi
+
+# ---- the demo: loss falls
+if $RUN --out "$T/demo" --steps 5 2>"$T/demo.err"; then
+    first=$(losses "$T/demo/log.jsonl" | head -1); last=$(losses "$T/demo/log.jsonl" | tail -1)
+    if awk -v a="$first" -v b="$last" 'BEGIN{exit !(b < a)}' && [ -s "$T/demo/loss.svg" ] &&
+       [ -f "$T/demo/step_00000005/COMPLETE" ]; then
+        pass "demo trains: loss falls" "$first -> $last, loss.svg and checkpoint written"
+    else fail "demo trains: loss falls" "$first -> $last"; fi
+else fail "demo runs" "$(tail -2 "$T/demo.err")"; fi
+grep -q '^step .*loss .*lr .*grad norm .*tok/s .*ETA' "$T/demo.err" && pass "progress line" \
+    "$(grep '^step' "$T/demo.err" | tail -1)" || fail "progress line"
+
+DATA=$T/demo/captions.jsonl
+IMG=$T/demo/images
+cat > "$T/r.conf" <<C
+stage = 1
+batch_size = 2
+max_steps = 4
+warmup_steps = 1
+save_every = 2
+lr = 1e-3
+lr_connector = 2e-3
+C
+
+# ---- resume: uninterrupted vs SIGKILL after step 2 vs SIGKILL inside step 4's checkpoint
+$RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/A" 2>"$T/A.err" || fail "resume: reference run" "$(tail -1 "$T/A.err")"
+$RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/B" --kill-at-step 2 2>/dev/null
+rcB=$?
+$RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/B" --resume 2>"$T/B.err"
+if [ "$rcB" -eq 137 ] && [ "$(losses "$T/A/log.jsonl")" = "$(losses "$T/B/log.jsonl")" ] &&
+   cmp -s "$T/A/step_00000004/model.safetensors" "$T/B/step_00000004/model.safetensors" &&
+   cmp -s "$T/A/step_00000004/connector.safetensors" "$T/B/step_00000004/connector.safetensors" &&
+   cmp -s "$T/A/step_00000004/optimizer.safetensors" "$T/B/step_00000004/optimizer.safetensors"; then
+    pass "resume after SIGKILL at step 2" "same 4 losses, weights and AdamW state bit for bit"
+else fail "resume after SIGKILL at step 2" "rc=$rcB $(losses "$T/A/log.jsonl" | tr '\n' ' ') vs $(losses "$T/B/log.jsonl" | tr '\n' ' ')"; fi
+$RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/C" --kill-in-checkpoint 4 2>/dev/null
+rcC=$?
+if [ "$rcC" -eq 137 ] && [ -d "$T/C/step_00000004" ] && [ ! -f "$T/C/step_00000004/COMPLETE" ]; then
+    $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/C" --resume 2>"$T/C.err"
+    if grep -q 'resumed from .*step_00000002' "$T/C.err" &&
+       cmp -s "$T/A/step_00000004/model.safetensors" "$T/C/step_00000004/model.safetensors" &&
+       [ "$(losses "$T/A/log.jsonl")" = "$(losses "$T/C/log.jsonl")" ]; then
+        pass "resume after SIGKILL inside a checkpoint" "incomplete step 4 ignored, resumed from step 2, bit-identical"
+    else fail "resume after SIGKILL inside a checkpoint" "$(tail -2 "$T/C.err")"; fi
+else fail "kill inside a checkpoint" "rc=$rcC"; fi
+
+# ---- bad input
+mkdir -p "$T/img"
+cp "$IMG/shape000.ppm" "$T/img/ok.ppm"
+cp data/images/truncated.jpg "$T/img/truncated.jpg"
+row() { printf '{"id": "%s", "image": "%s", "conversations": [{"from": "human", "value": "<image>\\n"}, {"from": "gpt", "value": "%s"}]}\n' "$1" "$2" "$3"; }
+row 1 nope.png "a red square" > "$T/missing.jsonl"
+expect_error "bad input: missing image" "nope.png" $RUN train --config "$T/r.conf" --data "$T/missing.jsonl" --images "$T/img" --out "$T/o1"
+{ row 1 truncated.jpg "a red square"; row 2 truncated.jpg "a red square"; } > "$T/corrupt.jsonl"
+expect_error "bad input: corrupt image" "truncated.jpg" $RUN train --config "$T/r.conf" --data "$T/corrupt.jsonl" --images "$T/img" --out "$T/o2"
+{ row 1 ok.ppm "a"; echo '{"id": 2, "conversations": [ '; row 3 ok.ppm "b"; } > "$T/badjson.jsonl"
+expect_error "bad input: malformed JSON on line 2" "line 2" $RUN train --config "$T/r.conf" --data "$T/badjson.jsonl" --images "$T/img" --out "$T/o3"
+{ row 1 ok.ppm "a"; echo '{"id": "e", "conversations": []}'; } > "$T/empty.jsonl"
+expect_error "bad input: empty conversation" "empty conversation" $RUN train --config "$T/r.conf" --data "$T/empty.jsonl" --images "$T/img" --out "$T/o4"
+echo '{"id": "x", "conversations": [{"from": "human", "value": "<image> hi"}, {"from": "gpt", "value": "a"}]}' > "$T/count.jsonl"
+expect_error "bad input: <image> count != images" "1 <image> tags for 0 images" $RUN train --config "$T/r.conf" --data "$T/count.jsonl" --images "$T/img" --out "$T/o5"
+# too long: 64 visual tokens + caption > max_seq_len 70 for the long rows: skipped and logged, training goes on
+LONG=$(printf 'word %.0s' $(seq 40))
+{ row 1 ok.ppm "a red square"; row 2 ok.ppm "$LONG"; } > "$T/long.jsonl"
+printf 'stage = 1\nbatch_size = 1\nmax_steps = 2\nmax_seq_len = 72\nshuffle = false\n' > "$T/long.conf"
+if $RUN train --config "$T/long.conf" --data "$T/long.jsonl" --images "$T/img" --out "$T/o6" 2>"$T/long.err" &&
+   grep -q 'line 2 (id 2): .*> max_len 72 (policy skip), skipped' "$T/long.err"; then
+    pass "too-long row skipped and logged" "$(grep 'skipped' "$T/long.err" | head -1)"
+else fail "too-long row skipped and logged" "$(tail -2 "$T/long.err")"; fi
+printf 'max_steps = 3\n' > "$T/unk.conf"; printf 'learning_rate = 1e-4\n' >> "$T/unk.conf"
+expect_error "bad config: unknown key" "line 2: unknown key 'learning_rate'" $RUN train --config "$T/unk.conf" --data "$DATA" --images "$IMG" --out "$T/o7"
+printf 'batch_size = -3\n' > "$T/badval.conf"
+expect_error "bad config: bad value" "bad value '-3' for 'batch_size'" $RUN train --config "$T/badval.conf" --data "$DATA" --images "$IMG" --out "$T/o8"
+printf 'train_llm = maybe\n' > "$T/badbool.conf"
+expect_error "bad config: bad boolean" "expected true or false" $RUN train --config "$T/badbool.conf" --data "$DATA" --images "$IMG" --out "$T/o9"
+touch "$T/afile"
+expect_error "unwritable output directory" "cannot create" $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/afile/sub"
+printf 'stage = 1\nbatch_size = 2\nmax_steps = 4\nsave_every = 1\n' > "$T/nan.conf"
+expect_error "NaN loss stops the run" "step 2: loss is NaN" $RUN train --config "$T/nan.conf" --data "$DATA" --images "$IMG" --out "$T/o10" --inject-nan 2
+if [ -f "$T/o10/step_00000001/COMPLETE" ] && [ ! -e "$T/o10/step_00000002" ] && grep -q 'step_00000001 is intact' "$T/err"; then
+    pass "NaN stop: last checkpoint intact" "step_00000001 complete, nothing written for step 2"
+else fail "NaN stop: last checkpoint intact"; fi
+echo "# cli_ch05: $FAILS failed"
+[ "$FAILS" -eq 0 ]

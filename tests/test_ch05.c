@@ -1,0 +1,174 @@
+// test_ch05.c: chapter 05's unit tests: each new backward against finite differences
+// of a double-precision twin of its forward (03_connector/gradcheck.h), and the config parser.
+#include <math.h>
+#include <string.h>
+
+#include "01_tensor/attention.h"
+#include "01_tensor/check.h"
+#include "03_connector/gradcheck.h"
+#include "04_qwen/ops.h"
+#include "05_training/adamw.h"
+#include "05_training/backward.h"
+#include "05_training/config.h"
+
+// ---- RMSNorm: L = sum w_out * (x * r * w)
+typedef struct { int N, C; double *x, *w, *dout; } RmsCase;
+static double rms_loss(void *p) {
+    RmsCase *k = p;
+    double L = 0;
+    for (int n = 0; n < k->N; n++) {
+        double ss = 0;
+        for (int c = 0; c < k->C; c++) ss += k->x[n * k->C + c] * k->x[n * k->C + c];
+        double r = 1.0 / sqrt(ss / k->C + 1e-6);
+        for (int c = 0; c < k->C; c++) L += k->dout[n * k->C + c] * k->w[c] * k->x[n * k->C + c] * r;
+    }
+    return L;
+}
+static void test_rmsnorm(void) {
+    enum { N = 5, C = 12 };
+    double x[N * C], w[C], d[N * C];
+    gc_fill(x, N * C, 1, -2, 2); gc_fill(w, C, 2, 0.5, 1.5); gc_fill(d, N * C, 3, -1, 1);
+    float fx[N * C], fw[C], fd[N * C], y[N * C], rstd[N], dx[N * C] = {0}, dw[C] = {0};
+    gc_to_float(fx, x, N * C); gc_to_float(fw, w, C); gc_to_float(fd, d, N * C);
+    rmsnorm_forward(y, rstd, fx, fw, N, C, 1e-6f);
+    rmsnorm_backward(dx, dw, fd, fx, fw, rstd, N, C);
+    RmsCase k = {N, C, x, w, d};
+    gradcheck("rmsnorm dx", rms_loss, &k, x, N * C, dx, 1e-6, 1e-4);
+    gradcheck("rmsnorm dw", rms_loss, &k, w, C, dw, 1e-6, 1e-4);
+}
+
+// ---- RoPE
+typedef struct { int T, H, HD; double *x, *dout; const float *cs, *sn; } RopeCase;
+static double rope_loss(void *p) {
+    RopeCase *k = p;
+    int h2 = k->HD / 2;
+    double L = 0;
+    for (int t = 0; t < k->T; t++)
+        for (int h = 0; h < k->H; h++)
+            for (int i = 0; i < h2; i++) {
+                size_t o = ((size_t)t * k->H + h) * k->HD;
+                double c = k->cs[t * h2 + i], s = k->sn[t * h2 + i], a = k->x[o + i], b = k->x[o + i + h2];
+                L += k->dout[o + i] * (a * c - b * s) + k->dout[o + i + h2] * (b * c + a * s);
+            }
+    return L;
+}
+static void test_rope(void) {
+    enum { T = 4, H = 2, HD = 8, N = T * H * HD };
+    float inv[HD / 2], cs[T * HD / 2], sn[T * HD / 2];
+    rope_inv_freq(inv, HD, 10000.0);
+    rope_tables(cs, sn, inv, HD, 0, T);
+    double x[N], d[N];
+    gc_fill(x, N, 4, -1, 1); gc_fill(d, N, 5, -1, 1);
+    float fd[N], dx[N] = {0};
+    gc_to_float(fd, d, N);
+    rope_backward(dx, fd, cs, sn, 1, T, H, HD);
+    RopeCase k = {T, H, HD, x, d, cs, sn};
+    gradcheck("rope dx", rope_loss, &k, x, N, dx, 1e-6, 1e-4);
+}
+
+// ---- causal GQA attention
+typedef struct { int B, T, NH, NKV, HD; double *q, *k, *v, *dout; } AttCase;
+static double att_loss(void *p) {
+    AttCase *c = p;
+    double L = 0, sc = 1.0 / sqrt((double)c->HD);
+    int rep = c->NH / c->NKV;
+    for (int b = 0; b < c->B; b++)
+        for (int h = 0; h < c->NH; h++)
+            for (int i = 0; i < c->T; i++) {
+                int g = h / rep;
+                double s[16], mx = -1e300, sum = 0;
+                const double *qi = c->q + (((size_t)b * c->T + i) * c->NH + h) * c->HD;
+                for (int j = 0; j <= i; j++) {
+                    const double *kj = c->k + (((size_t)b * c->T + j) * c->NKV + g) * c->HD;
+                    s[j] = 0;
+                    for (int d = 0; d < c->HD; d++) s[j] += qi[d] * kj[d] * sc;
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                for (int j = 0; j <= i; j++) sum += (s[j] = exp(s[j] - mx));
+                const double *di = c->dout + (((size_t)b * c->T + i) * c->NH + h) * c->HD;
+                for (int j = 0; j <= i; j++) {
+                    const double *vj = c->v + (((size_t)b * c->T + j) * c->NKV + g) * c->HD;
+                    for (int d = 0; d < c->HD; d++) L += di[d] * s[j] / sum * vj[d];
+                }
+            }
+    return L;
+}
+static void test_attention(void) {
+    enum { B = 2, T = 5, NH = 4, NKV = 2, HD = 4, NQ = B * T * NH * HD, NK = B * T * NKV * HD };
+    double q[NQ], k[NK], v[NK], d[NQ];
+    gc_fill(q, NQ, 6, -1, 1); gc_fill(k, NK, 7, -1, 1); gc_fill(v, NK, 8, -1, 1); gc_fill(d, NQ, 9, -1, 1);
+    float fq[NQ], fk[NK], fv[NK], fd[NQ], out[NQ], probs[B * NH * T * T], dq[NQ] = {0}, dk[NK] = {0}, dv[NK] = {0};
+    gc_to_float(fq, q, NQ); gc_to_float(fk, k, NK); gc_to_float(fv, v, NK); gc_to_float(fd, d, NQ);
+    float sc = 1.0f / sqrtf((float)HD);
+    attention_forward_cpu(out, probs, fq, fk, fv, B, T, T, T, NH, NKV, HD, 0, true, sc);
+    attention_backward_cpu(dq, dk, dv, fd, probs, fq, fk, fv, B, T, NH, NKV, HD, sc);
+    AttCase c = {B, T, NH, NKV, HD, q, k, v, d};
+    gradcheck("attention (causal, GQA 4/2) dq", att_loss, &c, q, NQ, dq, 1e-6, 1e-4);
+    gradcheck("attention (causal, GQA 4/2) dk", att_loss, &c, k, NK, dk, 1e-6, 1e-4);
+    gradcheck("attention (causal, GQA 4/2) dv", att_loss, &c, v, NK, dv, 1e-6, 1e-4);
+}
+
+// ---- embedding backward: repeated ids add
+static void test_embedding(void) {
+    float dE[3 * 2] = {0}, dh[4 * 2] = {1, 2, 3, 4, 5, 6, 7, 8};
+    int32_t ids[4] = {2, -1, 2, 0};
+    embedding_backward(dE, dh, ids, 4, 2);
+    float want[6] = {7, 8, 0, 0, 6, 8};
+    check_f32("embedding backward (repeats add, -1 skipped)", dE, want, 6, TOL_EXACT);
+}
+
+// ---- the schedule
+static void test_schedule(void) {
+    bool ok = fabsf(lr_schedule(0, 4, 10, 0.1f) - 0.25f) < 1e-7f && fabsf(lr_schedule(3, 4, 10, 0.1f) - 1.0f) < 1e-7f &&
+              fabsf(lr_schedule(4, 4, 10, 0.1f) - 1.0f) < 1e-7f && fabsf(lr_schedule(10, 4, 10, 0.1f) - 0.1f) < 1e-6f &&
+              fabsf(lr_schedule(7, 4, 10, 0.1f) - 0.55f) < 1e-6f;
+    check_true("lr schedule: warmup, cosine midpoint, floor", ok, "f(0)=%g f(7)=%g f(10)=%g",
+               (double)lr_schedule(0, 4, 10, 0.1f), (double)lr_schedule(7, 4, 10, 0.1f), (double)lr_schedule(10, 4, 10, 0.1f));
+}
+
+// ---- config parser
+static void cfg_case(const char *name, const char *text, const char *want_err) {
+    TrainConfig c;
+    config_defaults(&c);
+    char err[256] = "";
+    int rc = config_parse(&c, text, err, sizeof err);
+    if (!want_err) check_true(name, rc == 0, "%s", rc ? err : "parsed");
+    else check_true(name, rc != 0 && strstr(err, want_err), "%s", err);
+}
+static void test_config(void) {
+    cfg_case("config: good file", "# c\nstage = 2\nlr = 5e-5  # peak\n\ntrain_llm = false\nconnector = linear\n", NULL);
+    cfg_case("config: unknown key", "stage = 1\nlearning_rate = 3\n", "line 2: unknown key 'learning_rate'");
+    cfg_case("config: repeated key", "lr = 1\nlr = 2\n", "given twice");
+    cfg_case("config: not a number", "lr = fast\n", "bad value 'fast' for 'lr'");
+    cfg_case("config: out of range", "stage = 4\n", "bad value '4' for 'stage'");
+    cfg_case("config: trailing junk", "batch_size = 8x\n", "bad value '8x'");
+    cfg_case("config: bad bool", "shuffle = yes\n", "true or false");
+    cfg_case("config: missing =", "stage 1\n", "expected `key = value`");
+    cfg_case("config: empty value", "lr =\n", "bad value");
+    cfg_case("config: bad connector", "connector = conv\n", "linear, mlp or molmo");
+    cfg_case("config: nothing to train", "train_llm = false\ntrain_connector = false\n", "nothing to train");
+    cfg_case("config: unfreezing the ViT", "freeze_vision_encoder = false\n", "not supported");
+    const char *files[] = {"stage1", "stage2", "stage3", "nano_stage1", "nano_stage2", "nano_stage3"};
+    for (int i = 0; i < 6; i++) {
+        char path[128], err[256];
+        snprintf(path, sizeof path, "05_training/configs/%s.conf", files[i]);
+        size_t len;
+        const char *ferr;
+        char *text = read_file(path, &len, &ferr);
+        TrainConfig c;
+        config_defaults(&c);
+        int rc = text ? config_parse(&c, text, err, sizeof err) : -1;
+        check_true(path, rc == 0, "%s", text ? (rc ? err : "parses") : ferr);
+        free(text);
+    }
+}
+
+int main(void) {
+    test_rmsnorm();
+    test_rope();
+    test_attention();
+    test_embedding();
+    test_schedule();
+    test_config();
+    return check_summary("test_ch05");
+}
