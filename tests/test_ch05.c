@@ -10,6 +10,7 @@
 #include "05_training/adamw.h"
 #include "05_training/backward.h"
 #include "05_training/config.h"
+#include "tests/test_world.h"
 
 // ---- RMSNorm: L = sum w_out * (x * r * w)
 typedef struct { int N, C; double *x, *w, *dout; } RmsCase;

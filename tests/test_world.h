@@ -1,0 +1,356 @@
+// test_world.h: tests of the synthetic world (05_training/world.h) and its
+// evaluator (05_training/eval.h), included by tests/test_ch05.c, which calls
+// test_world().
+//
+// What is checked: a seed gives the same bytes twice (every image and every
+// JSONL file) and another seed gives others; held-out (kind, colour) pairs
+// never reach a training file; every PNG decodes to the size claimed and the
+// pixel at each shape's centre has the shape's colour; the geometry test on
+// hand-picked points; the point and timestamp formats round-trip; a perfect
+// answer set scores 100% and a wrong one 0%; captions parse back to their
+// attributes.
+#ifndef NM_TEST_WORLD_H
+#define NM_TEST_WORLD_H
+
+#include <dirent.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "01_tensor/check.h"
+#include "01_tensor/common.h"
+#include "02_vit/image.h"
+#include "05_training/eval.h"
+#include "05_training/world.h"
+
+// ---- helpers ----------------------------------------------------------------
+
+// Removes a folder of files and folders of files (what world_generate writes).
+static void tw_rmtree(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) { unlink(path); return; }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char *p = xsprintf("%s/%s", path, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) tw_rmtree(p);
+        else unlink(p);
+        free(p);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static char *tw_read(const char *dir, const char *name, size_t *len) {
+    char *p = xsprintf("%s/%s", dir, name);
+    const char *err = NULL;
+    char *s = read_file(p, len, &err);
+    free(p);
+    return s;
+}
+
+// Are the files `name` of two folders byte-identical (and present)?
+static bool tw_same_file(const char *a, const char *b, const char *name) {
+    size_t la = 0, lb = 0;
+    char *x = tw_read(a, name, &la), *y = tw_read(b, name, &lb);
+    bool same = x && y && la == lb && memcmp(x, y, la) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static char *tw_generate(const WorldConfig *cfg, const char *tag) {
+    char *dir = xsprintf("/tmp/nm_test_world_%d_%s", (int)getpid(), tag);
+    tw_rmtree(dir);
+    int rc = world_generate(cfg, dir, false);
+    if (rc != 0) printf("# world_generate(%s) failed\n", dir);
+    return dir;
+}
+
+static int tw_nearest_color(const uint8_t *px) {
+    int best = -1;
+    long bestd = 0;
+    for (int c = 0; c < WORLD_N_COLORS; c++) {
+        long d = 0;
+        for (int k = 0; k < 3; k++) {
+            long e = (long)px[k] - WORLD_COLOR_RGB[c][k];
+            d += e * e;
+        }
+        if (best < 0 || d < bestd) { best = c; bestd = d; }
+    }
+    return best;
+}
+
+// ---- the tests --------------------------------------------------------------
+
+static void test_world_determinism(const WorldConfig *cfg, const char *d1, const char *d2, const char *d3) {
+    static const char *const files[] = {"stage1.jsonl", "stage2.jsonl", "test.jsonl", "scenes_train.jsonl",
+                                        "scenes_test.jsonl"};
+    bool same = true;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) same = same && tw_same_file(d1, d2, files[i]);
+    int images_same = 0, images = 0;
+    for (int split = 0; split < 2; split++)
+        for (int i = 0; i < (split ? cfg->n_test : cfg->n_train); i++) {
+            char name[64];
+            snprintf(name, sizeof name, "images/%s_%06d.png", split ? "test" : "train", i);
+            images++;
+            images_same += tw_same_file(d1, d2, name);
+        }
+    check_true("world: same seed, same bytes", same && images_same == images, "(%d/%d images identical)",
+               images_same, images);
+    check_true("world: another seed, other scenes", !tw_same_file(d1, d3, "scenes_train.jsonl") &&
+                                                        !tw_same_file(d1, d3, "images/train_000000.png"), "%s", "");
+}
+
+static void test_world_heldout(const char *dir) {
+    // in the files: no held-out pair in any training caption or question
+    static const char *const files[] = {"stage1.jsonl", "stage2.jsonl"};
+    int found = 0;
+    for (int f = 0; f < 2; f++) {
+        size_t len = 0;
+        char *s = tw_read(dir, files[f], &len);
+        for (int h = 0; h < WORLD_N_HELDOUT && s; h++) {
+            char pair[64];
+            snprintf(pair, sizeof pair, "%s %s", WORLD_COLOR_NAMES[WORLD_HELDOUT[h][1]],
+                     WORLD_KIND_NAMES[WORLD_HELDOUT[h][0]]);
+            for (const char *p = s; (p = strstr(p, pair)) != NULL; p++) found++;
+        }
+        if (!s) found = -1;
+        free(s);
+    }
+    // in the scenes: drawing many training scenes never gives one; the test split does
+    WorldConfig cfg;
+    world_config_default(&cfg);
+    int train_held = 0, test_held = 0;
+    Scene sc;
+    for (int i = 0; i < 3000; i++) {
+        world_scene(&sc, &cfg, WORLD_TRAIN, i);
+        for (int k = 0; k < sc.n; k++) train_held += world_is_heldout(sc.shapes[k].kind, sc.shapes[k].color);
+    }
+    for (int i = 0; i < 300; i++) {
+        world_scene(&sc, &cfg, WORLD_TEST, i);
+        for (int k = 0; k < sc.n; k++) test_held += sc.shapes[k].heldout;
+    }
+    check_true("world: held-out pairs never in training", found == 0 && train_held == 0 && test_held > 50,
+               "(%d in training files, %d in 3000 training scenes, %d in 300 test scenes)", found, train_held,
+               test_held);
+}
+
+static void test_world_images(const char *dir) {
+    int n = 0, bad_decode = 0, bad_color = 0, shapes = 0;
+    char *path = xsprintf("%s/scenes_train.jsonl", dir);
+    Scene *scenes = world_load_scenes(path, &n);
+    free(path);
+    uint8_t *rgb = NULL;
+    for (int i = 0; i < n; i++) {
+        const Scene *sc = &scenes[i];
+        char *png = xsprintf("%s/images/%s", dir, sc->image);
+        Image img;
+        char err[128];
+        if (image_load(&img, png, err, sizeof err) != 0 || img.w != sc->width || img.h != sc->height) {
+            bad_decode++;
+            free(png);
+            continue;
+        }
+        // the decoded PNG is exactly what the painter drew
+        rgb = xrealloc(rgb, (size_t)sc->width * sc->height * 3);
+        world_render(sc, rgb);
+        if (memcmp(rgb, img.rgb, (size_t)sc->width * sc->height * 3) != 0) bad_decode++;
+        for (int k = 0; k < sc->n; k++) {
+            const Shape *sh = &sc->shapes[k];
+            const uint8_t *px = img.rgb + ((size_t)sh->cy * img.w + sh->cx) * 3;
+            shapes++;
+            if (memcmp(px, sh->rgb, 3) != 0 || tw_nearest_color(px) != sh->color) bad_color++;
+        }
+        image_free(&img);
+        free(png);
+    }
+    free(rgb);
+    free(scenes);
+    check_true("world: every image decodes as painted", n > 0 && bad_decode == 0, "(%d images, %d bad)", n,
+               bad_decode);
+    check_true("world: shape centres have their colour", shapes > 0 && bad_color == 0, "(%d shapes, %d wrong)",
+               shapes, bad_color);
+}
+
+static void test_world_geometry(void) {
+    Shape c = {.kind = KIND_CIRCLE, .cx = 20, .cy = 20, .s = 5};
+    Shape q = {.kind = KIND_SQUARE, .cx = 20, .cy = 20, .s = 5};
+    Shape t = {.kind = KIND_TRIANGLE, .cx = 20, .cy = 20, .s = 5};
+    bool ok = world_shape_contains(&c, 25, 20) && !world_shape_contains(&c, 24, 24) &&   // 32 > 25
+              world_shape_contains(&q, 24.9, 24.9) && world_shape_contains(&q, 25, 15) &&
+              !world_shape_contains(&q, 25.01, 20) &&
+              world_shape_contains(&t, 20, 15) && !world_shape_contains(&t, 20.5, 15) &&    // the apex
+              world_shape_contains(&t, 15, 25) && world_shape_contains(&t, 25, 25) &&        // base corners
+              !world_shape_contains(&t, 20, 25.01) && world_shape_contains(&t, 20, 20) &&    // the centre
+              !world_shape_contains(&t, 16, 19);                                              // outside the left edge
+    check_true("world: circle/square/triangle inside tests", ok, "%s", "");
+
+    // no two shapes of a scene overlap, all inside the image, no twins
+    WorldConfig cfg;
+    world_config_default(&cfg);
+    int bad = 0;
+    Scene sc;
+    for (int i = 0; i < 1000; i++) {
+        world_scene(&sc, &cfg, (WorldSplit)(i & 1), i);
+        for (int a = 0; a < sc.n; a++) {
+            const Shape *A = &sc.shapes[a];
+            bad += A->cx - A->s < 1 || A->cy - A->s < 1 || A->cx + A->s > sc.width - 1 || A->cy + A->s > sc.height - 1;
+            for (int b = a + 1; b < sc.n; b++) {
+                const Shape *B = &sc.shapes[b];
+                int need = A->s + B->s + WORLD_GAP;
+                bad += abs(A->cx - B->cx) <= need && abs(A->cy - B->cy) <= need;
+                bad += A->kind == B->kind && A->color == B->color && A->size == B->size;
+            }
+        }
+    }
+    check_true("world: shapes apart, inside, no twins", bad == 0, "(%d violations in 1000 scenes)", bad);
+}
+
+static void test_world_formats(void) {
+    int bad = 0;
+    char s[64], s2[64];
+    for (int i = 0; i <= 1000; i++) {
+        float x = i * 0.1f, y = 100.0f - i * 0.1f, px, py;
+        world_format_point(s, sizeof s, x, y);
+        if (world_parse_point(s, &px, &py) != 0 || fabsf(px - x) > 0.051f || fabsf(py - y) > 0.051f) bad++;
+        world_format_point(s2, sizeof s2, px, py);
+        if (strcmp(s, s2) != 0) bad++;
+        float t = i * 0.37f, pt;
+        world_format_timestamp(s, sizeof s, t);
+        if (world_parse_timestamp(s, &pt) != 0 || fabsf(pt - t) > 0.051f) bad++;
+        world_format_timestamp(s2, sizeof s2, pt);
+        if (strcmp(s, s2) != 0) bad++;
+    }
+    float x, y, t;
+    world_format_point(s, sizeof s, 12.34f, 56.78f);
+    bool exact = strcmp(s, "<point>12.3 56.8") == 0;
+    world_format_point(s, sizeof s, -5.0f, 150.0f);   // clamped to the image
+    exact = exact && strcmp(s, "<point>0.0 100.0") == 0;
+    world_format_timestamp(s, sizeof s, 3.25f);
+    exact = exact && strcmp(s, "<timestamp>3.2") == 0;   // 3.25f is 3.25 exactly: round-half-even
+    bool parsed = world_parse_point("It is at <point>7.5 80 here.", &x, &y) == 0 && x == 7.5f && y == 80.0f &&
+                  world_parse_timestamp("<timestamp>12.0", &t) == 0 && t == 12.0f;
+    bool refused = world_parse_point("<point>7.5", &x, &y) != 0 && world_parse_point("<point>-1 2", &x, &y) != 0 &&
+                   world_parse_point("<point>nan 2", &x, &y) != 0 && world_parse_point("7.5 80", &x, &y) != 0 &&
+                   world_parse_point("<point>1. 2", &x, &y) != 0 && world_parse_timestamp("<timestamp>", &t) != 0;
+    check_true("world: point and timestamp round trip", bad == 0 && exact && parsed && refused,
+               "(%d round-trip failures, exact %d, parsed %d, refused %d)", bad, exact, parsed, refused);
+}
+
+// Builds an answer set for scenes: the reference answers (perfect) or wrong ones.
+static Answer *tw_answers(const Scene *scenes, int n, bool perfect, int *na) {
+    Answer *a = xmalloc(sizeof(Answer) * (size_t)n * WORLD_MAX_QUESTIONS);
+    int k = 0;
+    for (int s = 0; s < n; s++)
+        for (int j = 0; j < scenes[s].nq; j++) {
+            const Question *q = &scenes[s].q[j];
+            const char *wrong = "";
+            char buf[64];
+            switch (q->type) {
+            case Q_CAPTION: wrong = "nothing to see"; break;
+            case Q_COLOR:
+                wrong = WORLD_COLOR_NAMES[(scenes[s].shapes[q->target].color + 1) % WORLD_N_COLORS];
+                break;
+            case Q_COUNT:
+            case Q_COUNT_COLOR: snprintf(buf, sizeof buf, "%d", atoi(q->answer) + 1); wrong = buf; break;
+            case Q_POSITION:
+                wrong = !strcmp(q->answer, "left") ? "right" : !strcmp(q->answer, "right") ? "left"
+                        : !strcmp(q->answer, "above") ? "below" : "above";
+                break;
+            case Q_LARGEST: wrong = "the shape"; break;
+            case Q_POINT: wrong = "<point>100.0 100.0"; break;   // the corner: inside no shape
+            default: break;
+            }
+            snprintf(a[k].id, sizeof a[k].id, "%s", scenes[s].id);
+            a[k].q = (k % 2) ? j : -1;   // both ways of naming the question
+            a[k].type = q->type;
+            a[k].text = xstrdup(perfect ? q->answer : wrong);
+            k++;
+        }
+    *na = k;
+    return a;
+}
+
+static void test_world_eval(void) {
+    WorldConfig cfg;
+    world_config_default(&cfg);
+    int n = 300, na = 0;
+    Scene *scenes = xmalloc(sizeof(Scene) * (size_t)n);
+    for (int i = 0; i < n; i++) world_scene(&scenes[i], &cfg, WORLD_TEST, i);
+
+    Answer *a = tw_answers(scenes, n, true, &na);
+    EvalResult r = eval_score(scenes, n, a, na);
+    bool all = r.count_acc == 1 && r.color_acc == 1 && r.position_acc == 1 && r.largest_acc == 1 &&
+               r.point_hit == 1 && r.caption_f1 == 1 && r.heldout_color_acc == 1 && r.heldout_point_hit == 1 &&
+               r.point_dist < 0.1 && r.unknown_answers == 0;
+    check_true("eval: perfect answers score 100%", all,
+               "(count %.3f color %.3f position %.3f largest %.3f point %.3f / %.2f px caption %.3f)", r.count_acc,
+               r.color_acc, r.position_acc, r.largest_acc, r.point_hit, r.point_dist, r.caption_f1);
+    eval_free_answers(a, na);
+
+    a = tw_answers(scenes, n, false, &na);
+    r = eval_score(scenes, n, a, na);
+    bool none = r.count_acc == 0 && r.color_acc == 0 && r.position_acc == 0 && r.largest_acc == 0 &&
+                r.point_hit == 0 && r.caption_f1 == 0 && r.point_dist > 10;
+    check_true("eval: wrong answers score 0%", none,
+               "(count %.3f color %.3f position %.3f largest %.3f point %.3f / %.2f px caption %.3f)", r.count_acc,
+               r.color_acc, r.position_acc, r.largest_acc, r.point_hit, r.point_dist, r.caption_f1);
+    eval_free_answers(a, na);
+
+    // no answers at all: everything wrong, nothing crashes, point_dist is the diagonal
+    r = eval_score(scenes, n, NULL, 0);
+    check_true("eval: no answers score 0%", r.count_acc == 0 && r.point_hit == 0 && r.caption_f1 == 0 &&
+                                               fabs(r.point_dist - hypot(cfg.size, cfg.size)) < 1e-9,
+               "(point_dist %.2f)", r.point_dist);
+
+    // captions: a half-right one scores in between; order and wording do not matter
+    const Scene *sc = &scenes[0];
+    int ag, st, tr;
+    eval_caption(sc, sc->q[0].answer, &ag, &st, &tr);
+    bool self = ag == st && ag == tr && tr == 4 * sc->n;
+    Scene one = {0};
+    one.width = one.height = 64;
+    one.n = 2;
+    one.shapes[0] = (Shape){.kind = KIND_CIRCLE, .color = COLOR_RED, .size = SIZE_LARGE, .cx = 10, .cy = 10, .s = 8};
+    one.shapes[1] = (Shape){.kind = KIND_SQUARE, .color = COLOR_BLUE, .size = SIZE_SMALL, .cx = 50, .cy = 50, .s = 5};
+    eval_caption(&one, "A small blue square at the bottom right, and a large RED circle at the top left.", &ag, &st, &tr);
+    bool reordered = ag == 8 && st == 8 && tr == 8;
+    eval_caption(&one, "a large green circle at the top left", &ag, &st, &tr);
+    bool partial = ag == 3 && st == 4 && tr == 8;
+    check_true("eval: caption attributes parse back", self && reordered && partial,
+               "(self %d, reordered %d, partial %d)", self, reordered, partial);
+    free(scenes);
+}
+
+// Generates a small dataset three times (two seeds) and runs every test.
+static void test_world(void) {
+    WorldConfig cfg;
+    world_config_default(&cfg);
+    cfg.n_train = 60;
+    cfg.n_test = 20;
+    cfg.seed = 7;
+    char *d1 = tw_generate(&cfg, "a"), *d2 = tw_generate(&cfg, "b");
+    cfg.seed = 8;
+    char *d3 = tw_generate(&cfg, "c");
+    cfg.seed = 7;
+    test_world_determinism(&cfg, d1, d2, d3);
+    test_world_heldout(d1);
+    test_world_images(d1);
+    test_world_geometry();
+    test_world_formats();
+    test_world_eval();
+    tw_rmtree(d1);
+    tw_rmtree(d2);
+    tw_rmtree(d3);
+    free(d1);
+    free(d2);
+    free(d3);
+}
+
+#endif
