@@ -136,7 +136,7 @@ static double peak_gflops(int threads, double seconds, int tries) {
     return best;
 }
 
-double bench_peak_gflops(int threads) { return peak_gflops(threads, 0.05, 3); }
+double bench_peak_gflops(int threads) { return peak_gflops(threads, 0.05, 5); }
 
 // ---------------------------------------------------------------------------
 // GEMM timings.
@@ -226,7 +226,11 @@ int bench_main(int argc, char **argv) {
     int sizes[MAX_SIZES][3];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--json") == 0) {
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            printf("usage: ./01_tensor/run bench [--threads N] [--json] [--sizes S,MxKxN,...] [--reps N] [--quick]\n"
+                   "  peak fp32 GFLOP/s of this CPU, then sgemm_cpu GFLOP/s (out = inp @ W^T) and %% of peak\n");
+            return 0;
+        } else if (strcmp(a, "--json") == 0) {
             json = true;
         } else if (strcmp(a, "--quick") == 0) {
             quick = true;

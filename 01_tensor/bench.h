@@ -22,7 +22,7 @@
 int bench_main(int argc, char **argv);
 
 // Peak fp32 GFLOP/s of `threads` threads running only fused multiply-adds
-// (best of a few tries, about a quarter of a second in all).
+// (best of 5 tries of 50 ms each).
 double bench_peak_gflops(int threads);
 
 #endif

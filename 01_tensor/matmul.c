@@ -444,6 +444,27 @@ static void multiply_block(const Gemm *g, int blk, const float *bp, float *ap, f
     }
 }
 
+// The two packed blocks of B need 2 MB. Allocating and freeing that on every
+// call looks free but is not: the C library hands a freed block that large
+// back to the operating system, and the next call's first touch of each of its
+// 512 pages is a page fault that also zeroes the page, which cost about 8% of
+// a 1024^3 multiply when we measured it. So each thread that calls gemm keeps
+// its buffer between calls and only ever grows it. This is the one piece of
+// state the file keeps, and it is invisible from outside: thread-local, so
+// two threads may multiply at once, and the whole result of a call still
+// depends only on its arguments.
+static _Thread_local float *workspace_buf;  // (workspace_floats)
+static _Thread_local size_t workspace_floats;
+
+static void workspace(size_t floats, float **out) {
+    if (floats > workspace_floats) {
+        free(workspace_buf);
+        workspace_buf = xmalloc(floats * sizeof(float));
+        workspace_floats = floats;
+    }
+    *out = workspace_buf;
+}
+
 // C (M,N) = alpha * op(A) @ op(B) + beta * C + bias, bias (N) or NULL.
 // The bias rides along with the first pass over K, so the Linear forward
 // reads and writes its output once rather than twice.
@@ -474,7 +495,9 @@ static void gemm(bool transA, bool transB, int M, int N, int K, float alpha, con
     if (2.0 * M * N * K >= 4e6 && !omp_in_parallel()) threads = omp_get_max_threads();
 #endif
     size_t buf_floats = (size_t)((imin(N, NC) + NR - 1) / NR) * NR * KC;  // one packed block of B
-    float *bp[2] = {xmalloc(buf_floats * sizeof(float)), xmalloc(buf_floats * sizeof(float))};
+    float *bp[2];
+    workspace(2 * buf_floats, &bp[0]);
+    bp[1] = bp[0] + buf_floats;
     g.splits = column_splits(g.a_slivers, (int)(buf_floats / ((size_t)NR * KC)), threads);
 
     NM_OMP(parallel num_threads(threads))
@@ -489,8 +512,6 @@ static void gemm(bool transA, bool transB, int M, int N, int K, float alpha, con
             NM_OMP(barrier)
         }
     }
-    free(bp[0]);
-    free(bp[1]);
 }
 
 void sgemm_cpu(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,

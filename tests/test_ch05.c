@@ -171,5 +171,6 @@ int main(void) {
     test_embedding();
     test_schedule();
     test_config();
+    test_world();
     return check_summary("test_ch05");
 }
