@@ -49,7 +49,8 @@ LDLIBS   := -lm $(OMPFLAG)
 ifneq ($(NVCC),)
   CFLAGS    += -DNM_CUDA
   NVCCFLAGS := -O3 -std=c++17 -I. -DNM_CUDA --Werror all-warnings -Xcompiler -Wall,-Wextra,-Wno-unused-parameter \
-               -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+               -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+               -gencode arch=compute_90,code=compute_90
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
 
@@ -122,7 +123,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 # ---- tests ---------------------------------------------------------------------
 # Every tests/test_chNN.c and tests/verify_chNN.c is a program; tests/run.sh runs

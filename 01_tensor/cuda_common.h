@@ -15,12 +15,13 @@
 //   2. The GPU half of the run context. common.h's RunContext says where ops
 //      run; on the GPU they also need a cuBLAS handle (cuBLAS's own state: the
 //      device, its stream, its math mode), a cuBLASLt handle (the lower-level
-//      matmul API, whose fused "epilogues" later chapters use) and a workspace,
-//      scratch memory the GEMM kernels may use for split reductions. Each is
-//      created on first use and lives until the process exits, so a CPU-only
-//      run never touches the driver. There is one device (the current one) and
-//      one stream (the default stream) for the whole process, and the host
-//      side is single-threaded; chapter 06 revisits all three.
+//      matmul API, whose fused "epilogues" add a bias or an activation
+//      inside the GEMM) and a workspace, scratch memory the GEMM kernels may
+//      use for split reductions. Each is created on first use and lives
+//      until the process exits, so a CPU-only run never touches the driver.
+//      There is one device (the current one) and one stream (the default
+//      stream) for the whole process, and the host side is single-threaded;
+//      several GPUs or streams would need a handle (and a workspace) for each.
 //
 //   3. Small device helpers shared by the kernels: reading a bf16 or f32 value
 //      as a float and writing a float back (rounding to nearest even), and a
@@ -31,6 +32,10 @@
 // `extern "C" { }`, as below, to keep their functions' C names.
 #ifndef NM_CUDA_COMMON_H
 #define NM_CUDA_COMMON_H
+
+#ifndef __CUDACC__
+#error "cuda_common.h is for .cu files (nvcc); C code includes 01_tensor/cuda_util.h"
+#endif
 
 // Standard headers first, outside the extern "C" block (some are C++-aware
 // and must not be wrapped); the project headers' own includes of them are then

@@ -18,3 +18,25 @@ void matmul_backward_cuda(void *dinp, void *dweight, void *dbias, const void *do
                           const void *weight, int M, int K, int N, DType dt) {
     NO_CUDA();
 }
+
+// ---- cuda_util.h: device memory, conversions and timers --------------------
+#include "01_tensor/cuda_util.h"
+
+const char *cuda_unavailable_reason(void) { return "this binary was built without CUDA (no nvcc, or an ASan build)"; }
+const char *cuda_device_summary(char *buf, size_t n) {
+    snprintf(buf, n, "no CUDA in this build");
+    return buf;
+}
+void *cuda_malloc(size_t nbytes) { NO_CUDA(); }
+void cuda_free(void *dev) { (void)dev; }
+void cuda_zero(void *dev, size_t nbytes) { NO_CUDA(); }
+void cuda_upload(void *dev, const void *host, size_t nbytes) { NO_CUDA(); }
+void cuda_download(void *host, const void *dev, size_t nbytes) { NO_CUDA(); }
+void cuda_copy(void *dst_dev, const void *src_dev, size_t nbytes) { NO_CUDA(); }
+void cuda_synchronize(void) { NO_CUDA(); }
+void cuda_f32_to_bf16(void *dst_bf16, const float *src, size_t n) { NO_CUDA(); }
+void cuda_bf16_to_f32(float *dst, const void *src_bf16, size_t n) { NO_CUDA(); }
+void *cuda_upload_as(const float *host, size_t n, DType dt) { NO_CUDA(); }
+void cuda_download_f32(float *host, const void *dev, size_t n, DType dt) { NO_CUDA(); }
+CudaTimer cuda_timer_start(void) { NO_CUDA(); }
+float cuda_timer_stop(CudaTimer *t) { NO_CUDA(); }

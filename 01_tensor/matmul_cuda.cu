@@ -29,9 +29,11 @@
 // of magnitude faster than fp32 ones (about 990 vs 67 TFLOP/s on an H100).
 // bf16 keeps fp32's 8-bit exponent, so gradients neither overflow nor vanish
 // the way they can in fp16. Why fp32 accumulation: bf16 has 8 significant
-// bits, so a running sum kept in bf16 would stop absorbing products once it
-// is 256 times bigger than they are; a dot product of length 1024 would lose
-// most of its terms.
+// bits, so a running sum kept in bf16 would round away everything below 1/256
+// of itself at every addition (and ignore outright any product smaller than
+// that); over a dot product of length 1024 those roundings add up to errors of
+// a few percent. An fp32 sum keeps 24 bits: its errors stay far below the one
+// rounding to bf16 at the end.
 //
 // What it does not do. No batched or strided GEMMs (attention's need them and
 // comes later), no fused activations (cuBLASLt epilogues, later), no fp16, no
@@ -365,23 +367,28 @@ static __global__ void bias_grad_final_kernel(T *dbias, const float *partial, in
     }
 }
 
-// Launches the two passes. The partial sums live in the shared workspace:
-// the GEMMs before and after us on the same stream use it too, but never at
-// the same time as our kernels, since a stream runs one thing after another.
+// Launches the two passes. The partial sums go to a scratch buffer of our own
+// (not cuBLAS's workspace: what cuBLAS leaves there between calls is its
+// business), allocated on first use and kept.
+#define BG_SCRATCH_BYTES ((size_t)8 << 20)
+static float *g_bias_partial = NULL;  // (R,N) fp32, R*N*4 <= BG_SCRATCH_BYTES
+
 template <typename T>
 static void bias_grad(T *dbias, const T *dout, int M, int N) {
-    size_t ws_bytes = 0;
-    float *partial = (float *)cuda_workspace(&ws_bytes);
+    if (!g_bias_partial) CUDA_CHECK(cudaMalloc(&g_bias_partial, BG_SCRATCH_BYTES));
+    float *partial = g_bias_partial;
+    const size_t ws_bytes = BG_SCRATCH_BYTES;
     int col_blocks = (N + BG_COLS - 1) / BG_COLS;
     // About 512 blocks in all (several per SM on any current GPU), at least
-    // BG_ROWS rows per chunk, and R*N floats must fit in the workspace. R
-    // depends only on M and N, so the summation order does too.
+    // BG_ROWS rows per chunk, and R*N floats must fit in the scratch buffer
+    // (for N = 151936 that still leaves 13 chunks). R depends only on M and N,
+    // so the summation order does too.
     long R = (512 + col_blocks - 1) / col_blocks;
     long max_by_rows = (M + BG_ROWS - 1) / BG_ROWS;
     long max_by_ws = (long)(ws_bytes / (sizeof(float) * (size_t)N));
     if (R > max_by_rows) R = max_by_rows;
     if (R > max_by_ws) R = max_by_ws;
-    NM_CHECK(R >= 1, "matmul_backward_cuda: N=%d is too large for the bias-gradient workspace", N);
+    NM_CHECK(R >= 1, "matmul_backward_cuda: N=%d is too large for the bias-gradient scratch buffer", N);
     int rows_per_chunk = (int)((M + R - 1) / R);
     int chunks = (M + rows_per_chunk - 1) / rows_per_chunk;  // <= R; no empty chunk
     dim3 grid((unsigned)col_blocks, (unsigned)chunks), block(BG_COLS, BG_ROWS);
