@@ -165,7 +165,7 @@ test:
 verify-gpu: all $(GPU_BINS)
 	@BUILD=$(BUILD) tests/gpu.sh
 
-bench: ch01 venv
+bench: all venv
 	@VPY=$(VPY) $(VPY) tests/reference/bench.py
 
 # ---- fuzzing (clang's libFuzzer) -----------------------------------------------

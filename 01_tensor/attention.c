@@ -1,78 +1,154 @@
 // attention.c: the C oracle for scaled dot-product attention (forward).
 //
-// One query row at a time: scores against every visible key, a numerically
-// safe softmax, and the weighted sum of values. The work for different
-// (batch, head, query) triples is independent, so OpenMP splits those triples
-// across threads; each thread keeps one scratch row of Tk scores.
+// The definition (attention.h) works one query row at a time: scores against
+// every visible key, a numerically safe softmax, the weighted sum of values.
+// Written that way, with two scalar loops over the head dim, it spends its
+// time waiting on one floating-point add after another: a 577-token ViT
+// layer took longer in attention than in all its Linear layers together.
 //
-// This is the readable version, the one every faster kernel (the CUDA flash
-// attention of a later chapter) is checked against. It does not fuse anything
-// with the projections around it, and it recomputes nothing: the backward, which
-// the training chapter adds, reads the probabilities saved in `probs`.
+// So this file computes the same numbers as two matrix products per block of
+// queries, which chapter 01's sgemm_cpu runs at close to the CPU's peak:
+//
+//   for every batch b, query head h (reading kv head g), block of QB queries:
+//       S (QB, nk) = scale * Q (QB, HD) @ K_g (nk, HD)^T        scores
+//       P (QB, nk) = softmax of each row of S over its visible keys
+//       O (QB, HD) = P (QB, nk) @ V_g (nk, HD)                   outputs
+//
+// where nk is the number of keys the block's last query sees (all Tk without
+// `causal`). With `causal`, the earlier rows of a block see fewer keys: their
+// extra scores are computed (a few wasted flops on the block's diagonal) and
+// then given probability exactly zero, so they add nothing to O. Q, K and V are
+// read in place, with row strides NH*HD and NKV*HD: no copies, no transposes.
+//
+// The (b, h, block) items are independent, so OpenMP shares them out; each
+// thread keeps one (QB, Tk) scratch block of scores, and sgemm_cpu, called from
+// inside the parallel region, runs on the calling thread alone.
+//
+// The sums are taken in another order than the row-at-a-time definition, so
+// the results differ in the last bits (well inside the fp32 tolerance of
+// tests/verify_ch01.c, which checks this file against torch in float64).
+// It does not fuse anything with the projections around it, and it recomputes
+// nothing: the backward (training chapter) reads the probabilities in `probs`.
+//
+// Letters: QB queries per block, nk keys a block reads; the rest as attention.h.
 #include "01_tensor/attention.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "01_tensor/common.h"
+#include "01_tensor/matmul.h"
+
+// Queries per block: enough rows that the GEMMs run at full speed, few enough
+// that a 577-token image still makes ten blocks per head to share out.
+#define QB 64
+
+// exp(x) for x <= 0 (softmax inputs after subtracting the row max), written so
+// the compiler can run 16 of them at once; libm's expf is a function call per
+// element, and a softmax over 577 x 577 scores per head spends real time there.
+//   exp(x) = 2^n * exp(r),  n = round(x / ln 2),  r = x - n ln 2 in [-ln2/2, ln2/2]
+// exp(r) is a degree-6 polynomial in r (the Taylor coefficients, with the last
+// ones adjusted for this interval: Cephes' expf), good to about 1 ulp; 2^n is
+// built directly in the exponent bits of a float. Below -87 the result would
+// be a denormal; it is flushed to 0, which a probability cannot tell apart.
+static inline float exp_neg(float x) {
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    const float big = 12582912.0f;              // 1.5 * 2^23: adding it rounds to an integer
+    float xc = x < -87.0f ? -87.0f : x;
+    float n = (xc * log2e + big) - big;          // round(x / ln 2)
+    float r = (xc - n * ln2_hi) - n * ln2_lo;    // x - n ln 2, in two steps to keep the bits
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;        // the float 2^n, bit by bit
+    float two_n;
+    memcpy(&two_n, &e, sizeof two_n);
+    return x < -87.0f ? 0.0f : p * two_n;
+}
+
+// One row of scores -> probabilities, in place: s (nk) holds scores, the first
+// n_vis are visible; afterwards s[j] = p_j, and 0 for the hidden ones.
+static void softmax_row(float *s, int n_vis, int nk) {
+    // (`omp simd` allows the max and the sum below to be taken 16 lanes at a
+    // time; without it the compiler must keep the strict left-to-right order)
+    float maxs = -FLT_MAX;
+#pragma omp simd reduction(max : maxs)
+    for (int j = 0; j < n_vis; j++) maxs = s[j] > maxs ? s[j] : maxs;
+    // p_j = exp(s_j - max) / sum: subtracting the max changes nothing
+    // mathematically and keeps exp() from overflowing
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n_vis; j++) {
+        s[j] = exp_neg(s[j] - maxs);
+        sum += s[j];
+    }
+    const float inv = n_vis > 0 ? 1.0f / sum : 0.0f;
+#pragma omp simd
+    for (int j = 0; j < n_vis; j++) s[j] *= inv;
+    for (int j = n_vis; j < nk; j++) s[j] = 0.0f;
+}
 
 void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
                            int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
                            int q_pos0, bool causal, float scale) {
     NM_CHECK(NKV > 0 && NH % NKV == 0, "attention: %d query heads cannot share %d kv heads", NH, NKV);
     NM_CHECK(Tk <= Tcap, "attention: %d keys do not fit a cache of %d", Tk, Tcap);
-    const int group = NH / NKV;           // query heads per kv head
-    const long long rows = (long long)B * NH * Tq;
+    const int group = NH / NKV;                     // query heads per kv head
+    const int nblk = (Tq + QB - 1) / QB;            // query blocks per head
+    const long long items = (long long)B * NH * nblk;
+    const int ldq = NH * HD, ldk = NKV * HD;        // row strides of q/out and of k/v
 
-    // A decode step has only NH rows of work: waking threads costs more than it
-    // saves, so go parallel only when there is enough to share.
-    const long long work = rows * (long long)Tk * HD;
+    // A decode step (Tq = 1) has only NH small items: waking threads costs more
+    // than it saves, so go parallel only when there is enough to share.
+    const long long work = (long long)B * NH * Tq * Tk * HD;
 #pragma omp parallel if (work > 32768)
     {
-        float *scores = xmalloc((size_t)(Tk > 0 ? Tk : 1) * sizeof(float));   // (Tk,) this thread's row
-#pragma omp for schedule(static)
-        for (long long r = 0; r < rows; r++) {
-            const int i = (int)(r % Tq);                  // query position within this call
-            const int h = (int)((r / Tq) % NH);           // query head
-            const int b = (int)(r / ((long long)Tq * NH));
-            const int g = h / group;                      // the kv head it reads
-            const float *qi = q + (((size_t)b * Tq + i) * NH + h) * HD;       // (HD,)
-            float *oi = out + (((size_t)b * Tq + i) * NH + h) * HD;           // (HD,)
-            // keys 0 .. n_vis-1 are visible to this query
-            int n_vis = causal ? q_pos0 + i + 1 : Tk;
-            if (n_vis > Tk) n_vis = Tk;
+        float *S = xmalloc((size_t)QB * (Tk > 0 ? Tk : 1) * sizeof(float));   // (QB, Tk) this thread's block
+        // Causal blocks near the end of a sequence see more keys than the first
+        // ones, so the items are handed out one at a time, not in equal shares.
+#pragma omp for schedule(dynamic, 1)
+        for (long long it = 0; it < items; it++) {
+            const int blk = (int)(it % nblk);
+            const int h = (int)((it / nblk) % NH);          // query head
+            const int b = (int)(it / ((long long)nblk * NH));
+            const int g = h / group;                        // the kv head it reads
+            const int i0 = blk * QB, qb = Tq - i0 < QB ? Tq - i0 : QB;   // queries i0 .. i0+qb-1
+            const float *qb0 = q + ((size_t)b * Tq + i0) * ldq + (size_t)h * HD;     // (qb, HD), stride ldq
+            float *ob0 = out + ((size_t)b * Tq + i0) * ldq + (size_t)h * HD;         // (qb, HD), stride ldq
+            const float *kg = k + (size_t)b * Tcap * ldk + (size_t)g * HD;           // (Tk, HD), stride ldk
+            const float *vg = v + (size_t)b * Tcap * ldk + (size_t)g * HD;           // (Tk, HD), stride ldk
+            // keys 0 .. n_vis(i)-1 are visible to query i; the block reads the
+            // keys its last query sees
+            int nk = causal ? q_pos0 + i0 + qb : Tk;
+            if (nk > Tk) nk = Tk;
 
-            // scores s_j = scale * q . k_j, tracking the max for a stable softmax
-            float maxs = -FLT_MAX;
-            for (int j = 0; j < n_vis; j++) {
-                const float *kj = k + (((size_t)b * Tcap + j) * NKV + g) * HD;  // (HD,)
-                float s = 0.0f;
-                for (int d = 0; d < HD; d++) s += qi[d] * kj[d];
-                s *= scale;
-                scores[j] = s;
-                if (s > maxs) maxs = s;
-            }
-            // p_j = exp(s_j - max) / sum: subtracting the max changes nothing
-            // mathematically and keeps exp() from overflowing
-            float sum = 0.0f;
-            for (int j = 0; j < n_vis; j++) {
-                scores[j] = expf(scores[j] - maxs);
-                sum += scores[j];
-            }
-            float inv = n_vis > 0 ? 1.0f / sum : 0.0f;
-            for (int d = 0; d < HD; d++) oi[d] = 0.0f;
-            for (int j = 0; j < n_vis; j++) {
-                float p = scores[j] * inv;
-                scores[j] = p;
-                const float *vj = v + (((size_t)b * Tcap + j) * NKV + g) * HD;  // (HD,)
-                for (int d = 0; d < HD; d++) oi[d] += p * vj[d];
+            if (nk > 0) {
+                // S = scale * Q K^T   (qb, nk)
+                sgemm_cpu(false, true, qb, nk, HD, scale, qb0, ldq, kg, ldk, 0.0f, S, nk);
+                for (int r = 0; r < qb; r++) {
+                    int n_vis = causal ? q_pos0 + i0 + r + 1 : Tk;
+                    if (n_vis > nk) n_vis = nk;
+                    softmax_row(S + (size_t)r * nk, n_vis, nk);
+                }
+                // O = P V   (qb, HD), written straight into out's rows
+                sgemm_cpu(false, false, qb, HD, nk, 1.0f, S, nk, vg, ldk, 0.0f, ob0, ldq);
+            } else {
+                for (int r = 0; r < qb; r++) memset(ob0 + (size_t)r * ldq, 0, (size_t)HD * sizeof(float));
             }
             if (probs) {
-                float *pr = probs + (((size_t)b * NH + h) * Tq + i) * (size_t)Tk;  // (Tk,)
-                for (int j = 0; j < Tk; j++) pr[j] = j < n_vis ? scores[j] : 0.0f;
+                for (int r = 0; r < qb; r++) {
+                    float *pr = probs + (((size_t)b * NH + h) * Tq + i0 + r) * (size_t)Tk;   // (Tk,)
+                    if (nk > 0) memcpy(pr, S + (size_t)r * nk, (size_t)nk * sizeof(float));
+                    for (int j = nk; j < Tk; j++) pr[j] = 0.0f;
+                }
             }
         }
-        free(scores);
+        free(S);
     }
 }
