@@ -168,6 +168,16 @@ verify-gpu: all $(GPU_BINS)
 bench: all venv
 	@VPY=$(VPY) $(VPY) tests/reference/bench.py
 
+# ---- the main job: the nano VLM trained from nothing on this CPU ----------------
+# World, BPE vocabulary, ViT feature cache, stage 1, stage 2, evaluation and a
+# sample answer (no Python needed; about 12 minutes on 2 cores).
+train: ch02 ch04 ch05
+	05_training/train_nano.sh quick build/world
+# The longer schedule that produced the shipped checkpoint; installs it in models/nano.
+train-long: ch02 ch04 ch05
+	INSTALL=models/nano 05_training/train_nano.sh long build/world-long
+.PHONY: train train-long
+
 # ---- fuzzing (clang's libFuzzer) -----------------------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_SRC := 01_tensor/common.c 01_tensor/dtype.c 01_tensor/tensor.c 01_tensor/json.c 01_tensor/safetensors.c

@@ -30,6 +30,10 @@
 
 #define DEFAULT_IMAGE "data/images/chelsea.png"
 
+// The frozen ViT of the trained nano VLM that chapter 05 ships: the nano preset's
+// seeded random weights (seed 1234), saved beside the model that learned to read them.
+#define NANO_VIT_DIR "models/nano/vit"
+
 static void usage(FILE *f) {
     fprintf(f,
         "usage: ./02_vit/run [--model DIR] [--image IMG] [--feature F] [--save OUT.safetensors] [options]\n"
@@ -41,12 +45,14 @@ static void usage(FILE *f) {
         "CLIPImageProcessor, PIL backend) and the frozen CLIP vision transformer.\n"
         "\n"
         "With no argument: the nano ViT (image 64, patch 8, width 128, 4 layers; seeded RANDOM\n"
-        "weights, no trained nano encoder yet) encodes " DEFAULT_IMAGE " and prints each step.\n"
+        "weights, frozen) encodes " DEFAULT_IMAGE " and prints each step. It is loaded from\n"
+        NANO_VIT_DIR ", the encoder the shipped nano VLM was trained with, when present\n"
+        "(the same weights as the seed-1234 preset), else built from the seed.\n"
         "\n"
         "options:\n"
         "  --model DIR        a HuggingFace CLIPModel or CLIPVisionModel directory (config.json,\n"
         "                     model.safetensors or sharded; preprocessor_config.json if present);\n"
-        "                     without it, the nano preset with random weights\n"
+        "                     without it, the nano preset with random weights (" NANO_VIT_DIR ")\n"
         "  --image IMG        PNG, JPEG, BMP or GIF (first frame) [" DEFAULT_IMAGE "]\n"
         "  --feature F        what the connector receives [penultimate]:\n"
         "                       penultimate  LLaVA: hidden_states[-2] without the class token (T-1, C)\n"
@@ -82,8 +88,10 @@ static void usage(FILE *f) {
 typedef struct {
     const char *model, *image, *feature, *save, *config, *list, *out, *root, *device;
     bool mem;
+    bool shipped;   // the default model is the shipped nano VLM's ViT (NANO_VIT_DIR)
     int batch, shard_mb;
 } Args;
+
 
 static int parse_int(const char *opt, const char *s, int lo, int hi) {
     char *end;
@@ -187,7 +195,11 @@ static int encode_one(const Args *a, Device dev) {
     const int Tf = vit_feature_tokens(&feat, c), Df = vit_feature_dim(&feat, c);
     char b1[32];
 
-    printf("model: %s\n", a->model ? a->model : "nano preset (RANDOM weights, seed-reproducible; not a trained encoder)");
+    if (a->shipped)
+        printf("model: %s, the shipped nano VLM's frozen ViT (nano preset, RANDOM weights of seed 1234; not a "
+               "trained encoder, the VLM learned to read it as it is)\n", a->model);
+    else
+        printf("model: %s\n", a->model ? a->model : "nano preset (RANDOM weights, seed-reproducible; not a trained encoder)");
     printf("  image %d, patch %d -> %dx%d patches + class token = T %d tokens; width C %d, %d heads, MLP %d,"
            " %d layers, %s; %lld parameters (%s f32), loaded in %.2f s\n",
            S, c->patch_size, vit_grid(c), vit_grid(c), T, C, c->heads, c->intermediate, L,
@@ -448,6 +460,7 @@ int main(int argc, char **argv) {
         {"root", required_argument, 0, 'r'},    {"shard-mb", required_argument, 0, 'x'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int ch;
+    bool seeded = false;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (ch) {
         case 'm': a.model = optarg; break;
@@ -459,7 +472,7 @@ int main(int argc, char **argv) {
         case 'b': a.batch = parse_int("--batch", optarg, 1, 4096); break;
         case 'd': a.device = optarg; break;
         case 't': nm_ctx.threads = parse_int("--threads", optarg, 1, 4096); break;
-        case 'S': nm_ctx.seed = (uint64_t)parse_int("--seed", optarg, 0, 2147483647); break;
+        case 'S': nm_ctx.seed = (uint64_t)parse_int("--seed", optarg, 0, 2147483647); seeded = true; break;
         case 'l': a.list = optarg; break;
         case 'o': a.out = optarg; break;
         case 'r': a.root = optarg; break;
@@ -474,6 +487,13 @@ int main(int argc, char **argv) {
         export_dir = argv[optind++];
     }
     if (optind < argc) { fprintf(stderr, "error: unexpected argument '%s' (see --help)\n", argv[optind]); return 2; }
+    // the default encoder: the shipped nano VLM's ViT when it is there (the same
+    // weights as the seed-1234 preset); --seed asks for the preset itself
+    if (!is_cache && !is_export && !a.mem && !a.model && !seeded && access(NANO_VIT_DIR "/config.json", R_OK) == 0 &&
+        access(NANO_VIT_DIR "/model.safetensors", R_OK) == 0) {
+        a.model = NANO_VIT_DIR;
+        a.shipped = true;
+    }
     Device dev = device_parse(a.device);
     if (dev == DEVICE_CUDA && !cuda_available())
         fail_input("--device cuda", "no CUDA device available in this binary or machine");

@@ -25,6 +25,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "01_tensor/check.h"
 #include "01_tensor/rng.h"
@@ -66,6 +67,9 @@ static void usage(FILE *f) {
             "  --batch N             images of synthetic features (default 2)\n"
             "training demo:\n"
             "  --steps N             Adam steps fitting the connector (default 20; 0 to skip)\n"
+            "  --bench N             instead of the demo: time N forward+backward passes (parameter\n"
+            "                        gradients only, the features being frozen) after one untimed\n"
+            "                        warm-up, print the best and mean seconds, and exit\n"
             "  --lr F                Adam learning rate (default 1e-3)\n"
             "output:\n"
             "  --save FILE           write features, dout, out, grad.features and grad.<param> of one\n"
@@ -108,18 +112,42 @@ static int square_side(int T) {
     return g * g == T ? g : 0;
 }
 
+// The shipped nano VLM (chapter 05, models/nano): its frozen ViT and trained
+// connector are this program's default when present.
+#define NANO_DIR "models/nano"
+
+// The shipped connector reads the nano ViT's 8x8 patch grid the way chapter
+// 05 feeds it (05_training/nano.h): each 2x2 window of patches concatenated
+// (4 x 128 wide), then a one-hot of the window's row and one of its column
+// (4 + 4). feat (B, G*G, D) -> out (B, (G/2)^2, 4D + G).
+static float *nano_merge(const float *feat, int B, int G, int D) {
+    const int g = G / 2, W = 4 * D + 2 * g;
+    float *out = xcalloc((size_t)B * g * g * W, sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int r = 0; r < g; r++)
+            for (int c = 0; c < g; c++) {
+                float *dst = out + ((size_t)b * g * g + (size_t)r * g + c) * W;
+                for (int k = 0; k < 4; k++)
+                    memcpy(dst + (size_t)k * D, feat + ((size_t)b * G * G + (size_t)(2 * r + k / 2) * G + 2 * c + k % 2) * D,
+                           (size_t)D * sizeof(float));
+                dst[4 * D + r] = 1.0f;
+                dst[4 * D + g + c] = 1.0f;
+            }
+    return out;
+}
+
 int main(int argc, char **argv) {
     const char *images[MAX_IMAGES];
     int n_images = 0;
     const char *vit_dir = NULL, *features_path = NULL, *model_path = NULL, *save_path = NULL;
     const char *kind_s = "mlp", *gelu_s = "erf";
     int vision_dim = 0, llm_hidden = 128, llm_inter = 384, mlp_hidden = 0, heads = 0, grid = 0, batch = 2;
-    int steps = 20, synthetic = 0, mem = 0, threads = 0;
+    int steps = 20, synthetic = 0, mem = 0, threads = 0, bench = 0;
     float lr = 1e-3f;
     uint64_t seed = 1234;
 
     enum { O_IMAGE = 256, O_VIT, O_FEATURES, O_SYNTH, O_CONN, O_MODEL, O_VDIM, O_HID, O_INTER, O_MLPH, O_GELU,
-           O_HEADS, O_GRID, O_BATCH, O_STEPS, O_LR, O_SAVE, O_MEM, O_SEED, O_THREADS, O_HELP };
+           O_HEADS, O_GRID, O_BATCH, O_STEPS, O_LR, O_SAVE, O_MEM, O_SEED, O_THREADS, O_BENCH, O_HELP };
     static const struct option opts[] = {
         {"image", required_argument, 0, O_IMAGE}, {"vit", required_argument, 0, O_VIT},
         {"features", required_argument, 0, O_FEATURES}, {"synthetic", no_argument, 0, O_SYNTH},
@@ -131,9 +159,11 @@ int main(int argc, char **argv) {
         {"steps", required_argument, 0, O_STEPS}, {"lr", required_argument, 0, O_LR},
         {"save", required_argument, 0, O_SAVE}, {"mem", no_argument, 0, O_MEM},
         {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
-        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+        {"bench", required_argument, 0, O_BENCH}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     int o;
+    bool shaped = false;   // an option that chooses the features, the connector or its sizes
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (o != O_STEPS && o != O_LR && o != O_MEM && o != O_THREADS && o != O_SAVE && o != O_BENCH) shaped = true;
         switch (o) {
         case O_IMAGE:
             if (n_images == MAX_IMAGES) fail_input("--image", "at most %d images", MAX_IMAGES);
@@ -163,6 +193,7 @@ int main(int argc, char **argv) {
         case O_MEM: mem = 1; break;
         case O_SEED: seed = (uint64_t)parse_int("--seed", optarg, 0, 0x7fffffff); break;
         case O_THREADS: threads = parse_int("--threads", optarg, 1, 1024); break;
+        case O_BENCH: bench = parse_int("--bench", optarg, 1, 1000000); break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 1;
         }
@@ -176,6 +207,14 @@ int main(int argc, char **argv) {
     nm_ctx.threads = threads;
     nm_ctx.seed = seed;
     ctx_apply_threads();
+    // with no option that says otherwise: the shipped nano VLM's ViT and connector
+    const bool shipped = !shaped && access(NANO_DIR "/vit/config.json", R_OK) == 0 &&
+                         access(NANO_DIR "/connector.safetensors", R_OK) == 0;
+    if (shipped) {
+        vit_dir = NANO_DIR "/vit";
+        model_path = NANO_DIR "/connector.safetensors";
+        printf("default: the shipped nano VLM's frozen ViT and trained connector (%s)\n", NANO_DIR);
+    }
 
     // ---- 1. the features --------------------------------------------------------
     float *feat = NULL;    // (B, T, Cin)
@@ -223,6 +262,14 @@ int main(int argc, char **argv) {
                vit_dir ? vit_dir : "nano (seeded random weights)", B, S, S, G, G, vf.name, B, T, width);
         free(pix);
         vit_free(&vit);
+        if (shipped && G % 2 == 0) {
+            float *merged = nano_merge(feat, B, G, width);
+            free(feat);
+            feat = merged;
+            G /= 2;
+            width = 4 * width + 2 * G;
+            printf("2x2 patches merged + position code (chapter 05's nano layout): (%d, %d, %d)\n", B, G * G, width);
+        }
         if (vision_dim && vision_dim * (kind == CONN_MOLMO ? 2 : 1) != width)
             fail_input("--vision-dim", "the ViT's features are %d wide, but --vision-dim %d makes the %s connector "
                        "expect %d", width, vision_dim, kind_s, vision_dim * (kind == CONN_MOLMO ? 2 : 1));
@@ -314,6 +361,31 @@ int main(int argc, char **argv) {
     // ---- 3. --save: one forward/backward with a fixed upstream gradient ---------------
     const size_t nin = (size_t)B * T * cfg.in_dim, nout = (size_t)B * T2 * H;
     float *dout = xmalloc(nout * sizeof(float));      // (B, T', H)
+    if (bench) {
+        // What one training step of the connector costs, without the optimizer:
+        // forward, then backward into the parameter gradients from a fixed
+        // upstream gradient. The features come from the frozen ViT, so no
+        // gradient flows into them (dfeat = NULL skips that GEMM, as PyTorch
+        // skips it for an input that does not require grad).
+        Rng r;
+        rng_seed(&r, seed, 5);
+        rng_fill_normal(&r, dout, nout, 0.0f, 1.0f);
+        double best = 1e30, total = 0;
+        for (int it = 0; it <= bench; it++) {          // it == 0: the warm-up
+            double t0 = now_seconds();
+            connector_forward(&c, feat, B);
+            connector_zero_grad(&c);
+            connector_backward(&c, NULL, dout);
+            double dt = now_seconds() - t0;
+            if (it == 0) continue;
+            total += dt;
+            if (dt < best) best = dt;
+        }
+        printf("bench: forward+backward, features (%d, %d, %d), %d threads: best %.4f s, mean %.4f s over %d runs\n",
+               B, T, cfg.in_dim, ctx_num_threads(), best, total / bench, bench);
+        steps = 0;
+        save_path = NULL;
+    }
     if (save_path) {
         Rng r;
         rng_seed(&r, seed, 5);

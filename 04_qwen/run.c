@@ -29,6 +29,8 @@
 #define NANO_SEED 1234
 #define DEFAULT_TOKENIZER_PATH "data/qwen3/tokenizer.json"
 #define DEFAULT_PROMPT "The quick brown fox"
+#define NANO_MODEL_DIR "models/nano"      // the trained nano checkpoint (chapter 05), when shipped
+#define NANO_PROMPT "a large red"         // its default prompt: the start of a caption of its world
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -36,17 +38,20 @@ static void usage(FILE *f) {
             "       ./04_qwen/run tokenize|detokenize|train-tokenizer [ARGS] (each has --help)\n"
             "\n"
             "Chapter 04: the Qwen language model (Qwen3 and Qwen2/2.5), with a KV cache.\n"
-            "With no --model, runs the nano default: a tiny Qwen3-architecture model\n"
-            "(C=128, 4 layers, 4 heads, 2 kv heads, head_dim 32, Qwen3's 151,936-row vocabulary)\n"
-            "that is RANDOMLY INITIALISED (seed %d) until the training chapter ships a\n"
-            "trained checkpoint, so its text is gibberish; it shows the machinery.\n"
+            "With no --model, runs the trained nano checkpoint " NANO_MODEL_DIR " (the LLM of the nano\n"
+            "VLM that chapter 05 trains on the synthetic world: C=128, 4 layers, its own small BPE\n"
+            "vocabulary; it only knows the world's sentences). Without that directory, or with\n"
+            "--random, the nano preset: the same architecture over Qwen3's 151,936-row vocabulary,\n"
+            "RANDOMLY INITIALISED (seed %d), so its text is gibberish; it shows the machinery.\n"
             "\n"
             "options:\n"
             "  --model DIR            a HuggingFace model directory (config.json, *.safetensors,\n"
             "                         sharded or not; bf16/f16/f32 weights are read into fp32)\n"
+            "  --random               the randomly initialised nano preset, even when " NANO_MODEL_DIR " exists\n"
             "  --tokenizer FILE|DIR   tokenizer.json (default: DIR/tokenizer.json if present, else\n"
             "                         " DEFAULT_TOKENIZER_PATH ")\n"
-            "  --prompt TEXT          the prompt (default: \"" DEFAULT_PROMPT "\")\n"
+            "  --prompt TEXT          the prompt (default: \"" DEFAULT_PROMPT "\", or \"" NANO_PROMPT "\" for the\n"
+            "                         trained nano checkpoint, which only knows its world's captions)\n"
             "  --chat                 wrap the prompt in the model's chat template (ChatML; Qwen3's\n"
             "                         for qwen3 models, Qwen2.5's with its default system prompt for qwen2)\n"
             "  --system TEXT          a system message for --chat\n"
@@ -174,13 +179,13 @@ int main(int argc, char **argv) {
 
     const char *model_dir = NULL, *tok_path = NULL, *prompt = DEFAULT_PROMPT, *system_msg = NULL;
     const char *save_path = NULL, *config_path = NULL;
-    bool chat = false, think = false, mem = false;
+    bool chat = false, think = false, mem = false, random_init = false, prompt_given = false;
     int max_new = 64, ctx = 4096;
     SamplerConfig sc = {.temperature = 0.7f, .top_k = 20, .top_p = 0.95f, .repetition_penalty = 1.0f, .seed = 1};
     Device device = DEVICE_CPU;
 
     enum { O_MODEL = 256, O_TOK, O_PROMPT, O_CHAT, O_SYSTEM, O_THINK, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_REP,
-           O_SEED, O_DEVICE, O_THREADS, O_SAVE, O_MEM, O_CONFIG, O_CTX };
+           O_SEED, O_DEVICE, O_THREADS, O_SAVE, O_MEM, O_CONFIG, O_CTX, O_RANDOM };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},     {"tokenizer", required_argument, 0, O_TOK},
         {"prompt", required_argument, 0, O_PROMPT},   {"chat", no_argument, 0, O_CHAT},
@@ -191,7 +196,8 @@ int main(int argc, char **argv) {
         {"seed", required_argument, 0, O_SEED},       {"device", required_argument, 0, O_DEVICE},
         {"threads", required_argument, 0, O_THREADS}, {"save-logits", required_argument, 0, O_SAVE},
         {"mem", no_argument, 0, O_MEM},               {"config", required_argument, 0, O_CONFIG},
-        {"ctx", required_argument, 0, O_CTX},         {"help", no_argument, 0, 'h'},
+        {"ctx", required_argument, 0, O_CTX},         {"random", no_argument, 0, O_RANDOM},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     opterr = 0;   // we word the errors ourselves, one line each
@@ -200,7 +206,7 @@ int main(int argc, char **argv) {
         switch (o) {
         case O_MODEL: model_dir = optarg; break;
         case O_TOK: tok_path = optarg; break;
-        case O_PROMPT: prompt = optarg; break;
+        case O_PROMPT: prompt = optarg; prompt_given = true; break;
         case O_CHAT: chat = true; break;
         case O_SYSTEM: system_msg = optarg; break;
         case O_THINK: think = true; break;
@@ -216,6 +222,7 @@ int main(int argc, char **argv) {
         case O_MEM: mem = true; break;
         case O_CONFIG: config_path = optarg; break;
         case O_CTX: ctx = (int)parse_long("--ctx", optarg, 1, 1 << 24); break;
+        case O_RANDOM: random_init = true; break;
         case 'h': usage(stdout); return 0;
         case ':': fail_input(argv[optind - 1], "needs a value (see --help)");
         default: fail_input(argv[optind - 1], "unknown option (see --help)");
@@ -235,6 +242,16 @@ int main(int argc, char **argv) {
         else c = qwen_nano_config();
         qwen_mem_report(&c, ctx, stdout);
         return 0;
+    }
+
+    // ---- the default model: the trained nano checkpoint when it is there ----
+    if (random_init && model_dir) fail_input("--random", "cannot be combined with --model");
+    bool trained_nano = false;
+    if (!model_dir && !random_init && is_file(NANO_MODEL_DIR "/config.json") &&
+        is_file(NANO_MODEL_DIR "/model.safetensors") && is_file(NANO_MODEL_DIR "/tokenizer.json")) {
+        model_dir = NANO_MODEL_DIR;
+        trained_nano = true;
+        if (!prompt_given) prompt = NANO_PROMPT;
     }
 
     // ---- the configuration (the prompt checks need V and the context) ----
@@ -294,11 +311,16 @@ int main(int argc, char **argv) {
         qwen_load(&m, model_dir);
         memcpy(m.cfg.eos, cfg.eos, sizeof cfg.eos);   // with the tokenizer_config's EOS added above
         m.cfg.n_eos = cfg.n_eos;
-        fprintf(stderr, "model: %s (", model_dir);
+        if (trained_nano)
+            fprintf(stderr, "model: %s, the TRAINED nano checkpoint (chapter 05's VLM, its language model alone; "
+                            "it knows the synthetic world's sentences) (", model_dir);
+        else
+            fprintf(stderr, "model: %s (", model_dir);
     } else {
         qwen_init_random(&m, &cfg, NANO_SEED);
         fprintf(stderr, "model: nano default, a Qwen3-architecture model RANDOMLY INITIALISED (seed %d, N(0, 0.02)); "
-                        "no trained checkpoint yet, so expect gibberish (", NANO_SEED);
+                        "%s, so expect gibberish (", NANO_SEED,
+                random_init ? "--random" : "no trained checkpoint in " NANO_MODEL_DIR);
     }
     {
         char b[32];

@@ -36,6 +36,10 @@ void config_defaults(TrainConfig *c) {
     snprintf(c->vit, sizeof c->vit, "nano");
     snprintf(c->llm, sizeof c->llm, "nano");
     snprintf(c->tokenizer, sizeof c->tokenizer, "data/qwen3/tokenizer.json");
+    snprintf(c->llm_vocab, sizeof c->llm_vocab, "preset");
+    c->pos_code = false;
+    c->patch_merge = 1;
+    snprintf(c->init, sizeof c->init, "none");
     c->shuffle = true;
     c->seed = 1234;
     c->log_every = 1;
@@ -60,7 +64,7 @@ static const Key KEYS[] = {
     F(weight_decay, 0, 10), F(beta1, 0, 0.999999), F(beta2, 0, 0.999999), F(adam_eps, 0, 1),
     F(max_grad_norm, 0, 1e9), F(z_loss, 0, 1), I(loss_chunk, 1, 1 << 20), I(max_seq_len, 2, 1 << 24),
     B(truncate), B(freeze_vision_encoder), B(train_connector), B(train_llm), S(connector), S(vit_feature),
-    S(vit), S(llm), S(tokenizer), B(shuffle), {"seed", K_U64, offsetof(TrainConfig, seed), 0, 0, 0},
+    S(vit), S(llm), S(tokenizer), S(llm_vocab), I(patch_merge, 1, 2), B(pos_code), S(init), B(shuffle), {"seed", K_U64, offsetof(TrainConfig, seed), 0, 0, 0},
     I(log_every, 1, 1e9), I(save_every, 0, 1e9),
 };
 #undef I
@@ -150,6 +154,9 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
     if (!rc) {
         if (strcmp(c->connector, "linear") && strcmp(c->connector, "mlp") && strcmp(c->connector, "molmo")) {
             snprintf(err, errlen, "connector must be linear, mlp or molmo (got '%s')", c->connector);
+            rc = -1;
+        } else if (strcmp(c->llm_vocab, "preset") && strcmp(c->llm_vocab, "tokenizer")) {
+            snprintf(err, errlen, "llm_vocab must be preset or tokenizer (got '%s')", c->llm_vocab);
             rc = -1;
         } else if (!c->freeze_vision_encoder) {
             snprintf(err, errlen, "freeze_vision_encoder = false is not supported: the ViT has no backward");

@@ -44,6 +44,12 @@ typedef struct {
     char vit[512];             // HF directory, or "nano" (seeded random nano ViT)
     char llm[512];             // HF directory, or "nano" (seeded random nano Qwen3)
     char tokenizer[512];       // tokenizer.json
+    char llm_vocab[16];        // preset: the nano LLM keeps Qwen3's 151,936 rows;
+                               // tokenizer: as many rows as the tokenizer has ids (a small BPE)
+    int patch_merge;           // 1, or 2: concatenate 2x2 windows of ViT patches (nano.h)
+    bool pos_code;             // append a 2-D position code (one-hot row + column of the
+                               // patch) to every ViT feature before the connector
+    char init[512];            // a checkpoint to start from (LLM + connector), or "none"
     bool shuffle;
     uint64_t seed;
     int log_every;             // optimizer steps between log lines

@@ -5,6 +5,8 @@
 //   ./05_training/run train --config FILE [--data JSONL --images DIR | --features CACHE]
 //                     [--out DIR] [--resume] [--steps N]
 //   ./05_training/run --mem [--config FILE]  the training memory breakdown
+//   ./05_training/run generate|score ...     the synthetic world and its scorer (world.h, eval.h)
+//   ./05_training/run eval|chat ...          a trained nano VLM answering (nano.h)
 //
 // A progress line per logged step (step, loss, lr, grad norm, tokens/s, ETA)
 // goes to stderr; OUT/log.jsonl gets one JSON object per step and
@@ -24,6 +26,9 @@
 #include "05_training/checkpoint.h"
 #include "05_training/config.h"
 #include "05_training/data.h"
+#include "05_training/eval.h"
+#include "05_training/nano.h"
+#include "05_training/world.h"
 #include "05_training/vlm.h"
 
 static void usage(FILE *f) {
@@ -31,15 +36,20 @@ static void usage(FILE *f) {
             "usage: run                                  demo: train the nano VLM on a generated caption set\n"
             "       run train --config FILE [options]    train a stage (05_training/configs/*.conf)\n"
             "       run --mem [--config FILE]            print the training memory breakdown\n"
+            "       run generate --out DIR [...]         write the synthetic world (images + JSONL); --help\n"
+            "       run score --scenes F --answers F     score an answers file against scenes; --help\n"
+            "       run eval [--model DIR] [--n N]       evaluate a trained model on held-out scenes; --help\n"
+            "       run chat [--model DIR] --image IMG \"question\"   ask a trained model about an image\n"
             "options:\n"
             "  --config FILE        stage config (`key = value` lines; unknown keys are errors)\n"
             "  --data JSONL         LLaVA-style rows (.jsonl, or .json array)\n"
             "  --images DIR         folder the rows' image paths are relative to\n"
-            "  --features FILE      ViT feature cache instead of images: a safetensors file with one\n"
-            "                       (Tf, Df) tensor per image path\n"
+            "  --features DIR       ViT feature cache instead of images: chapter 02's `run cache` output\n"
+            "                       (index.json + bf16 shards), images found by their paths\n"
             "  --out DIR            where log.jsonl, loss.svg and checkpoints go (default build/train05)\n"
             "  --resume             continue from the newest complete checkpoint in --out\n"
             "  --steps N            override max_steps\n"
+            "  --set KEY=VALUE      override one config key (repeatable; same checks as the file)\n"
             "  --threads N          OpenMP threads (default: OpenMP's)\n"
             "  --mem                memory breakdown for the config, then exit\n"
             "testing aids:\n"
@@ -52,7 +62,10 @@ static void usage(FILE *f) {
 // ----------------------------------------------------------------------------
 // Model setup from a config
 
-static void build_vlm(Vlm *v, const TrainConfig *cfg, bool need_vit, int feat_T, int feat_D) {
+// vocab: the tokenizer's size (used when llm_vocab = tokenizer); im_end and
+// eos: its end ids, which the nano LLM's config then names.
+static void build_vlm(Vlm *v, const TrainConfig *cfg, bool need_vit, int feat_T, int feat_D, int vocab, int im_end,
+                      int eos) {
     memset(v, 0, sizeof *v);
     char err[512];
     VitConfig vc;
@@ -74,8 +87,17 @@ static void build_vlm(Vlm *v, const TrainConfig *cfg, bool need_vit, int feat_T,
         fail_input("--features", "cache holds (%d, %d) features, the config's ViT gives (%d, %d)", feat_T, feat_D,
                    v->feat_T, v->feat_D);
     v->pp = clip_preprocess_config(vc.image_size);
-    if (!strcmp(cfg->llm, "nano")) {
+    if (strcmp(cfg->init, "none")) {
+        qwen_load(&v->llm, cfg->init);   // a previous stage's checkpoint
+    } else if (!strcmp(cfg->llm, "nano")) {
         QwenConfig qc = qwen_nano_config();
+        if (!strcmp(cfg->llm_vocab, "tokenizer")) {
+            // the small-vocabulary nano: as many rows as the tokenizer has ids
+            qc.V = vocab;
+            qc.bos_id = -1;
+            qc.eos[0] = im_end;
+            qc.eos[1] = eos;
+        }
         qwen_init_random(&v->llm, &qc, cfg->seed + 2);
     } else {
         qwen_load(&v->llm, cfg->llm);
@@ -84,13 +106,24 @@ static void build_vlm(Vlm *v, const TrainConfig *cfg, bool need_vit, int feat_T,
     int G = vit_grid(&vc);
     connector_config_init(&cc, (ConnectorKind)connector_kind_parse(cfg->connector), vc.hidden, v->llm.cfg.C,
                           v->llm.cfg.I, G, G);
-    if (cc.in_dim != v->feat_D) fail_input("vit_feature", "gives %d-wide features, connector %s wants %d", v->feat_D,
+    if (cfg->patch_merge > 1 || cfg->pos_code) {   // nano.h: merged patches, the 2-D position code
+        if (cc.kind == CONN_MOLMO || G % cfg->patch_merge)
+            fail_input("patch_merge", "needs a linear or mlp connector and a grid side (%d) it divides", G);
+        cc.in_dim = vis_prep_dim(v->feat_D, G, cfg->patch_merge, cfg->pos_code);
+        cc.grid_h = cc.grid_w = G / cfg->patch_merge;
+    }
+    if (cc.in_dim != vis_prep_dim(v->feat_D, G, cfg->patch_merge, cfg->pos_code)) fail_input("vit_feature", "gives %d-wide features, connector %s wants %d", v->feat_D,
                                            cfg->connector, cc.in_dim);
-    if (connector_tokens_in(&cc) != v->feat_T)
+    if (connector_tokens_in(&cc) * cfg->patch_merge * cfg->patch_merge != v->feat_T)
         fail_input("vit_feature", "gives %d tokens per image, connector %s wants %d (drop the class token)",
                    v->feat_T, cfg->connector, connector_tokens_in(&cc));
     connector_build(&v->conn, &cc);
     connector_init(&v->conn, cfg->seed + 3);
+    if (strcmp(cfg->init, "none")) {
+        char *p = xsprintf("%s/connector.safetensors", cfg->init);
+        if (connector_load(&v->conn, p, err, sizeof err) != 0) fail_input(p, "%s", err);
+        free(p);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -124,11 +157,25 @@ static void mem_report(const TrainConfig *cfg) {
         }
         free(cj);
     }
+    if (!strcmp(cfg->llm, "nano") && !strcmp(cfg->llm_vocab, "tokenizer")) {
+        Tokenizer *tok = tok_load(cfg->tokenizer, err, sizeof err);
+        if (tok) {
+            tok_add_project_tokens(tok);
+            qc.V = tok_vocab_size(tok);
+            tok_free(tok);
+        } else {
+            printf("(no tokenizer %s yet: the vocabulary is priced at Qwen3's size)\n", cfg->tokenizer);
+        }
+    }
     VitFeature feat;
     if (vit_feature_parse(&feat, cfg->vit_feature, &vc, err, sizeof err) != 0) fail_input("vit_feature", "%s", err);
     ConnectorConfig cc;
     int G = vit_grid(&vc);
     connector_config_init(&cc, (ConnectorKind)connector_kind_parse(cfg->connector), vc.hidden, qc.C, qc.I, G, G);
+    if ((cfg->patch_merge > 1 || cfg->pos_code) && cc.kind != CONN_MOLMO && G % cfg->patch_merge == 0) {
+        cc.in_dim = vis_prep_dim(vit_feature_dim(&feat, &vc), G, cfg->patch_merge, cfg->pos_code);
+        cc.grid_h = cc.grid_w = G / cfg->patch_merge;
+    }
     Table vit_t = {0}, q_t = {0}, c_t = {0}, a_t = {0}, s_t = {0};
     table_init(&q_t, "qwen");
     qwen_params_build(&q_t, &qc);
@@ -214,19 +261,24 @@ static void write_svg(const char *path, const Point *p, int n) {
 // ----------------------------------------------------------------------------
 // Features for a batch: from the images (inline ViT) or from the cache
 
-typedef struct { StFile *cache; const char *cache_path; const char *images; } FeatSource;
+typedef struct { FeatCache *cache; const char *images; bool prep; int merge; bool pos_code; } FeatSource;
 
+// feats: (NI, Tf, Df), or what vis_prep makes of them (nano.h).
 static void batch_features(const Vlm *v, const FeatSource *fs, const Batch *b, float *feats) {
-    if (!fs->cache) {
-        vlm_image_features(v, b, fs->images, feats);
-        return;
-    }
     size_t per = (size_t)v->feat_T * v->feat_D;
-    for (int i = 0; i < b->n_images; i++) {
-        const StTensor *t = st_find(fs->cache, b->images[i]);
-        if (!t) fail_input(fs->cache_path, "no features for image '%s'", b->images[i]);
-        if ((size_t)st_numel(t) != per || st_read(t, feats + i * per, DT_F32) != 0)
-            fail_input(fs->cache_path, "features of '%s' are not (%d, %d) floats", b->images[i], v->feat_T, v->feat_D);
+    float *raw = fs->prep ? xmalloc(((size_t)b->n_images * per + 1) * sizeof(float)) : feats;
+    if (!fs->cache) {
+        vlm_image_features(v, b, fs->images, raw);
+    } else {
+        for (int i = 0; i < b->n_images; i++) {
+            const float *f = feat_cache_get(fs->cache, b->images[i]);
+            if (!f) fail_input(fs->cache->dir, "no features for image '%s' in the cache", b->images[i]);
+            memcpy(raw + i * per, f, per * sizeof(float));
+        }
+    }
+    if (fs->prep) {
+        vis_prep(feats, raw, b->n_images, vit_grid(&v->vit.cfg), v->feat_D, fs->merge, fs->pos_code);
+        free(raw);
     }
 }
 
@@ -250,6 +302,8 @@ typedef struct {
     const char *config, *data, *images, *features, *out;
     bool resume, mem;
     int steps;
+    int n_set;
+    const char *set[32];   // --set KEY=VALUE overrides, in order
     int kill_at, kill_in_ckpt, nan_at;
 } Args;
 
@@ -262,22 +316,24 @@ static int train(const Args *a, TrainConfig *cfg) {
     int fT = 0, fD = 0;
     char err[512];
     if (a->features) {
-        fs.cache = st_open(a->features, err, sizeof err);
-        if (!fs.cache) fail_input(a->features, "%s", err);
-        fs.cache_path = a->features;
-        if (fs.cache->n == 0) fail_input(a->features, "empty feature cache");
-        fT = fs.cache->tensors[0].ndim == 2 ? (int)fs.cache->tensors[0].shape[0] : -1;
-        fD = fs.cache->tensors[0].ndim == 2 ? (int)fs.cache->tensors[0].shape[1] : -1;
+        fs.cache = feat_cache_open(a->features);
+        fT = fs.cache->T;
+        fD = fs.cache->D;
+        fprintf(stderr, "feature cache %s: %d images, (%d, %d) each\n", a->features, fs.cache->n, fT, fD);
     }
     fs.images = a->images;
+    fs.prep = cfg->pos_code || cfg->patch_merge > 1;
+    fs.merge = cfg->patch_merge;
+    fs.pos_code = cfg->pos_code;
     Tokenizer *tok = tok_load(cfg->tokenizer, err, sizeof err);
     if (!tok) fail_input(cfg->tokenizer, "%s", err);
     tok_add_project_tokens(tok);
+    ChatFormat fmt;
+    chat_format_init(&fmt, tok, cfg->stage, 1, cfg->max_seq_len, cfg->truncate);   // for its ids
     Vlm v;
-    build_vlm(&v, cfg, !a->features, fT, fD);
+    build_vlm(&v, cfg, !a->features, fT, fD, tok_vocab_size(tok), fmt.im_end, fmt.eos_id);
     Dataset d;
     dataset_load(&d, a->data, a->images);
-    ChatFormat fmt;
     chat_format_init(&fmt, tok, cfg->stage, connector_tokens_out(&v.conn.cfg), cfg->max_seq_len, cfg->truncate);
     vlm_setup(&v, fmt.image_id, cfg->batch_size, 64, cfg->loss_chunk, cfg->z_loss);
     AdamW o;
@@ -342,7 +398,8 @@ static int train(const Args *a, TrainConfig *cfg) {
         adamw_zero_grad(&o);
         double ce = 0, z = 0;
         for (int k = 0; k < GA; k++) {
-            float *feats = xmalloc(((size_t)bs[k].n_images * v.feat_T * v.feat_D + 1) * sizeof(float));
+            float *feats = xmalloc(((size_t)bs[k].n_images * connector_tokens_in(&v.conn.cfg) * v.conn.cfg.in_dim + 1) *
+                                   sizeof(float));
             batch_features(&v, &fs, &bs[k], feats);
             LossStats ls = vlm_forward_backward(&v, &bs[k], feats, 1.0f / (float)sup, true);
             ce += ls.ce_sum;
@@ -399,7 +456,7 @@ static int train(const Args *a, TrainConfig *cfg) {
     dataset_free(&d);
     vlm_free(&v);
     tok_free(tok);
-    if (fs.cache) st_close(fs.cache);
+    feat_cache_close(fs.cache);
     return 0;
 }
 
@@ -452,6 +509,11 @@ static void write_demo_data(const char *dir, int n, uint64_t seed) {
 }
 
 int main(int argc, char **argv) {
+    // the world's commands parse their own flags (world.h, eval.h)
+    if (argc > 1 && !strcmp(argv[1], "generate")) return world_cli_generate(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "score")) return eval_cli_score(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "eval")) return nano_cli_eval(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "chat")) return nano_cli_chat(argc - 1, argv + 1);
     Args a = {.out = NULL, .steps = 0, .kill_at = -1, .kill_in_ckpt = -1, .nan_at = -1};
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"data", required_argument, 0, 'd'},
@@ -460,6 +522,7 @@ int main(int argc, char **argv) {
         {"steps", required_argument, 0, 's'},  {"threads", required_argument, 0, 't'},
         {"mem", no_argument, 0, 'm'},          {"kill-at-step", required_argument, 0, 'K'},
         {"kill-in-checkpoint", required_argument, 0, 'C'}, {"inject-nan", required_argument, 0, 'N'},
+        {"set", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -476,6 +539,10 @@ int main(int argc, char **argv) {
         case 'K': a.kill_at = atoi(optarg); break;
         case 'C': a.kill_in_ckpt = atoi(optarg); break;
         case 'N': a.nan_at = atoi(optarg); break;
+        case 'S':
+            if (a.n_set == 32) fail_input("--set", "at most 32 overrides");
+            a.set[a.n_set++] = optarg;
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -489,6 +556,15 @@ int main(int argc, char **argv) {
     TrainConfig cfg;
     if (a.config) config_load(&cfg, a.config);
     else config_defaults(&cfg);
+    for (int i = 0; i < a.n_set; i++) {
+        // KEY=VALUE is parsed as the config line `KEY = VALUE`, with the same checks
+        const char *eq = strchr(a.set[i], '=');
+        if (!eq) fail_input("--set", "expected KEY=VALUE, got '%s'", a.set[i]);
+        char *line = xsprintf("%.*s = %s\n", (int)(eq - a.set[i]), a.set[i], eq + 1);
+        char err[512];
+        if (config_parse(&cfg, line, err, sizeof err) != 0) fail_input("--set", "%s: %s", a.set[i], err);
+        free(line);
+    }
     if (a.mem) {
         mem_report(&cfg);
         return 0;

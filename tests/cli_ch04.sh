@@ -57,17 +57,27 @@ expect_error() {
 # ---- the default run --------------------------------------------------------------
 "$RUN" --max-new 8 >"$T/out" 2>"$T/err"
 rc=$?
-if [ $rc -eq 0 ] && grep -qi "randomly initialised" "$T/err" && grep -q "tokens/s" "$T/err" && [ -s "$T/out" ]; then
+# the default is the trained nano checkpoint (models/nano) when shipped, else the random
+# preset; either way the model line says which
+DEFAULT_LABEL="randomly initialised|TRAINED nano checkpoint"
+if [ $rc -eq 0 ] && grep -qiE "$DEFAULT_LABEL" "$T/err" && grep -q "tokens/s" "$T/err" && [ -s "$T/out" ]; then
     pass cli04.default_max_new_8 "$(head -n1 "$T/err" | cut -c1-90)..."
 else
     fail cli04.default_max_new_8 "rc=$rc: $(head -c 400 "$T/err")"
 fi
 "$RUN" >"$T/out" 2>"$T/err"
 rc=$?
-if [ $rc -eq 0 ] && grep -qi "randomly initialised" "$T/err" && grep -q "^The quick brown fox" "$T/out"; then
+if [ $rc -eq 0 ] && grep -qiE "$DEFAULT_LABEL" "$T/err" && grep -qE "^(The quick brown fox|a large red)" "$T/out"; then
     pass cli04.no_argument "generates from the nano default: $(tail -n1 "$T/err")"
 else
     fail cli04.no_argument "rc=$rc: $(head -c 400 "$T/err")"
+fi
+"$RUN" --random --max-new 4 >"$T/out" 2>"$T/err"
+rc=$?
+if [ $rc -eq 0 ] && grep -qi "randomly initialised" "$T/err"; then
+    pass cli04.random "--random: the nano preset, labelled as random"
+else
+    fail cli04.random "rc=$rc: $(head -c 400 "$T/err")"
 fi
 
 # ---- --help -----------------------------------------------------------------------
@@ -91,17 +101,17 @@ else fail cli04.seeded_sampling "outputs: $(cat "$T/a") | $(cat "$T/b") | $(cat 
 "$RUN" --max-new 6 --temperature 0 --threads 2 >"$T/b" 2>/dev/null
 if [ -s "$T/a" ] && cmp -s "$T/a" "$T/b"; then pass cli04.greedy_threads "greedy text independent of --threads"
 else fail cli04.greedy_threads "$(cat "$T/a") | $(cat "$T/b")"; fi
-"$RUN" --chat --prompt "Hi" --max-new 4 >"$T/out" 2>"$T/err"
+"$RUN" --random --chat --prompt "Hi" --max-new 4 >"$T/out" 2>"$T/err"
 rc=$?
 if [ $rc -eq 0 ] && grep -q "prompt: 13 tokens" "$T/err"; then
     pass cli04.chat "Qwen3 ChatML without thinking: 13 prompt tokens"
 else fail cli04.chat "rc=$rc: $(cat "$T/err")"; fi
-"$RUN" --chat --think --prompt "Hi" --max-new 4 >"$T/out" 2>"$T/err"
+"$RUN" --random --chat --think --prompt "Hi" --max-new 4 >"$T/out" 2>"$T/err"
 if grep -q "prompt: 9 tokens" "$T/err"; then pass cli04.chat_think "enable_thinking: 9 prompt tokens"
 else fail cli04.chat_think "$(cat "$T/err")"; fi
 
 # ---- --save-logits ------------------------------------------------------------------
-"$RUN" --prompt "Hello world" --save-logits "$T/l.safetensors" >/dev/null 2>"$T/err"
+"$RUN" --random --prompt "Hello world" --save-logits "$T/l.safetensors" >/dev/null 2>"$T/err"
 rc=$?
 if [ $rc -eq 0 ] && [ -s "$T/l.safetensors" ] && grep -q "logits \[2, 151936\], hidden_states \[5, 2, 128\]" "$T/err"; then
     pass cli04.save_logits "$(cat "$T/err")"

@@ -1,0 +1,422 @@
+// nano.c: the feature cache, the position code, and a trained nano VLM answering (see nano.h).
+#include "05_training/nano.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "01_tensor/dtype.h"
+#include "01_tensor/json.h"
+#include "01_tensor/safetensors.h"
+#include "05_training/eval.h"
+#include "05_training/loss.h"
+#include "05_training/world.h"
+
+// ----------------------------------------------------------------------------
+// The feature cache
+
+static const char *base_of(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static const FeatCache *sort_cache;   // qsort has no context argument
+static int by_base_cmp(const void *a, const void *b) {
+    return strcmp(base_of(sort_cache->paths[*(const int *)a]), base_of(sort_cache->paths[*(const int *)b]));
+}
+
+FeatCache *feat_cache_open(const char *dir) {
+    char *ipath = xsprintf("%s/index.json", dir);
+    size_t len;
+    const char *why;
+    char *text = read_file(ipath, &len, &why);
+    if (!text) fail_input(ipath, "%s (a feature cache is complete only with its index.json)", why);
+    char err[256];
+    JsonDoc *doc = json_parse(text, len, err, sizeof err);
+    if (!doc) fail_input(ipath, "%s", err);
+    JsonValue *root = json_root(doc), *imgs = json_get(root, "images");
+    FeatCache *c = xcalloc(1, sizeof *c);
+    c->dir = xstrdup(dir);
+    c->T = (int)json_get_int(root, "tokens", -1);
+    c->D = (int)json_get_int(root, "dim", -1);
+    if (!imgs || imgs->type != JSON_ARRAY || imgs->len == 0 || c->T < 1 || c->D < 1)
+        fail_input(ipath, "not a feature cache index (needs tokens, dim and a non-empty images list)");
+    c->n = (int)imgs->len;
+    c->paths = xcalloc((size_t)c->n, sizeof *c->paths);
+    const size_t per = (size_t)c->T * c->D;
+    c->feats = xmalloc((size_t)c->n * per * sizeof(float));
+    StFile *shard = NULL;
+    char *shard_name = NULL;
+    for (int i = 0; i < c->n; i++) {
+        const JsonValue *e = imgs->items[i];
+        const char *p = json_get_str(e, "path", NULL), *s = json_get_str(e, "shard", NULL),
+                   *t = json_get_str(e, "tensor", NULL);
+        if (!p || !s || !t || strchr(s, '/')) fail_input(ipath, "images[%d]: needs path, shard and tensor", i);
+        c->paths[i] = xstrdup(p);
+        if (!shard_name || strcmp(shard_name, s)) {   // entries come shard by shard
+            if (shard) st_close(shard);
+            free(shard_name);
+            shard_name = xstrdup(s);
+            char *sp = xsprintf("%s/%s", dir, s);
+            shard = st_open(sp, err, sizeof err);
+            if (!shard) fail_input(sp, "%s", err);
+            free(sp);
+        }
+        const StTensor *st = st_find(shard, t);
+        if (!st || st_numel(st) != (int64_t)per || st_read(st, c->feats + (size_t)i * per, DT_F32) != 0)
+            fail_input(ipath, "images[%d] ('%s'): tensor '%s' of shard %s is missing or not (%d, %d)", i, p, t, s,
+                       c->T, c->D);
+    }
+    if (shard) st_close(shard);
+    free(shard_name);
+    c->by_base = xmalloc((size_t)c->n * sizeof(int));
+    for (int i = 0; i < c->n; i++) c->by_base[i] = i;
+    sort_cache = c;
+    qsort(c->by_base, (size_t)c->n, sizeof(int), by_base_cmp);
+    json_free(doc);
+    free(text);
+    free(ipath);
+    return c;
+}
+
+const float *feat_cache_get(const FeatCache *c, const char *name) {
+    const char *b = base_of(name);
+    int lo = 0, hi = c->n;   // first entry whose base is >= b
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (strcmp(base_of(c->paths[c->by_base[mid]]), b) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    size_t nl = strlen(name);
+    for (int k = lo; k < c->n && !strcmp(base_of(c->paths[c->by_base[k]]), b); k++) {
+        const char *p = c->paths[c->by_base[k]];
+        size_t pl = strlen(p);
+        if (!strcmp(p, name) || (pl > nl && p[pl - nl - 1] == '/' && !strcmp(p + pl - nl, name)))
+            return c->feats + (size_t)c->by_base[k] * c->T * c->D;
+    }
+    return NULL;
+}
+
+void feat_cache_close(FeatCache *c) {
+    if (!c) return;
+    for (int i = 0; i < c->n; i++) free(c->paths[i]);
+    free(c->paths);
+    free(c->feats);
+    free(c->by_base);
+    free(c->dir);
+    free(c);
+}
+
+// ----------------------------------------------------------------------------
+// Merged patches and the position code
+
+int vis_prep_dim(int D, int G, int merge, bool pos_code) {
+    return merge * merge * D + (pos_code ? 2 * (G / merge) : 0);
+}
+
+void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, bool pos_code) {
+    const int g = G / merge, W = vis_prep_dim(D, G, merge, pos_code);
+    for (int i = 0; i < NI; i++)
+        for (int r = 0; r < g; r++)
+            for (int c = 0; c < g; c++) {
+                float *dst = out + ((size_t)i * g * g + (size_t)r * g + c) * W;
+                for (int dr = 0; dr < merge; dr++)      // the window, row by row
+                    for (int dc = 0; dc < merge; dc++) {
+                        const int pr = r * merge + dr, pc = c * merge + dc;
+                        memcpy(dst + (size_t)(dr * merge + dc) * D, in + ((size_t)i * G * G + (size_t)pr * G + pc) * D,
+                               (size_t)D * sizeof(float));
+                    }
+                if (pos_code) {
+                    float *code = dst + (size_t)merge * merge * D;
+                    memset(code, 0, (size_t)2 * g * sizeof(float));
+                    code[r] = 1.0f;
+                    code[g + c] = 1.0f;
+                }
+            }
+}
+
+// ----------------------------------------------------------------------------
+// Loading a model directory
+
+// Copies every tensor of src into the same-named tensor of dst (dst may be
+// larger along its first dimension: the embedding with its visual rows).
+static void copy_params(Table *dst, const Table *src) {
+    for (int i = 0; i < src->n; i++) {
+        const TableEntry *s = &src->entries[i];
+        int j = table_find(dst, s->name);
+        NM_CHECK(j >= 0 && dst->entries[j].nbytes >= s->nbytes, "tensor %s does not fit", s->name);
+        memcpy((char *)dst->buffer + dst->entries[j].offset, (const char *)src->buffer + s->offset, s->nbytes);
+    }
+}
+
+void nano_model_load(NanoModel *m, const char *dir) {
+    memset(m, 0, sizeof *m);
+    m->dir = xstrdup(dir);
+    char *p = xsprintf("%s/config.json", dir);
+    if (access(p, R_OK) != 0)
+        fail_input(dir, "no trained model here (no config.json): run `make train`, or give --model DIR");
+    free(p);
+    p = xsprintf("%s/train.conf", dir);
+    config_load(&m->cfg, p);
+    free(p);
+    char err[512];
+    p = xsprintf("%s/tokenizer.json", dir);
+    m->tok = tok_load(p, err, sizeof err);
+    if (!m->tok) fail_input(p, "%s", err);
+    free(p);
+    tok_add_project_tokens(m->tok);
+    // the frozen ViT and its preprocessing
+    p = xsprintf("%s/vit", dir);
+    vit_load_or_die(&m->vit, p);
+    m->pp = clip_preprocess_config(m->vit.cfg.image_size);
+    free(p);
+    if (vit_feature_parse(&m->feat, m->cfg.vit_feature, &m->vit.cfg, err, sizeof err) != 0)
+        fail_input("vit_feature", "%s", err);
+    m->G = vit_grid(&m->vit.cfg);
+    // the LLM, then its inference copy with NV more embedding rows
+    Qwen trained;
+    qwen_load(&trained, dir);
+    m->V = trained.cfg.V;
+    ConnectorConfig cc;
+    connector_config_init(&cc, (ConnectorKind)connector_kind_parse(m->cfg.connector), m->vit.cfg.hidden,
+                          trained.cfg.C, trained.cfg.I, m->G, m->G);
+    cc.in_dim = vis_prep_dim(vit_feature_dim(&m->feat, &m->vit.cfg), m->G, m->cfg.patch_merge, m->cfg.pos_code);
+    cc.grid_h = cc.grid_w = m->G / m->cfg.patch_merge;
+    connector_build(&m->conn, &cc);
+    p = xsprintf("%s/connector.safetensors", dir);
+    if (connector_load(&m->conn, p, err, sizeof err) != 0) fail_input(p, "%s", err);
+    free(p);
+    m->NV = connector_tokens_out(&cc);
+    QwenConfig qc = trained.cfg;
+    qc.V = m->V + m->NV;
+    qwen_init_random(&m->llm, &qc, 0);
+    copy_params(&m->llm.params, &trained.params);
+    m->llm.source = m->dir;
+    qwen_free(&trained);
+    const int cap = m->cfg.max_seq_len + 128;
+    qwen_state_init(&m->st, &m->llm.cfg, 1, 128, cap, false, false);
+    chat_format_init(&m->fmt, m->tok, 2, m->NV, cap, false);
+    m->eos[0] = m->fmt.im_end;
+    m->eos[1] = m->fmt.eos_id;
+    const int S = m->vit.cfg.image_size, Tf = vit_feature_tokens(&m->feat, &m->vit.cfg),
+              Df = vit_feature_dim(&m->feat, &m->vit.cfg);
+    m->pix = xmalloc((size_t)3 * S * S * sizeof(float));
+    m->feats = xmalloc((size_t)Tf * Df * sizeof(float));
+    m->coded = xmalloc((size_t)Tf * (size_t)vis_prep_dim(Df, m->G, 1, true) * sizeof(float));
+    m->cached = xmalloc((size_t)cap * sizeof(int32_t));
+}
+
+void nano_model_free(NanoModel *m) {
+    tok_free(m->tok);
+    vit_free(&m->vit);
+    connector_free(&m->conn);
+    qwen_state_free(&m->st);
+    qwen_free(&m->llm);
+    free(m->pix);
+    free(m->feats);
+    free(m->coded);
+    free(m->cached);
+    free(m->dir);
+}
+
+void nano_set_image(NanoModel *m, const Image *img) {
+    clip_preprocess(m->pix, img, &m->pp);
+    vit_forward(&m->vit, m->pix, 1, NULL, &m->feat, m->feats, NULL);
+    vis_prep(m->coded, m->feats, 1, m->G, vit_feature_dim(&m->feat, &m->vit.cfg), m->cfg.patch_merge,
+             m->cfg.pos_code);
+    const float *vis = connector_forward(&m->conn, m->coded, 1);   // (NV, C)
+    const int C = m->llm.cfg.C;
+    memcpy(m->llm.embed + (size_t)m->V * C, vis, (size_t)m->NV * C * sizeof(float));
+    m->ncached = 0;   // the cached prompt saw the previous image
+}
+
+// Runs ids[from..n) at positions from.. (the cache holds 0..from-1).
+static void forward_from(NanoModel *m, const int32_t *ids, int from, int n) {
+    m->st.pos = from;
+    for (int t = from; t < n; t += m->st.T) {
+        int k = n - t < m->st.T ? n - t : m->st.T;
+        qwen_forward(&m->llm, &m->st, ids + t, 1, k, NULL);
+    }
+}
+
+static int argmax_below(const float *logits, int V) {
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+char *nano_answer(NanoModel *m, const char *question, int max_new) {
+    // the prompt: the chat template of one user turn with the image, up to
+    // where the assistant's answer would start (its first supervised label)
+    char *user = xsprintf("<image>\n%s", question);
+    char *image = "image";
+    Role roles[2] = {ROLE_USER, ROLE_ASSISTANT};
+    char *texts[2] = {user, "."};
+    Conversation c = {.id = "q", .line = 1, .n_images = 1, .images = &image, .n_turns = 2, .role = roles,
+                      .text = texts};
+    Sample s;
+    char why[256];
+    if (chat_encode(&m->fmt, &c, &s, why, sizeof why) != 0) fail_input("question", "%s", why);
+    int P = 0;
+    while (P < s.n && s.labels[P] == LOSS_IGNORE) P++;
+    const int cap = m->st.Tcap;
+    if (P + max_new > cap) max_new = cap - P;
+    if (max_new < 1) fail_input("question", "too long (%d tokens)", P);
+    int k = 0;
+    for (int t = 0; t < P; t++)
+        if (s.ids[t] == m->fmt.image_id) s.ids[t] = m->V + k++;
+    // reuse the cached prefix; at least the last prompt token is run again
+    int lcp = 0;
+    while (lcp < m->ncached && lcp < P - 1 && m->cached[lcp] == s.ids[lcp]) lcp++;
+    forward_from(m, s.ids, lcp, P);
+    memcpy(m->cached, s.ids, (size_t)P * sizeof(int32_t));
+    m->ncached = P;
+    int32_t *out = xmalloc((size_t)max_new * sizeof(int32_t));
+    int n = 0;
+    while (n < max_new) {
+        int id = argmax_below(m->st.logits, m->V);
+        if (id == m->eos[0] || id == m->eos[1]) break;
+        out[n++] = id;
+        if (n == max_new) break;
+        qwen_forward(&m->llm, &m->st, &id, 1, 1, NULL);
+    }
+    char *text = tok_decode(m->tok, out, n, false);
+    free(out);
+    sample_free(&s);
+    free(user);
+    return text;
+}
+
+// ----------------------------------------------------------------------------
+// eval: held-out scenes, the model, and the noise control
+
+static void answer_scene(NanoModel *m, const Scene *sc, Answer *ans) {
+    for (int q = 0; q < sc->nq; q++) {
+        snprintf(ans[q].id, sizeof ans[q].id, "%s", sc->id);
+        ans[q].q = q;
+        ans[q].type = sc->q[q].type;
+        ans[q].text = nano_answer(m, sc->q[q].text, sc->q[q].type == Q_CAPTION ? 96 : 24);
+    }
+}
+
+int nano_cli_eval(int argc, char **argv) {
+    const char *model = NANO_DEFAULT_MODEL, *json = NULL;
+    long seed = 1, n = 200, max_shapes = 4;
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"seed", required_argument, 0, 's'},
+                                         {"n", required_argument, 0, 'n'},     {"json", required_argument, 0, 'j'},
+                                         {"max-shapes", required_argument, 0, 'k'},
+                                         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end;
+        switch (ch) {
+        case 'm': model = optarg; break;
+        case 's': seed = strtol(optarg, &end, 10); if (*end || seed < 0) fail_input("--seed", "must be a whole number >= 0"); break;
+        case 'n': n = strtol(optarg, &end, 10); if (*end || n < 1 || n > 100000) fail_input("--n", "must be in 1..100000"); break;
+        case 'j': json = optarg; break;
+        case 'k':
+            max_shapes = strtol(optarg, &end, 10);
+            if (*end || max_shapes < 1 || max_shapes > WORLD_MAX_SHAPES)
+                fail_input("--max-shapes", "must be in 1..%d", WORLD_MAX_SHAPES);
+            break;
+        case 't': nm_ctx.threads = atoi(optarg); ctx_apply_threads(); break;
+        case 'h':
+            printf("usage: ./05_training/run eval [--model DIR] [--seed S] [--n N] [--json OUT] [--max-shapes K]\n"
+                   "Asks a trained model every question about N held-out scenes of the world (seed S, test\n"
+                   "split), greedy decoding, and again with each image replaced by noise (the control);\n"
+                   "prints the table and writes the figures as JSON. Default model: %s.\n"
+                   "--max-shapes K must match the world the model was trained on (default 4, generate's).\n"
+                   "--threads N: OpenMP threads (decoding is one token at a time: 1 is usually fastest).\n",
+                   NANO_DEFAULT_MODEL);
+            return 0;
+        default: return 1;
+        }
+    }
+    if (optind < argc) fail_input(argv[optind], "unexpected argument (see --help)");
+    NanoModel m;
+    nano_model_load(&m, model);
+    WorldConfig wc;
+    world_config_default(&wc);
+    wc.seed = (uint64_t)seed;
+    wc.n_test = (int)n;
+    wc.max_shapes = (int)max_shapes;
+    Scene *scenes = xcalloc((size_t)n, sizeof *scenes);
+    Answer *ans = xcalloc((size_t)n * WORLD_MAX_QUESTIONS, sizeof *ans);
+    Answer *noise = xcalloc((size_t)n * WORLD_MAX_QUESTIONS, sizeof *noise);
+    int na = 0, nn = 0;
+    uint8_t *rgb = NULL;
+    fprintf(stderr, "eval: %s on %ld held-out scenes (seed %ld), and the same with noise images\n", model, n, seed);
+    double t0 = now_seconds();
+    for (int i = 0; i < n; i++) {
+        Scene *sc = &scenes[i];
+        world_scene(sc, &wc, WORLD_TEST, i);
+        rgb = xrealloc(rgb, (size_t)sc->width * sc->height * 3);
+        Image img = {sc->width, sc->height, rgb};
+        world_render(sc, rgb);
+        nano_set_image(&m, &img);
+        answer_scene(&m, sc, ans + na);
+        na += sc->nq;
+        world_render_noise(rgb, sc->width, sc->height, (uint64_t)seed * 1000003u + (uint64_t)i);
+        nano_set_image(&m, &img);
+        answer_scene(&m, sc, noise + nn);
+        nn += sc->nq;
+        if ((i + 1) % 20 == 0 || i + 1 == n)
+            fprintf(stderr, "eval: %d / %ld scenes, %.1f scenes/s\n", i + 1, n, (i + 1) / (now_seconds() - t0));
+    }
+    EvalResult r = eval_score(scenes, (int)n, ans, na), rn = eval_score(scenes, (int)n, noise, nn);
+    printf("model: %s\n", model);
+    eval_print_table(stdout, &r, &rn);
+    if (json && eval_write_json(json, &r, &rn) != 0) fail_input(json, "cannot write the JSON");
+    if (json) printf("wrote %s\n", json);
+    for (int i = 0; i < na; i++) free(ans[i].text);
+    for (int i = 0; i < nn; i++) free(noise[i].text);
+    free(ans);
+    free(noise);
+    free(scenes);
+    free(rgb);
+    nano_model_free(&m);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// chat: one question about one image
+
+int nano_cli_chat(int argc, char **argv) {
+    const char *model = NANO_DEFAULT_MODEL, *image = NULL;
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"image", required_argument, 0, 'i'},
+                                         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'm': model = optarg; break;
+        case 'i': image = optarg; break;
+        case 't': nm_ctx.threads = atoi(optarg); ctx_apply_threads(); break;
+        case 'h':
+            printf("usage: ./05_training/run chat [--model DIR] --image IMG \"question\"\n"
+                   "Answers a question about an image with a trained nano VLM (greedy decoding).\n"
+                   "Default model: %s. Try: \"Describe the image.\", \"How many shapes are there?\",\n"
+                   "\"What colour is the circle?\", \"Point to the square.\"\n", NANO_DEFAULT_MODEL);
+            return 0;
+        default: return 1;
+        }
+    }
+    if (!image) fail_input("--image", "missing (an image file: PNG, JPEG, PPM, ...)");
+    if (optind != argc - 1) fail_input("chat", "give exactly one question, in quotes");
+    const char *question = argv[optind];
+    if (!*question) fail_input("question", "empty");
+    Image img;
+    image_load_or_die(&img, image);
+    NanoModel m;
+    nano_model_load(&m, model);
+    nano_set_image(&m, &img);
+    char *a = nano_answer(&m, question, 96);
+    printf("model: %s\nimage: %s\nuser: %s\nassistant: %s\n", model, image, question, a);
+    free(a);
+    image_free(&img);
+    nano_model_free(&m);
+    return 0;
+}

@@ -1,0 +1,117 @@
+// nano.h: the nano VLM after training: the feature cache it learned from,
+// the position code it sees, and the model answering questions.
+//
+// Training (run.c) and using a model (this file) meet in three places:
+//
+//   The feature cache. The nano ViT is frozen, so chapter 02's
+//   `./02_vit/run cache` encodes every training image once: shards
+//   features-NNNNN.safetensors of bf16 (Tf, Df) tensors and an index.json
+//   that lists, for every image, its path, shard and tensor. The trainer
+//   reads the whole cache into memory (a few thousand 64x128 images are tens
+//   of megabytes) and finds an image's features by its path.
+//
+//   The connector's input. A random ViT's features say little about where a
+//   patch is, and pointing needs exactly that. With `pos_code = true` every
+//   feature vector of patch (r, c) of the G x G grid gets 2G more numbers:
+//   a one-hot of its row and a one-hot of its column. The connector's first
+//   Linear reads Df + 2G inputs. It costs nothing and pointing learns faster.
+//   With `patch_merge = 2`, 2x2 windows of patches are concatenated first:
+//   a quarter of the visual tokens, so shorter sequences and faster steps.
+//
+//   The model directory (what `./05_training/run world` writes and what is
+//   shipped in models/nano/):
+//       config.json, model.safetensors   the LLM (HF Qwen3 names)
+//       connector.safetensors            the connector (chapter 03's names)
+//       train.conf                       the effective training config: the
+//                                        connector kind, ViT feature, pos_code
+//       tokenizer.json                   the small BPE vocabulary (chapter 04)
+//       vit/config.json, vit/model.safetensors   the frozen nano ViT
+//
+// Answering. The LLM reads ids, but an image is NV vectors, not ids. We give
+// the inference copy of the LLM NV extra embedding rows, V..V+NV-1, write the
+// connector's output for the current image into them, and put the ids
+// V..V+NV-1 where the prompt has its <image> placeholders. Chapter 04's
+// forward with its KV cache then runs unchanged; the logits of the extra rows
+// are never chosen (greedy decoding looks at ids below V only). Questions
+// about one image share their prompt prefix (the image), so the KV cache
+// keeps it: only what differs from the previous prompt is recomputed.
+#ifndef NM_NANO_H
+#define NM_NANO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "02_vit/image.h"
+#include "02_vit/preprocess.h"
+#include "02_vit/vit.h"
+#include "03_connector/connector.h"
+#include "04_qwen/qwen.h"
+#include "04_qwen/tokenizer.h"
+#include "05_training/config.h"
+#include "05_training/data.h"
+
+// ---- the feature cache (chapter 02's format) ----------------------------------
+typedef struct {
+    char *dir;
+    int n, T, D;        // images, tokens and width per image
+    char **paths;       // (n) as index.json lists them
+    float *feats;       // (n, T, D) fp32 (stored bf16)
+    int *by_base;       // (n) indices sorted by the paths' last component
+} FeatCache;
+
+// Reads DIR/index.json and every shard. Bad input is fail_input.
+FeatCache *feat_cache_open(const char *dir);
+// The (T, D) features of an image named `name` (a path relative to the image
+// folder: the entry whose path equals it or ends with "/name"), or NULL.
+const float *feat_cache_get(const FeatCache *c, const char *name);
+void feat_cache_close(FeatCache *c);
+
+// ---- what the connector reads: merged patches and the position code ----------------
+// A ViT feature grid (G x G vectors of width D) becomes the connector's input:
+//   merge m: each m x m window of patches is concatenated into one vector
+//     (space-to-depth, as Qwen2-VL's patch merger does before its MLP), so
+//     the LLM reads (G/m)^2 visual tokens instead of G^2: with m = 2 the nano
+//     ViT's 64 patches become 16 tokens of width 4D, and every sequence is
+//     48 tokens shorter;
+//   pos_code: 2(G/m) more numbers, a one-hot of the token's row and one of
+//     its column.
+// in (NI, G*G, D) -> out (NI, (G/m)^2, vis_prep_dim(...)). G % m == 0.
+int vis_prep_dim(int D, int G, int merge, bool pos_code);
+void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, bool pos_code);
+
+// ---- a trained model, answering -------------------------------------------------
+typedef struct {
+    char *dir;
+    TrainConfig cfg;        // DIR/train.conf
+    Tokenizer *tok;
+    Vit vit;
+    VitFeature feat;
+    ClipPreprocess pp;
+    Connector conn;
+    Qwen llm;               // the trained LLM with NV extra embedding rows (see above)
+    QwenState st;           // batch 1, KV cache
+    ChatFormat fmt;
+    int V, NV, G;           // real vocabulary, visual tokens per image, patch grid side
+    int eos[2];             // <|im_end|>, <|endoftext|>
+    int32_t *cached;        // prompt ids whose keys and values are in the cache
+    int ncached;
+    float *pix, *feats, *coded;   // (3,S,S), (Tf,Df), the connector's input: scratch
+} NanoModel;
+
+// Loads a model directory (layout above). Bad input is fail_input.
+void nano_model_load(NanoModel *m, const char *dir);
+void nano_model_free(NanoModel *m);
+// Encodes an image (any size: CLIP preprocessing resizes it) into the visual rows.
+void nano_set_image(NanoModel *m, const Image *img);
+// The model's greedy answer to a question about the current image (malloc'd).
+char *nano_answer(NanoModel *m, const char *question, int max_new);
+
+// The default model directory: the shipped checkpoint.
+#define NANO_DEFAULT_MODEL "models/nano"
+
+// `./05_training/run eval [--model DIR] [--seed S] [--n N] [--json OUT]`
+int nano_cli_eval(int argc, char **argv);
+// `./05_training/run chat [--model DIR] --image IMG "question"`
+int nano_cli_chat(int argc, char **argv);
+
+#endif

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# train_nano.sh: the whole nano VLM, from nothing, on the CPU (what `make train` runs).
+#
+#   05_training/train_nano.sh [quick|long|ci] [OUT]        (default: quick build/world)
+#   RUNDIR=build/asan 05_training/train_nano.sh ci OUT      (the binaries of another build)
+#
+# Every step is one chapter's own command, so the script is also a map of the book:
+#   1. the synthetic world: images + LLaVA-style JSONL        ./05_training/run generate
+#   2. a small BPE vocabulary fitted to the world's text      ./04_qwen/run train-tokenizer
+#   3. the frozen nano ViT (seeded random weights)            ./02_vit/run export
+#   4. its features for every training image, once            ./02_vit/run cache
+#   5. stage 1, captions, then stage 2, every question         "$R/05_training/run" train
+#   6. the model directory, the evaluator, a sample answer    ./05_training/run eval | chat
+# The presets differ only in the amount of data and steps:
+#   quick  the `make train` run: about a quarter of an hour on a 2-core laptop CPU
+#   long   the shipped checkpoint's schedule (models/nano)
+#   ci     a minute or two: the learning check of tests/cli_ch05.sh (scenes of one
+#          shape, mostly stage 1: captions are where a model first learns to look)
+# INSTALL=DIR copies the finished model directory there (make train-long: models/nano).
+# THREADS (default: every core) sets the OpenMP threads of training; the
+# evaluator decodes one token at a time, where one thread is fastest.
+# OpenMP threads sleep instead of spinning while they wait (a shared laptop
+# runs other things too; spinning threads then fight for the cores).
+set -euo pipefail
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+cd "$(dirname "$0")/.."
+PRESET=${1:-quick}
+OUT=${2:-build/world}
+case "$PRESET" in
+    quick) NTRAIN=6000;  NTEST=200; S1=200; S2=1400; NEVAL=200; SHAPES=4; BATCH=16 ;;
+    long)  NTRAIN=12000; NTEST=200; S1=300; S2=2600; NEVAL=200; SHAPES=4; BATCH=16 ;;
+    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16 ;;
+    *) echo "error: $PRESET: unknown preset (quick, long or ci)" >&2; exit 1 ;;
+esac
+R=${RUNDIR:-.}
+THR=()
+if [ -n "${THREADS:-}" ]; then THR=(--threads "$THREADS"); fi
+T0=$(date +%s)
+say() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
+
+say "1/6 the synthetic world: $NTRAIN training scenes, $NTEST held-out -> $OUT/data"
+mkdir -p "$OUT"
+"$R/05_training/run" generate --out "$OUT/data" --n-train "$NTRAIN" --n-test "$NTEST" --max-shapes "$SHAPES"
+
+say "2/6 a BPE vocabulary from the world's text (its first 1000 scenes) -> $OUT/model/tokenizer.json"
+mkdir -p "$OUT/model"
+head -n 1000 "$OUT/data/stage2.jsonl" > "$OUT/data/corpus.jsonl"
+"$R/04_qwen/run" train-tokenizer --vocab-size 512 --out "$OUT/model/tokenizer.json" "$OUT/data/corpus.jsonl"
+
+say "3/6 the frozen nano ViT (seeded random weights) -> $OUT/model/vit"
+"$R/02_vit/run" export "$OUT/model/vit"
+
+say "4/6 ViT features of every training image, once -> $OUT/cache"
+(cd "$OUT/data" && ls images | grep '^train_' | sed 's|^|images/|') > "$OUT/data/train_images.txt"
+"$R/02_vit/run" cache --model "$OUT/model/vit" --list "$OUT/data/train_images.txt" --out "$OUT/cache" "${THR[@]}"
+
+COMMON=(--features "$OUT/cache" --set "tokenizer=$OUT/model/tokenizer.json" --set "vit=$OUT/model/vit"
+        --set "batch_size=$BATCH" "${THR[@]}")
+say "5/6 stage 1 (captions, $S1 steps), then stage 2 (questions, $S2 steps)"
+rm -rf "$OUT/stage1" "$OUT/stage2"
+"$R/05_training/run" train --config 05_training/configs/world_stage1.conf --data "$OUT/data/stage1.jsonl" \
+    --out "$OUT/stage1" --steps "$S1" "${COMMON[@]}"
+CK1=$(ls -d "$OUT"/stage1/step_* | tail -1)
+"$R/05_training/run" train --config 05_training/configs/world_stage2.conf --data "$OUT/data/stage2.jsonl" \
+    --out "$OUT/stage2" --steps "$S2" --set "init=$CK1" "${COMMON[@]}"
+CK2=$(ls -d "$OUT"/stage2/step_* | tail -1)
+
+say "6/6 the model directory $OUT/model, the evaluator on $NEVAL held-out scenes, a sample answer"
+cp "$CK2/config.json" "$CK2/model.safetensors" "$CK2/connector.safetensors" "$CK2/train.conf" "$OUT/model/"
+"$R/05_training/run" eval --model "$OUT/model" --n "$NEVAL" --max-shapes "$SHAPES" --json "$OUT/eval.json" --threads 1
+IMG="$OUT/data/images/test_000000.png"
+for Q in "Describe the image." "How many shapes are there?"; do
+    "$R/05_training/run" chat --model "$OUT/model" --image "$IMG" "$Q" --threads 1 | tail -2
+done
+echo "truth: $(head -1 "$OUT/data/test.jsonl" | sed 's/.*Describe the image."},{"from":"gpt","value":"\([^"]*\)".*/\1/')"
+say "done: model in $OUT/model, figures in $OUT/eval.json, curves in $OUT/stage{1,2}/loss.svg"
+if [ -n "${INSTALL:-}" ]; then   # make train-long: the shipped checkpoint
+    mkdir -p "$INSTALL"
+    cp -r "$OUT/model/." "$INSTALL/"
+    cp "$OUT/eval.json" "$INSTALL/eval.json"
+    # the config names the model's own files, not the build folder it was trained in
+    sed -e "s|^tokenizer = .*|tokenizer = $INSTALL/tokenizer.json|" -e "s|^vit = .*|vit = $INSTALL/vit|" \
+        -e "s|^init = .*|init = none|" "$OUT/model/train.conf" > "$INSTALL/train.conf"
+    say "installed the model in $INSTALL ($(du -sh "$INSTALL" | cut -f1))"
+fi
