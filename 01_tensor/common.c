@@ -25,6 +25,14 @@ void fail_input(const char *what, const char *fmt, ...) {
     exit(1);
 }
 
+int set_error(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 void *xmalloc(size_t n) {
     void *p = NULL;
     // aligned_alloc wants a size that is a multiple of the alignment

@@ -46,6 +46,11 @@
 void fail_input(const char *what, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 
+// Library code that must survive bad input (readers a fuzzer drives) does not
+// exit: it writes a reason into the caller's `err` buffer and returns -1, and
+// the caller adds the path and decides. This is that one-liner.
+int set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 // ----------------------------------------------------------------------------
 // Checked allocation. 64-byte alignment for every buffer, so that a row of 16
 // floats is one cache line and one AVX-512 register.

@@ -20,15 +20,6 @@
 
 #include "01_tensor/json.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 int64_t st_numel(const StTensor *t) {
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
@@ -62,33 +53,33 @@ static bool json_uint(const JsonValue *v, uint64_t *out) {
 
 // Parses one header entry `name: {...}` into t. Returns 0 or -1 with err.
 static int parse_entry(StTensor *t, const char *name, const JsonValue *v, char *err, size_t errlen) {
-    if (v->type != JSON_OBJECT) return fail(err, errlen, "tensor '%s': entry is not an object", name);
+    if (v->type != JSON_OBJECT) return set_error(err, errlen, "tensor '%s': entry is not an object", name);
     const JsonValue *dt = json_get(v, "dtype"), *shape = json_get(v, "shape"), *offs = json_get(v, "data_offsets");
-    if (!dt || dt->type != JSON_STRING) return fail(err, errlen, "tensor '%s': missing or non-string dtype", name);
+    if (!dt || dt->type != JSON_STRING) return set_error(err, errlen, "tensor '%s': missing or non-string dtype", name);
     int d = dtype_parse(dt->str, dt->len);
-    if (d < 0) return fail(err, errlen, "tensor '%s': unknown or unsupported dtype '%.16s'", name, dt->str);
+    if (d < 0) return set_error(err, errlen, "tensor '%s': unknown or unsupported dtype '%.16s'", name, dt->str);
     t->dtype = (DType)d;
-    if (!shape || shape->type != JSON_ARRAY) return fail(err, errlen, "tensor '%s': missing shape", name);
+    if (!shape || shape->type != JSON_ARRAY) return set_error(err, errlen, "tensor '%s': missing shape", name);
     if (shape->len > NM_MAX_DIMS)
-        return fail(err, errlen, "tensor '%s': rank %zu exceeds %d", name, shape->len, NM_MAX_DIMS);
+        return set_error(err, errlen, "tensor '%s': rank %zu exceeds %d", name, shape->len, NM_MAX_DIMS);
     t->ndim = (int)shape->len;
     // prod(shape) * dtype size, with overflow checks at every step
     uint64_t bytes = dtype_size(t->dtype);
     for (size_t i = 0; i < shape->len; i++) {
         uint64_t s;
-        if (!json_uint(shape->items[i], &s)) return fail(err, errlen, "tensor '%s': bad shape entry", name);
+        if (!json_uint(shape->items[i], &s)) return set_error(err, errlen, "tensor '%s': bad shape entry", name);
         t->shape[i] = (int64_t)s;
-        if (s != 0 && bytes > UINT64_MAX / s) return fail(err, errlen, "tensor '%s': shape overflows", name);
+        if (s != 0 && bytes > UINT64_MAX / s) return set_error(err, errlen, "tensor '%s': shape overflows", name);
         bytes *= s;
     }
     uint64_t b, e;
     if (!offs || offs->type != JSON_ARRAY || offs->len != 2 || !json_uint(offs->items[0], &b) ||
         !json_uint(offs->items[1], &e))
-        return fail(err, errlen, "tensor '%s': data_offsets must be two non-negative integers", name);
-    if (e < b) return fail(err, errlen, "tensor '%s': data_offsets end %llu before begin %llu", name,
+        return set_error(err, errlen, "tensor '%s': data_offsets must be two non-negative integers", name);
+    if (e < b) return set_error(err, errlen, "tensor '%s': data_offsets end %llu before begin %llu", name,
                            (unsigned long long)e, (unsigned long long)b);
     if (e - b != bytes)
-        return fail(err, errlen, "tensor '%s': %llu bytes at data_offsets but shape x dtype needs %llu", name,
+        return set_error(err, errlen, "tensor '%s': %llu bytes at data_offsets but shape x dtype needs %llu", name,
                     (unsigned long long)(e - b), (unsigned long long)bytes);
     t->begin = (size_t)b;
     t->end = (size_t)e;
@@ -101,24 +92,24 @@ int st_parse(StFile *f, const void *buf, size_t len, char *err, size_t errlen) {
     f->n = 0;
     f->meta_keys = f->meta_vals = NULL;
     f->n_meta = 0;
-    if (len < 8) return fail(err, errlen, "file too short for a safetensors header (%zu bytes)", len);
+    if (len < 8) return set_error(err, errlen, "file too short for a safetensors header (%zu bytes)", len);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | p[i];   // u64 little-endian
-    if (n == 0) return fail(err, errlen, "header length is 0");
+    if (n == 0) return set_error(err, errlen, "header length is 0");
     if (n > ST_MAX_HEADER)
-        return fail(err, errlen, "header length %llu exceeds the limit of %llu", (unsigned long long)n,
+        return set_error(err, errlen, "header length %llu exceeds the limit of %llu", (unsigned long long)n,
                     ST_MAX_HEADER);
     if (n > len - 8)
-        return fail(err, errlen, "header length %llu is larger than the file (%zu bytes)",
+        return set_error(err, errlen, "header length %llu is larger than the file (%zu bytes)",
                     (unsigned long long)n, len);
     f->header_len = (size_t)n;
     char jerr[160];
     JsonDoc *doc = json_parse((const char *)p + 8, (size_t)n, jerr, sizeof jerr);
-    if (!doc) return fail(err, errlen, "header: %s", jerr);
+    if (!doc) return set_error(err, errlen, "header: %s", jerr);
     JsonValue *root = json_root(doc);
     if (root->type != JSON_OBJECT) {
         json_free(doc);
-        return fail(err, errlen, "header is not a JSON object");
+        return set_error(err, errlen, "header is not a JSON object");
     }
     f->tensors = xcalloc(root->len + 1, sizeof(StTensor));
     for (size_t i = 0; i < root->len; i++) {
@@ -138,11 +129,11 @@ int st_parse(StFile *f, const void *buf, size_t len, char *err, size_t errlen) {
         bad_meta:
             json_free(doc);
             free_entries(f);
-            return fail(err, errlen, "__metadata__ must map strings to strings");
+            return set_error(err, errlen, "__metadata__ must map strings to strings");
         }
         for (int j = 0; j < f->n; j++) {
             if (strcmp(f->tensors[j].name, key) == 0) {
-                int r = fail(err, errlen, "tensor '%s' appears twice in the header", key);
+                int r = set_error(err, errlen, "tensor '%s' appears twice in the header", key);
                 json_free(doc);
                 free_entries(f);
                 return r;
@@ -167,15 +158,15 @@ int st_parse(StFile *f, const void *buf, size_t len, char *err, size_t errlen) {
         StTensor *t = &f->tensors[i];
         if (t->begin != expect) {
             int r = t->begin < expect
-                ? fail(err, errlen, "tensor '%s' overlaps the previous tensor (begins at %zu, previous ends at %zu)",
+                ? set_error(err, errlen, "tensor '%s' overlaps the previous tensor (begins at %zu, previous ends at %zu)",
                        t->name, t->begin, expect)
-                : fail(err, errlen, "gap before tensor '%s' (begins at %zu, previous ends at %zu)", t->name,
+                : set_error(err, errlen, "gap before tensor '%s' (begins at %zu, previous ends at %zu)", t->name,
                        t->begin, expect);
             free_entries(f);
             return r;
         }
         if (t->end > data_len) {
-            int r = fail(err, errlen, "tensor '%s' ends at byte %zu of a %zu-byte data section (file truncated?)",
+            int r = set_error(err, errlen, "tensor '%s' ends at byte %zu of a %zu-byte data section (file truncated?)",
                          t->name, t->end, data_len);
             free_entries(f);
             return r;
@@ -185,18 +176,18 @@ int st_parse(StFile *f, const void *buf, size_t len, char *err, size_t errlen) {
     }
     if (expect != data_len) {
         free_entries(f);
-        return fail(err, errlen, "tensors end at byte %zu but the data section has %zu bytes", expect, data_len);
+        return set_error(err, errlen, "tensors end at byte %zu but the data section has %zu bytes", expect, data_len);
     }
     return 0;
 }
 
 StFile *st_open(const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY);
-    if (fd < 0) { fail(err, errlen, "%s", strerror(errno)); return NULL; }
+    if (fd < 0) { set_error(err, errlen, "%s", strerror(errno)); return NULL; }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        fail(err, errlen, "not a regular file");
+        set_error(err, errlen, "not a regular file");
         return NULL;
     }
     size_t len = (size_t)st.st_size;
@@ -205,7 +196,7 @@ StFile *st_open(const char *path, char *err, size_t errlen) {
         map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
             close(fd);
-            fail(err, errlen, "mmap failed: %s", strerror(errno));
+            set_error(err, errlen, "mmap failed: %s", strerror(errno));
             return NULL;
         }
     }
@@ -288,15 +279,15 @@ static int open_sharded(StModel *m, const char *dir, const char *index_path, cha
     const char *rerr = NULL;
     size_t len;
     char *text = read_file(index_path, &len, &rerr);
-    if (!text) return fail(err, errlen, "model.safetensors.index.json: %s", rerr);
+    if (!text) return set_error(err, errlen, "model.safetensors.index.json: %s", rerr);
     char jerr[160];
     JsonDoc *doc = json_parse(text, len, jerr, sizeof jerr);
     free(text);
-    if (!doc) return fail(err, errlen, "model.safetensors.index.json: %s", jerr);
+    if (!doc) return set_error(err, errlen, "model.safetensors.index.json: %s", jerr);
     JsonValue *wm = json_get(json_root(doc), "weight_map");
     if (!wm || wm->type != JSON_OBJECT) {
         json_free(doc);
-        return fail(err, errlen, "model.safetensors.index.json: no \"weight_map\" object");
+        return set_error(err, errlen, "model.safetensors.index.json: no \"weight_map\" object");
     }
     int rc = 0;
     // Open each distinct shard once, in order of first mention.
@@ -304,7 +295,7 @@ static int open_sharded(StModel *m, const char *dir, const char *index_path, cha
     for (size_t i = 0; i < wm->len && rc == 0; i++) {
         JsonValue *v = wm->items[i];
         if (v->type != JSON_STRING || strchr(v->str, '/') || strcmp(v->str, "..") == 0) {
-            rc = fail(err, errlen, "model.safetensors.index.json: bad shard name for '%s'", wm->keys[i]);
+            rc = set_error(err, errlen, "model.safetensors.index.json: bad shard name for '%s'", wm->keys[i]);
             break;
         }
         int k = 0;
@@ -312,9 +303,9 @@ static int open_sharded(StModel *m, const char *dir, const char *index_path, cha
         if (k == m->nfiles) {
             char *sp = xsprintf("%s/%s", dir, v->str);
             char ferr[256];
-            if (!exists(sp)) rc = fail(err, errlen, "missing shard %s (named by the index for '%s')", v->str,
+            if (!exists(sp)) rc = set_error(err, errlen, "missing shard %s (named by the index for '%s')", v->str,
                                        wm->keys[i]);
-            else if (model_add_file(m, sp, ferr, sizeof ferr) != 0) rc = fail(err, errlen, "shard %s: %s", v->str, ferr);
+            else if (model_add_file(m, sp, ferr, sizeof ferr) != 0) rc = set_error(err, errlen, "shard %s: %s", v->str, ferr);
             else shard_names[k] = v->str;
             free(sp);
         }
@@ -326,7 +317,7 @@ static int open_sharded(StModel *m, const char *dir, const char *index_path, cha
             int k = 0;
             while (strcmp(shard_names[k], wm->items[i]->str) != 0) k++;
             const StTensor *t = st_find(m->files[k], wm->keys[i]);
-            if (!t) rc = fail(err, errlen, "index names tensor '%s' but shard %s does not contain it", wm->keys[i],
+            if (!t) rc = set_error(err, errlen, "index names tensor '%s' but shard %s does not contain it", wm->keys[i],
                               shard_names[k]);
             else m->tensors[m->n++] = t;
         }
@@ -347,9 +338,9 @@ StModel *st_model_open(const char *path, char *err, size_t errlen) {
         } else if (exists(single)) {
             char ferr[256];
             rc = model_add_file(m, single, ferr, sizeof ferr);
-            if (rc) fail(err, errlen, "model.safetensors: %s", ferr);
+            if (rc) set_error(err, errlen, "model.safetensors: %s", ferr);
         } else {
-            rc = fail(err, errlen, "no model.safetensors or model.safetensors.index.json in this directory");
+            rc = set_error(err, errlen, "no model.safetensors or model.safetensors.index.json in this directory");
         }
         free(index);
         free(single);
@@ -365,7 +356,7 @@ StModel *st_model_open(const char *path, char *err, size_t errlen) {
         qsort(m->tensors, (size_t)m->n, sizeof(StTensor *), cmp_name);
         for (int i = 1; i < m->n; i++) {
             if (strcmp(m->tensors[i - 1]->name, m->tensors[i]->name) == 0) {
-                rc = fail(err, errlen, "tensor '%s' appears in two shards", m->tensors[i]->name);
+                rc = set_error(err, errlen, "tensor '%s' appears in two shards", m->tensors[i]->name);
                 break;
             }
         }
@@ -405,17 +396,17 @@ int table_load(Table *t, const StModel *m, bool (*allow_missing)(const char *nam
         const StTensor *s = st_model_find(m, e->name);
         if (!s) {
             if (allow_missing && allow_missing(e->name)) continue;
-            return fail(err, errlen, "missing tensor '%s'", e->name);
+            return set_error(err, errlen, "missing tensor '%s'", e->name);
         }
         bool same = s->ndim == e->ndim;
         for (int d = 0; same && d < e->ndim; d++) same = s->shape[d] == e->shape[d];
         if (!same) {
             char a[96], b[96];
-            return fail(err, errlen, "tensor '%s' has shape %s in the file, the model expects %s", e->name,
+            return set_error(err, errlen, "tensor '%s' has shape %s in the file, the model expects %s", e->name,
                         shape_str(s->shape, s->ndim, a, sizeof a), shape_str(e->shape, e->ndim, b, sizeof b));
         }
         if (st_read(s, (char *)t->buffer + e->offset, e->dtype) != 0)
-            return fail(err, errlen, "tensor '%s': cannot convert %s to %s", e->name, dtype_name(s->dtype),
+            return set_error(err, errlen, "tensor '%s': cannot convert %s to %s", e->name, dtype_name(s->dtype),
                         dtype_name(e->dtype));
     }
     return 0;
@@ -512,7 +503,7 @@ int st_write(const char *path, const StItem *items, int n, const char *const *me
     int rc = 0;
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        rc = fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        rc = set_error(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
     } else {
         unsigned char lenbuf[8];
         uint64_t hl = h.len;
@@ -525,7 +516,7 @@ int st_write(const char *path, const StItem *items, int n, const char *const *me
         ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
         ok = (fclose(f) == 0) && ok;
         if (!ok || rename(tmp, path) != 0) {
-            rc = fail(err, errlen, "writing %s failed: %s", path, strerror(errno));
+            rc = set_error(err, errlen, "writing %s failed: %s", path, strerror(errno));
             unlink(tmp);
         }
     }
@@ -541,7 +532,7 @@ static int cmp_str(const void *a, const void *b) {
 
 int st_write_model(const char *dir, const StItem *items, int n, size_t max_shard_bytes, char *err,
                    size_t errlen) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return fail(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return set_error(err, errlen, "cannot create %s: %s", dir, strerror(errno));
     // Greedy split in the given order: a new shard when the next tensor would overflow this one.
     int *shard_of = xcalloc((size_t)n + 1, sizeof(int));
     int nshards = 0;
@@ -588,7 +579,7 @@ int st_write_model(const char *dir, const StItem *items, int n, size_t max_shard
         }
         buf_put(&b, "  }\n}\n");
         char *p = xsprintf("%s/model.safetensors.index.json", dir);
-        if (write_file_atomic(p, b.s, b.len) != 0) rc = fail(err, errlen, "writing %s: %s", p, strerror(errno));
+        if (write_file_atomic(p, b.s, b.len) != 0) rc = set_error(err, errlen, "writing %s: %s", p, strerror(errno));
         free(p);
         free(b.s);
         free(names);

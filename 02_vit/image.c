@@ -37,15 +37,6 @@
 #include <stb/stb_image.h>
 #pragma GCC diagnostic pop
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 // PIL composites a pixel (c, a) over an opaque white one in integers with 7
 // extra bits of precision and a rounded division by 255 written as shifts:
 //     blend = 255 * (255 - a)                      (the destination's share)
@@ -83,32 +74,32 @@ static bool jpeg_is_complete(const uint8_t *buf, size_t len) {
 
 int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, char *err, size_t errlen) {
     memset(img, 0, sizeof *img);
-    if (len == 0) return fail(err, errlen, "empty file");
-    if (len > (size_t)INT32_MAX) return fail(err, errlen, "file too large (%zu bytes)", len);
+    if (len == 0) return set_error(err, errlen, "empty file");
+    if (len > (size_t)INT32_MAX) return set_error(err, errlen, "file too large (%zu bytes)", len);
 
     // 1. The header: format, size and channels, without decoding.
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(buf, (int)len, &w, &h, &comp))
-        return fail(err, errlen, "not a readable image (stb_image: %s)", stbi_failure_reason());
-    if (w <= 0 || h <= 0) return fail(err, errlen, "image has no pixels (%d x %d)", w, h);
+        return set_error(err, errlen, "not a readable image (stb_image: %s)", stbi_failure_reason());
+    if (w <= 0 || h <= 0) return set_error(err, errlen, "image has no pixels (%d x %d)", w, h);
     if (w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (uint64_t)w * (uint64_t)h > IMAGE_MAX_PIXELS)
-        return fail(err, errlen, "image claims %d x %d pixels, more than this program accepts (%d per side, 2^28 in all)",
+        return set_error(err, errlen, "image claims %d x %d pixels, more than this program accepts (%d per side, 2^28 in all)",
                     w, h, IMAGE_MAX_SIDE);
     bool is_jpeg = len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF;
-    if (is_jpeg && !jpeg_is_complete(buf, len)) return fail(err, errlen, "truncated JPEG (no end-of-image marker)");
+    if (is_jpeg && !jpeg_is_complete(buf, len)) return set_error(err, errlen, "truncated JPEG (no end-of-image marker)");
     if (stbi_is_16_bit_from_memory(buf, (int)len) && comp <= 2)
-        return fail(err, errlen, "16-bit grayscale images are not supported (PIL would clip them to 255)");
+        return set_error(err, errlen, "16-bit grayscale images are not supported (PIL would clip them to 255)");
 
     // 2. Decode with the file's own channel count (GIFs always come as RGBA).
     int n = 0;
     uint8_t *px = stbi_load_from_memory(buf, (int)len, &w, &h, &n, 0);
     if (!px) {
         const char *why = stbi_failure_reason();
-        return fail(err, errlen, "cannot decode image (%s)", why && *why ? why : "corrupt or incomplete image data");
+        return set_error(err, errlen, "cannot decode image (%s)", why && *why ? why : "corrupt or incomplete image data");
     }
     if (n < 1 || n > 4) {
         stbi_image_free(px);
-        return fail(err, errlen, "unsupported channel count %d", n);
+        return set_error(err, errlen, "unsupported channel count %d", n);
     }
 
     // 3. To RGB, pixel by pixel.
@@ -139,7 +130,7 @@ int image_load(Image *img, const char *path, char *err, size_t errlen) {
     const char *why = NULL;
     memset(img, 0, sizeof *img);
     char *buf = read_file(path, &len, &why);
-    if (!buf) return fail(err, errlen, "%s", why ? why : "cannot read file");
+    if (!buf) return set_error(err, errlen, "%s", why ? why : "cannot read file");
     int rc = image_decode(img, (const uint8_t *)buf, len, NULL, err, errlen);
     free(buf);
     return rc;

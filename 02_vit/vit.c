@@ -21,15 +21,6 @@
 #include "01_tensor/rng.h"
 #include "01_tensor/safetensors.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 // ----------------------------------------------------------------------------
 // Configs
 
@@ -46,18 +37,18 @@ VitConfig vit_config_nano(void) {
 }
 
 int vit_config_check(const VitConfig *c, char *err, size_t errlen) {
-    if (c->image_size <= 0 || c->image_size > 4096) return fail(err, errlen, "image_size %d out of range", c->image_size);
+    if (c->image_size <= 0 || c->image_size > 4096) return set_error(err, errlen, "image_size %d out of range", c->image_size);
     if (c->patch_size <= 0 || c->patch_size > c->image_size)
-        return fail(err, errlen, "patch_size %d does not fit image_size %d", c->patch_size, c->image_size);
-    if (c->channels != 3) return fail(err, errlen, "num_channels is %d; only RGB (3) images are supported", c->channels);
-    if (c->hidden <= 0 || c->hidden > 65536) return fail(err, errlen, "hidden_size %d out of range", c->hidden);
+        return set_error(err, errlen, "patch_size %d does not fit image_size %d", c->patch_size, c->image_size);
+    if (c->channels != 3) return set_error(err, errlen, "num_channels is %d; only RGB (3) images are supported", c->channels);
+    if (c->hidden <= 0 || c->hidden > 65536) return set_error(err, errlen, "hidden_size %d out of range", c->hidden);
     if (c->intermediate <= 0 || c->intermediate > 262144)
-        return fail(err, errlen, "intermediate_size %d out of range", c->intermediate);
-    if (c->layers <= 0 || c->layers > 1024) return fail(err, errlen, "num_hidden_layers %d out of range", c->layers);
+        return set_error(err, errlen, "intermediate_size %d out of range", c->intermediate);
+    if (c->layers <= 0 || c->layers > 1024) return set_error(err, errlen, "num_hidden_layers %d out of range", c->layers);
     if (c->heads <= 0 || c->hidden % c->heads != 0)
-        return fail(err, errlen, "hidden_size %d is not a multiple of num_attention_heads %d", c->hidden, c->heads);
-    if (!(c->eps > 0.0f && c->eps < 1.0f)) return fail(err, errlen, "layer_norm_eps %g out of range", (double)c->eps);
-    if ((int64_t)vit_tokens(c) > 1000000) return fail(err, errlen, "too many patches");
+        return set_error(err, errlen, "hidden_size %d is not a multiple of num_attention_heads %d", c->hidden, c->heads);
+    if (!(c->eps > 0.0f && c->eps < 1.0f)) return set_error(err, errlen, "layer_norm_eps %g out of range", (double)c->eps);
+    if ((int64_t)vit_tokens(c) > 1000000) return set_error(err, errlen, "too many patches");
     return 0;
 }
 
@@ -66,7 +57,7 @@ static int cfg_int(const JsonValue *o, const char *key, int dflt, int *out, char
     const JsonValue *v = json_get(o, key);
     if (!v) { *out = dflt; return 0; }
     if (v->type != JSON_NUMBER || !v->is_integer || v->integer <= 0 || v->integer > INT32_MAX)
-        return fail(err, errlen, "config key \"%s\" must be a positive integer", key);
+        return set_error(err, errlen, "config key \"%s\" must be a positive integer", key);
     *out = (int)v->integer;
     return 0;
 }
@@ -75,16 +66,16 @@ int vit_config_from_json(VitConfig *c, const char *path, char *err, size_t errle
     size_t len = 0;
     const char *why = NULL;
     char *text = read_file(path, &len, &why);
-    if (!text) return fail(err, errlen, "%s", why ? why : "cannot read");
+    if (!text) return set_error(err, errlen, "%s", why ? why : "cannot read");
     char jerr[200];
     JsonDoc *doc = json_parse(text, len, jerr, sizeof jerr);
     free(text);
-    if (!doc) return fail(err, errlen, "%s", jerr);
+    if (!doc) return set_error(err, errlen, "%s", jerr);
     const JsonValue *root = json_root(doc);
     int rc = -1;
-    if (!root || root->type != JSON_OBJECT) { fail(err, errlen, "config is not a JSON object"); goto done; }
+    if (!root || root->type != JSON_OBJECT) { set_error(err, errlen, "config is not a JSON object"); goto done; }
     const JsonValue *v = json_get(root, "vision_config");   // a whole CLIPModel config
-    if (v && v->type != JSON_OBJECT) { fail(err, errlen, "\"vision_config\" is not an object"); goto done; }
+    if (v && v->type != JSON_OBJECT) { set_error(err, errlen, "\"vision_config\" is not an object"); goto done; }
     if (!v) v = root;                                         // a CLIPVisionModel config
     // transformers' CLIPVisionConfig defaults (ViT-B/32) for absent keys
     if (cfg_int(v, "image_size", 224, &c->image_size, err, errlen) ||
@@ -96,12 +87,12 @@ int vit_config_from_json(VitConfig *c, const char *path, char *err, size_t errle
         cfg_int(v, "num_attention_heads", 12, &c->heads, err, errlen))
         goto done;
     const JsonValue *e = json_get(v, "layer_norm_eps");
-    if (e && e->type != JSON_NUMBER) { fail(err, errlen, "config key \"layer_norm_eps\" must be a number"); goto done; }
+    if (e && e->type != JSON_NUMBER) { set_error(err, errlen, "config key \"layer_norm_eps\" must be a number"); goto done; }
     c->eps = (float)(e ? e->number : 1e-5);
     const char *act = json_get_str(v, "hidden_act", "quick_gelu");
     if (!strcmp(act, "quick_gelu")) c->act = VIT_ACT_QUICK_GELU;
     else if (!strcmp(act, "gelu")) c->act = VIT_ACT_GELU;
-    else { fail(err, errlen, "hidden_act \"%.40s\" is not supported (quick_gelu, gelu)", act); goto done; }
+    else { set_error(err, errlen, "hidden_act \"%.40s\" is not supported (quick_gelu, gelu)", act); goto done; }
     rc = vit_config_check(c, err, errlen);
 done:
     json_free(doc);
@@ -194,16 +185,16 @@ void vit_free(Vit *m) {
 int vit_load(Vit *m, const char *dir, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     struct stat st;
-    if (stat(dir, &st) != 0) return fail(err, errlen, "no such model directory");
-    if (!S_ISDIR(st.st_mode)) return fail(err, errlen, "not a directory (a model is a folder with config.json and *.safetensors)");
+    if (stat(dir, &st) != 0) return set_error(err, errlen, "no such model directory");
+    if (!S_ISDIR(st.st_mode)) return set_error(err, errlen, "not a directory (a model is a folder with config.json and *.safetensors)");
     char *cfg_path = xsprintf("%s/config.json", dir);
     VitConfig c;
     char why[256];
     int rc = vit_config_from_json(&c, cfg_path, why, sizeof why);
     free(cfg_path);
-    if (rc) return fail(err, errlen, "config.json: %s", why);
+    if (rc) return set_error(err, errlen, "config.json: %s", why);
     StModel *sm = st_model_open(dir, why, sizeof why);
-    if (!sm) return fail(err, errlen, "%s", why);
+    if (!sm) return set_error(err, errlen, "%s", why);
     // A CLIPModel checkpoint names the tower vision_model.*; transformers v5
     // saves a lone CLIPVisionModel without that prefix. Both are accepted.
     const char *prefix;
@@ -211,7 +202,7 @@ int vit_load(Vit *m, const char *dir, char *err, size_t errlen) {
     else if (st_model_find(sm, "embeddings.class_embedding")) prefix = "";
     else {
         st_model_close(sm);
-        return fail(err, errlen, "no CLIP vision tower in the weights (no tensor "
+        return set_error(err, errlen, "no CLIP vision tower in the weights (no tensor "
                                  "'vision_model.embeddings.class_embedding' or 'embeddings.class_embedding')");
     }
     vit_build(m, &c, prefix);
@@ -219,7 +210,7 @@ int vit_load(Vit *m, const char *dir, char *err, size_t errlen) {
     st_model_close(sm);
     if (rc) {
         vit_free(m);
-        return fail(err, errlen, "%s", why);
+        return set_error(err, errlen, "%s", why);
     }
     return 0;
 }
@@ -254,25 +245,25 @@ int vit_feature_parse(VitFeature *f, const char *spec, const VitConfig *c, char 
     snprintf(f->name, sizeof f->name, "%s", spec);
     const int L = c->layers;
     if (!strcmp(spec, "penultimate")) {
-        if (L < 1) return fail(err, errlen, "penultimate needs at least 1 layer");
+        if (L < 1) return set_error(err, errlen, "penultimate needs at least 1 layer");
         f->n = 1; f->index[0] = L - 1; f->drop_cls = true;
         return 0;
     }
     if (!strcmp(spec, "molmo")) {
-        if (L < 9) return fail(err, errlen, "the molmo feature needs at least 9 layers (model has %d)", L);
+        if (L < 9) return set_error(err, errlen, "the molmo feature needs at least 9 layers (model has %d)", L);
         f->n = 2; f->index[0] = L - 2; f->index[1] = L - 9; f->drop_cls = true;
         return 0;
     }
     if (!strncmp(spec, "hidden:", 7)) {
         char *end;
         long v = strtol(spec + 7, &end, 10);
-        if (end == spec + 7 || *end) return fail(err, errlen, "bad feature '%s' (hidden:N with an integer N)", spec);
+        if (end == spec + 7 || *end) return set_error(err, errlen, "bad feature '%s' (hidden:N with an integer N)", spec);
         if (v < 0) v += L + 1;
-        if (v < 0 || v > L) return fail(err, errlen, "hidden state %s out of range 0..%d (or -%d..-1)", spec + 7, L, L + 1);
+        if (v < 0 || v > L) return set_error(err, errlen, "hidden state %s out of range 0..%d (or -%d..-1)", spec + 7, L, L + 1);
         f->n = 1; f->index[0] = (int)v; f->drop_cls = false;
         return 0;
     }
-    return fail(err, errlen, "unknown feature '%s' (penultimate, molmo, hidden:N)", spec);
+    return set_error(err, errlen, "unknown feature '%s' (penultimate, molmo, hidden:N)", spec);
 }
 
 // ----------------------------------------------------------------------------

@@ -23,15 +23,6 @@
 #include "03_connector/ops.h"   // swiglu_forward
 #include "04_qwen/ops.h"
 
-static int fail_msg(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail_msg(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static bool is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
@@ -59,10 +50,10 @@ static int get_size(const JsonValue *o, const char *key, int64_t dflt, int64_t m
     const JsonValue *v = json_get(o, key);
     int64_t x = dflt;
     if (v && v->type != JSON_NULL) {
-        if (v->type != JSON_NUMBER || !v->is_integer) return fail_msg(err, errlen, "'%s' is not an integer", key);
+        if (v->type != JSON_NUMBER || !v->is_integer) return set_error(err, errlen, "'%s' is not an integer", key);
         x = v->integer;
     }
-    if (x <= 0 || x > max) return fail_msg(err, errlen, "'%s' = %lld is out of range (1..%lld)", key, (long long)x,
+    if (x <= 0 || x > max) return set_error(err, errlen, "'%s' = %lld is out of range (1..%lld)", key, (long long)x,
                                            (long long)max);
     *out = (int)x;
     return 0;
@@ -72,17 +63,17 @@ int qwen_config_parse(QwenConfig *c, const char *json, size_t len, char *err, si
     memset(c, 0, sizeof *c);
     char jerr[256];
     JsonDoc *doc = json_parse(json, len, jerr, sizeof jerr);
-    if (!doc) return fail_msg(err, errlen, "bad JSON: %s", jerr);
+    if (!doc) return set_error(err, errlen, "bad JSON: %s", jerr);
     const JsonValue *o = json_root(doc);
     int rc = -1;
-    if (o->type != JSON_OBJECT) { fail_msg(err, errlen, "config is not a JSON object"); goto done; }
+    if (o->type != JSON_OBJECT) { set_error(err, errlen, "config is not a JSON object"); goto done; }
 
     // The family. model_type is the key transformers dispatches on.
     const char *mt = json_get_str(o, "model_type", NULL);
-    if (!mt) { fail_msg(err, errlen, "no 'model_type' (expected \"qwen2\" or \"qwen3\")"); goto done; }
+    if (!mt) { set_error(err, errlen, "no 'model_type' (expected \"qwen2\" or \"qwen3\")"); goto done; }
     if (strcmp(mt, "qwen3") == 0) c->family = QWEN3;
     else if (strcmp(mt, "qwen2") == 0) c->family = QWEN2;
-    else { fail_msg(err, errlen, "unknown model_type '%.40s' (expected \"qwen2\" or \"qwen3\")", mt); goto done; }
+    else { set_error(err, errlen, "unknown model_type '%.40s' (expected \"qwen2\" or \"qwen3\")", mt); goto done; }
     snprintf(c->model_type, sizeof c->model_type, "%s", mt);
 
     // Sizes, with transformers' defaults where a key may be left out.
@@ -98,21 +89,21 @@ int qwen_config_parse(QwenConfig *c, const char *json, size_t len, char *err, si
     // Qwen2 derives it from the width.
     int hd_default = c->family == QWEN3 ? 128 : c->C / c->NH;
     if (c->family == QWEN2 && c->C % c->NH != 0) {
-        fail_msg(err, errlen, "hidden_size %d is not a multiple of num_attention_heads %d", c->C, c->NH);
+        set_error(err, errlen, "hidden_size %d is not a multiple of num_attention_heads %d", c->C, c->NH);
         goto done;
     }
     const JsonValue *hdv = json_get(o, "head_dim");
     if (get_size(o, c->family == QWEN3 || (hdv && hdv->type != JSON_NULL) ? "head_dim" : "(derived head_dim)",
                  hd_default, 4096, &c->HD, err, errlen))
         goto done;
-    if (c->HD % 2) { fail_msg(err, errlen, "head_dim %d is odd (RoPE pairs dimensions)", c->HD); goto done; }
+    if (c->HD % 2) { set_error(err, errlen, "head_dim %d is odd (RoPE pairs dimensions)", c->HD); goto done; }
     if (c->NH % c->NKV) {
-        fail_msg(err, errlen, "num_attention_heads %d is not a multiple of num_key_value_heads %d", c->NH, c->NKV);
+        set_error(err, errlen, "num_attention_heads %d is not a multiple of num_key_value_heads %d", c->NH, c->NKV);
         goto done;
     }
 
     double eps = json_get_num(o, "rms_norm_eps", 1e-6);
-    if (!(eps > 0 && eps < 1)) { fail_msg(err, errlen, "rms_norm_eps %g is out of range", eps); goto done; }
+    if (!(eps > 0 && eps < 1)) { set_error(err, errlen, "rms_norm_eps %g is out of range", eps); goto done; }
     c->eps = (float)eps;
 
     // RoPE: rope_theta at the top level (older configs) or inside
@@ -124,18 +115,18 @@ int qwen_config_parse(QwenConfig *c, const char *json, size_t len, char *err, si
     if (rp && rp->type == JSON_OBJECT) {
         if (json_get(rp, "rope_theta")) c->rope_theta = json_get_num(rp, "rope_theta", c->rope_theta);
         const char *rt = json_get_str(rp, "rope_type", "default");
-        if (strcmp(rt, "default") != 0) { fail_msg(err, errlen, "rope_type '%.40s' is not supported", rt); goto done; }
+        if (strcmp(rt, "default") != 0) { set_error(err, errlen, "rope_type '%.40s' is not supported", rt); goto done; }
     }
     if (rs && rs->type == JSON_OBJECT) {
         const char *rt = json_get_str(rs, "rope_type", json_get_str(rs, "type", "default"));
-        if (strcmp(rt, "default") != 0) { fail_msg(err, errlen, "rope_scaling '%.40s' is not supported", rt); goto done; }
+        if (strcmp(rt, "default") != 0) { set_error(err, errlen, "rope_scaling '%.40s' is not supported", rt); goto done; }
     }
     if (!(c->rope_theta > 1.0 && c->rope_theta < 1e12)) {
-        fail_msg(err, errlen, "rope_theta %g is out of range", c->rope_theta);
+        set_error(err, errlen, "rope_theta %g is out of range", c->rope_theta);
         goto done;
     }
     if (json_get_bool(o, "use_sliding_window", false)) {
-        fail_msg(err, errlen, "sliding-window attention (use_sliding_window) is not supported");
+        set_error(err, errlen, "sliding-window attention (use_sliding_window) is not supported");
         goto done;
     }
 
