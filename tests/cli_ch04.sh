@@ -166,6 +166,13 @@ expect_error cli04.bad.no_config_json "config.json" --model "$T/empty"
 expect_error cli04.bad.malformed_config "bad JSON" --model "$T/badjson"
 expect_error cli04.bad.unknown_model_type "unknown model_type 'llama'" --model "$T/llama"
 expect_error cli04.bad.no_weights "$T/noweights" --model "$T/noweights"
+# an unreadable shard: the shipped nano model with its weights file cut in half
+if [ -f models/nano/model.safetensors ]; then
+    mkdir -p "$T/cutshard"
+    cp models/nano/config.json models/nano/tokenizer.json "$T/cutshard/"
+    head -c 1000000 models/nano/model.safetensors >"$T/cutshard/model.safetensors"
+    expect_error cli04.bad.truncated_shard "model.safetensors" --model "$T/cutshard"
+fi
 expect_error cli04.bad.mem_malformed_config "bad JSON" --mem --config "$T/badjson/config.json"
 expect_error cli04.bad.unknown_flag "unknown option" --frobnicate
 expect_error cli04.bad.max_new_negative "max-new" --max-new -1
