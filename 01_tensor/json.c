@@ -390,6 +390,18 @@ JsonDoc *json_parse(const char *text, size_t len, char *err, size_t errlen) {
 
 JsonValue *json_root(JsonDoc *doc) { return doc->root; }
 
+JsonDoc *json_load_file(const char *path) {
+    size_t len;
+    const char *ferr;
+    char *text = read_file(path, &len, &ferr);
+    if (!text) fail_input(path, "%s", ferr);
+    char err[256];
+    JsonDoc *d = json_parse(text, len, err, sizeof err);
+    free(text);
+    if (!d) fail_input(path, "%s", err);
+    return d;
+}
+
 void json_free(JsonDoc *doc) {
     if (!doc) return;
     Block *b = doc->blocks;

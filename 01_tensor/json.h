@@ -42,6 +42,9 @@ typedef struct JsonDoc JsonDoc;
 // Parses `len` bytes. On error returns NULL and writes a message to err.
 JsonDoc *json_parse(const char *text, size_t len, char *err, size_t errlen);
 JsonValue *json_root(JsonDoc *doc);
+// Reads and parses a whole file; a missing file or bad JSON is bad user input:
+// `error: PATH: reason` and exit 1 (fail_input). For tools and tests.
+JsonDoc *json_load_file(const char *path);
 void json_free(JsonDoc *doc);
 
 // Object member by name, or NULL (also NULL if v is not an object).

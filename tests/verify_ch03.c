@@ -23,18 +23,6 @@
 #include "01_tensor/safetensors.h"
 #include "03_connector/connector.h"
 
-static JsonDoc *read_json(const char *path) {
-    size_t len;
-    const char *ferr;
-    char *text = read_file(path, &len, &ferr);
-    if (!text) fail_input(path, "%s", ferr);
-    char err[256];
-    JsonDoc *d = json_parse(text, len, err, sizeof err);
-    free(text);
-    if (!d) fail_input(path, "%s", err);
-    return d;
-}
-
 // Reads tensor `name` of f as f32 into a new buffer, checking its element count.
 static float *read_f32(const StFile *f, const char *name, size_t n) {
     const StTensor *t = st_find(f, name);
@@ -49,7 +37,7 @@ static float *read_f32(const StFile *f, const char *name, size_t n) {
 static void verify_case(const char *dir, const char *name) {
     char path[1024], err[512];
     snprintf(path, sizeof path, "%s/%s/config.json", dir, name);
-    JsonDoc *doc = read_json(path);
+    JsonDoc *doc = json_load_file(path);
     JsonValue *j = json_root(doc);
     ConnectorConfig cfg;
     int kind = connector_kind_parse(json_get_str(j, "kind", "?"));
@@ -121,7 +109,7 @@ int main(int argc, char **argv) {
     const char *dir = argv[1];
     char path[1024], err[512];
     snprintf(path, sizeof path, "%s/cases.json", dir);
-    JsonDoc *doc = read_json(path);
+    JsonDoc *doc = json_load_file(path);
     JsonValue *cases = json_root(doc);
     if (cases->type != JSON_ARRAY) fail_input(path, "expected a list of case names");
     for (size_t i = 0; i < cases->len; i++) verify_case(dir, cases->items[i]->str);

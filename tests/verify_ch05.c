@@ -24,18 +24,6 @@
 #include "05_training/loss.h"
 #include "05_training/vlm.h"
 
-static JsonDoc *read_json(const char *path) {
-    size_t len;
-    const char *ferr;
-    char *text = read_file(path, &len, &ferr);
-    if (!text) fail_input(path, "%s", ferr);
-    char err[256];
-    JsonDoc *d = json_parse(text, len, err, sizeof err);
-    free(text);
-    if (!d) fail_input(path, "%s", err);
-    return d;
-}
-
 static void *read_as(const StFile *f, const char *name, DType dt, size_t *n) {
     const StTensor *t = st_find(f, name);
     if (!t) fail_input(f->path, "no tensor '%s'", name);
@@ -263,7 +251,7 @@ int main(int argc, char **argv) {
     const char *dir = argv[1];
     char path[1024], err[256];
     snprintf(path, sizeof path, "%s/case.json", dir);
-    JsonDoc *doc = read_json(path);
+    JsonDoc *doc = json_load_file(path);
     JsonValue *cs = json_root(doc);
     Tokenizer *tok = tok_load("data/qwen3/tokenizer.json", err, sizeof err);
     if (!tok) fail_input("data/qwen3/tokenizer.json", "%s", err);
