@@ -40,12 +40,6 @@
 #include "01_tensor/matmul.h"
 #include "01_tensor/rng.h"
 
-#define NM_STR_(x) #x
-#ifdef _OPENMP
-#define NM_OMP(...) _Pragma(NM_STR_(omp __VA_ARGS__))
-#else
-#define NM_OMP(...)
-#endif
 
 // ---------------------------------------------------------------------------
 // Peak: a loop of fused multiply-adds.

@@ -70,6 +70,16 @@ char *read_file(const char *path, size_t *len, const char **err);
 // Returns 0 on success, -1 with errno set.
 int write_file_atomic(const char *path, const void *data, size_t len);
 
+// OpenMP pragmas written as NM_OMP(parallel for) so that a build without
+// OpenMP sees nothing at all (a bare `#pragma omp` would warn, and we build
+// with -Werror).
+#define NM_STR_(x) #x
+#ifdef _OPENMP
+#define NM_OMP(...) _Pragma(NM_STR_(omp __VA_ARGS__))
+#else
+#define NM_OMP(...)
+#endif
+
 // ----------------------------------------------------------------------------
 // The run context
 

@@ -97,15 +97,6 @@
 #include <immintrin.h>
 #endif
 
-// OpenMP pragmas written as NM_OMP(parallel for) so that a build without
-// OpenMP sees nothing at all (a bare `#pragma omp` would warn, and we build
-// with -Werror).
-#define NM_STR_(x) #x
-#ifdef _OPENMP
-#define NM_OMP(...) _Pragma(NM_STR_(omp __VA_ARGS__))
-#else
-#define NM_OMP(...)
-#endif
 
 // ---------------------------------------------------------------------------
 // The vector vocabulary

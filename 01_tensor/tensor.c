@@ -86,6 +86,18 @@ int table_add(Table *t, const char *name, DType dt, bool trainable, int ndim, co
     return t->n++;
 }
 
+int table_addf(Table *t, DType dt, bool trainable, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) {
+    NM_CHECK(ndim >= 0 && ndim <= 2, "table_addf: rank %d (use table_add for rank > 2)", ndim);
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    NM_CHECK(n >= 0 && (size_t)n < sizeof name, "table_addf: name too long");
+    int64_t shape[2] = {d0, d1};
+    return table_add(t, name, dt, trainable, ndim, shape);
+}
+
 void table_alloc(Table *t, Device dev) {
     NM_CHECK(t->buffer == NULL, "table '%s' allocated twice", t->name);
     // Lay entries out in order, each starting on a 64-byte boundary so that

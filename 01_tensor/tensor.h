@@ -80,6 +80,10 @@ typedef struct {
 void table_init(Table *t, const char *name);
 // Adds an entry (before allocation). Returns its index. Names must be unique.
 int table_add(Table *t, const char *name, DType dt, bool trainable, int ndim, const int64_t *shape);
+// table_add for the common case of a rank-0..2 entry whose name is built with
+// printf, e.g. table_addf(t, DT_F32, true, 2, C, C, "model.layers.%d.self_attn.q_proj.weight", l).
+int table_addf(Table *t, DType dt, bool trainable, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
 // Allocates the single buffer, zero-filled, and fixes every entry's offset.
 void table_alloc(Table *t, Device dev);
 void table_free(Table *t);

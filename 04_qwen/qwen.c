@@ -196,47 +196,35 @@ void qwen_config_print(const QwenConfig *c, FILE *f) {
 // The parameter table
 // ============================================================================
 
-static void add(Table *t, DType dt, bool trainable, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
-static void add(Table *t, DType dt, bool trainable, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) {
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    int64_t shape[2] = {d0, d1};
-    table_add(t, name, dt, trainable, ndim, shape);
-}
-
 void qwen_params_build(Table *t, const QwenConfig *c) {
     const int64_t C = c->C, I = c->I, QD = (int64_t)c->NH * c->HD, KD = (int64_t)c->NKV * c->HD;
-    add(t, DT_F32, true, 2, c->V, C, "model.embed_tokens.weight");
+    table_addf(t, DT_F32, true, 2, c->V, C, "model.embed_tokens.weight");
     for (int l = 0; l < c->L; l++) {
         const char *p = "model.layers";
-        add(t, DT_F32, true, 1, C, 0, "%s.%d.input_layernorm.weight", p, l);
-        add(t, DT_F32, true, 2, QD, C, "%s.%d.self_attn.q_proj.weight", p, l);
-        if (c->attn_bias) add(t, DT_F32, true, 1, QD, 0, "%s.%d.self_attn.q_proj.bias", p, l);
-        add(t, DT_F32, true, 2, KD, C, "%s.%d.self_attn.k_proj.weight", p, l);
-        if (c->attn_bias) add(t, DT_F32, true, 1, KD, 0, "%s.%d.self_attn.k_proj.bias", p, l);
-        add(t, DT_F32, true, 2, KD, C, "%s.%d.self_attn.v_proj.weight", p, l);
-        if (c->attn_bias) add(t, DT_F32, true, 1, KD, 0, "%s.%d.self_attn.v_proj.bias", p, l);
-        add(t, DT_F32, true, 2, C, QD, "%s.%d.self_attn.o_proj.weight", p, l);
+        table_addf(t, DT_F32, true, 1, C, 0, "%s.%d.input_layernorm.weight", p, l);
+        table_addf(t, DT_F32, true, 2, QD, C, "%s.%d.self_attn.q_proj.weight", p, l);
+        if (c->attn_bias) table_addf(t, DT_F32, true, 1, QD, 0, "%s.%d.self_attn.q_proj.bias", p, l);
+        table_addf(t, DT_F32, true, 2, KD, C, "%s.%d.self_attn.k_proj.weight", p, l);
+        if (c->attn_bias) table_addf(t, DT_F32, true, 1, KD, 0, "%s.%d.self_attn.k_proj.bias", p, l);
+        table_addf(t, DT_F32, true, 2, KD, C, "%s.%d.self_attn.v_proj.weight", p, l);
+        if (c->attn_bias) table_addf(t, DT_F32, true, 1, KD, 0, "%s.%d.self_attn.v_proj.bias", p, l);
+        table_addf(t, DT_F32, true, 2, C, QD, "%s.%d.self_attn.o_proj.weight", p, l);
         // Qwen2 hard-codes o_proj without a bias; Qwen3's attention_bias covers all four
-        if (c->attn_bias && c->family == QWEN3) add(t, DT_F32, true, 1, C, 0, "%s.%d.self_attn.o_proj.bias", p, l);
+        if (c->attn_bias && c->family == QWEN3) table_addf(t, DT_F32, true, 1, C, 0, "%s.%d.self_attn.o_proj.bias", p, l);
         if (c->qk_norm) {
-            add(t, DT_F32, true, 1, c->HD, 0, "%s.%d.self_attn.q_norm.weight", p, l);
-            add(t, DT_F32, true, 1, c->HD, 0, "%s.%d.self_attn.k_norm.weight", p, l);
+            table_addf(t, DT_F32, true, 1, c->HD, 0, "%s.%d.self_attn.q_norm.weight", p, l);
+            table_addf(t, DT_F32, true, 1, c->HD, 0, "%s.%d.self_attn.k_norm.weight", p, l);
         }
-        add(t, DT_F32, true, 1, C, 0, "%s.%d.post_attention_layernorm.weight", p, l);
-        add(t, DT_F32, true, 2, I, C, "%s.%d.mlp.gate_proj.weight", p, l);
-        add(t, DT_F32, true, 2, I, C, "%s.%d.mlp.up_proj.weight", p, l);
-        add(t, DT_F32, true, 2, C, I, "%s.%d.mlp.down_proj.weight", p, l);
+        table_addf(t, DT_F32, true, 1, C, 0, "%s.%d.post_attention_layernorm.weight", p, l);
+        table_addf(t, DT_F32, true, 2, I, C, "%s.%d.mlp.gate_proj.weight", p, l);
+        table_addf(t, DT_F32, true, 2, I, C, "%s.%d.mlp.up_proj.weight", p, l);
+        table_addf(t, DT_F32, true, 2, C, I, "%s.%d.mlp.down_proj.weight", p, l);
     }
-    add(t, DT_F32, true, 1, C, 0, "model.norm.weight");
+    table_addf(t, DT_F32, true, 1, C, 0, "model.norm.weight");
     // A tied model computes its logits with the embedding matrix; a stored
     // lm_head.weight in a tied checkpoint (Qwen3-0.6B keeps a copy) is then
     // ignored, exactly as transformers ties the two after loading.
-    if (!c->tied) add(t, DT_F32, true, 2, c->V, C, "lm_head.weight");
+    if (!c->tied) table_addf(t, DT_F32, true, 2, c->V, C, "lm_head.weight");
 }
 
 static float *pget(const Table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -11,63 +11,51 @@
 #include "04_qwen/ops.h"
 #include "05_training/backward.h"
 
-static void add(Table *t, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void add(Table *t, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) {
-    char name[128];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    int64_t shape[2] = {d0, d1};
-    table_add(t, name, DT_F32, false, ndim, shape);
-}
-
 // The activation plan. Entry order is the binding order of lm_bind below.
 void lm_acts_build(Table *t, const QwenConfig *c, int B, int T) {
     const int64_t BT = (int64_t)B * T, QD = (int64_t)c->NH * c->HD, KD = (int64_t)c->NKV * c->HD;
-    add(t, 2, BT, c->C, "h0");
-    add(t, 2, T, c->HD / 2, "rope.cos");
-    add(t, 2, T, c->HD / 2, "rope.sin");
+    table_addf(t, DT_F32, false, 2, BT, c->C, "h0");
+    table_addf(t, DT_F32, false, 2, T, c->HD / 2, "rope.cos");
+    table_addf(t, DT_F32, false, 2, T, c->HD / 2, "rope.sin");
     for (int l = 0; l < c->L; l++) {
-        add(t, 2, BT, c->C, "layer.%d.x1", l);
-        add(t, 1, BT, 0, "layer.%d.rstd1", l);
-        add(t, 2, BT, QD, "layer.%d.q", l);
-        add(t, 1, BT * c->NH, 0, "layer.%d.rstd_q", l);
-        add(t, 2, BT, QD, "layer.%d.q_rope", l);
-        add(t, 2, BT, KD, "layer.%d.k", l);
-        add(t, 1, BT * c->NKV, 0, "layer.%d.rstd_k", l);
-        add(t, 2, BT, KD, "layer.%d.k_rope", l);
-        add(t, 2, BT, KD, "layer.%d.v", l);
-        add(t, 2, (int64_t)B * c->NH * T, T, "layer.%d.probs", l);
-        add(t, 2, BT, QD, "layer.%d.att", l);
-        add(t, 2, BT, c->C, "layer.%d.h_mid", l);
-        add(t, 2, BT, c->C, "layer.%d.x2", l);
-        add(t, 1, BT, 0, "layer.%d.rstd2", l);
-        add(t, 2, BT, c->I, "layer.%d.gate", l);
-        add(t, 2, BT, c->I, "layer.%d.up", l);
-        add(t, 2, BT, c->I, "layer.%d.act", l);
-        add(t, 2, BT, c->C, "layer.%d.h_out", l);
+        table_addf(t, DT_F32, false, 2, BT, c->C, "layer.%d.x1", l);
+        table_addf(t, DT_F32, false, 1, BT, 0, "layer.%d.rstd1", l);
+        table_addf(t, DT_F32, false, 2, BT, QD, "layer.%d.q", l);
+        table_addf(t, DT_F32, false, 1, BT * c->NH, 0, "layer.%d.rstd_q", l);
+        table_addf(t, DT_F32, false, 2, BT, QD, "layer.%d.q_rope", l);
+        table_addf(t, DT_F32, false, 2, BT, KD, "layer.%d.k", l);
+        table_addf(t, DT_F32, false, 1, BT * c->NKV, 0, "layer.%d.rstd_k", l);
+        table_addf(t, DT_F32, false, 2, BT, KD, "layer.%d.k_rope", l);
+        table_addf(t, DT_F32, false, 2, BT, KD, "layer.%d.v", l);
+        table_addf(t, DT_F32, false, 2, (int64_t)B * c->NH * T, T, "layer.%d.probs", l);
+        table_addf(t, DT_F32, false, 2, BT, QD, "layer.%d.att", l);
+        table_addf(t, DT_F32, false, 2, BT, c->C, "layer.%d.h_mid", l);
+        table_addf(t, DT_F32, false, 2, BT, c->C, "layer.%d.x2", l);
+        table_addf(t, DT_F32, false, 1, BT, 0, "layer.%d.rstd2", l);
+        table_addf(t, DT_F32, false, 2, BT, c->I, "layer.%d.gate", l);
+        table_addf(t, DT_F32, false, 2, BT, c->I, "layer.%d.up", l);
+        table_addf(t, DT_F32, false, 2, BT, c->I, "layer.%d.act", l);
+        table_addf(t, DT_F32, false, 2, BT, c->C, "layer.%d.h_out", l);
     }
-    add(t, 2, BT, c->C, "x_final");
-    add(t, 1, BT, 0, "rstd_final");
+    table_addf(t, DT_F32, false, 2, BT, c->C, "x_final");
+    table_addf(t, DT_F32, false, 1, BT, 0, "rstd_final");
 }
 
 // The backward's gradient buffers: one set, reused by every layer.
 void lm_scratch_build(Table *t, const QwenConfig *c, int B, int T) {
     const int64_t BT = (int64_t)B * T, QD = (int64_t)c->NH * c->HD, KD = (int64_t)c->NKV * c->HD;
-    add(t, 2, BT, c->C, "dh");
-    add(t, 2, BT, c->C, "dx_final");
-    add(t, 2, BT, c->C, "dx");
-    add(t, 2, BT, QD, "datt");
-    add(t, 2, BT, QD, "dq");
-    add(t, 2, BT, QD, "dq_n");
-    add(t, 2, BT, KD, "dk");
-    add(t, 2, BT, KD, "dk_n");
-    add(t, 2, BT, KD, "dv");
-    add(t, 2, BT, c->I, "dgate");
-    add(t, 2, BT, c->I, "dup");
-    add(t, 2, BT, c->I, "dact");
+    table_addf(t, DT_F32, false, 2, BT, c->C, "dh");
+    table_addf(t, DT_F32, false, 2, BT, c->C, "dx_final");
+    table_addf(t, DT_F32, false, 2, BT, c->C, "dx");
+    table_addf(t, DT_F32, false, 2, BT, QD, "datt");
+    table_addf(t, DT_F32, false, 2, BT, QD, "dq");
+    table_addf(t, DT_F32, false, 2, BT, QD, "dq_n");
+    table_addf(t, DT_F32, false, 2, BT, KD, "dk");
+    table_addf(t, DT_F32, false, 2, BT, KD, "dk_n");
+    table_addf(t, DT_F32, false, 2, BT, KD, "dv");
+    table_addf(t, DT_F32, false, 2, BT, c->I, "dgate");
+    table_addf(t, DT_F32, false, 2, BT, c->I, "dup");
+    table_addf(t, DT_F32, false, 2, BT, c->I, "dact");
 }
 
 static float *at(const Table *t, int *i) { return (float *)table_tensor(t, (*i)++).data; }
