@@ -39,38 +39,12 @@
 #include <string.h>
 
 #include "01_tensor/common.h"
+#include "01_tensor/fastmath.h"
 #include "01_tensor/matmul.h"
 
 // Queries per block: enough rows that the GEMMs run at full speed, few enough
 // that a 577-token image still makes ten blocks per head to share out.
 #define QB 64
-
-// exp(x) for x <= 0 (softmax inputs after subtracting the row max), written so
-// the compiler can run 16 of them at once; libm's expf is a function call per
-// element, and a softmax over 577 x 577 scores per head spends real time there.
-//   exp(x) = 2^n * exp(r),  n = round(x / ln 2),  r = x - n ln 2 in [-ln2/2, ln2/2]
-// exp(r) is a degree-6 polynomial in r (the Taylor coefficients, with the last
-// ones adjusted for this interval: Cephes' expf), good to about 1 ulp; 2^n is
-// built directly in the exponent bits of a float. Below -87 the result would
-// be a denormal; it is flushed to 0, which a probability cannot tell apart.
-static inline float exp_neg(float x) {
-    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-    const float big = 12582912.0f;              // 1.5 * 2^23: adding it rounds to an integer
-    float xc = x < -87.0f ? -87.0f : x;
-    float n = (xc * log2e + big) - big;          // round(x / ln 2)
-    float r = (xc - n * ln2_hi) - n * ln2_lo;    // x - n ln 2, in two steps to keep the bits
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;        // the float 2^n, bit by bit
-    float two_n;
-    memcpy(&two_n, &e, sizeof two_n);
-    return x < -87.0f ? 0.0f : p * two_n;
-}
 
 // One row of scores -> probabilities, in place: s (nk) holds scores, the first
 // n_vis are visible; afterwards s[j] = p_j, and 0 for the hidden ones.
@@ -85,7 +59,7 @@ static void softmax_row(float *s, int n_vis, int nk) {
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < n_vis; j++) {
-        s[j] = exp_neg(s[j] - maxs);
+        s[j] = nm_exp_neg(s[j] - maxs);
         sum += s[j];
     }
     const float inv = n_vis > 0 ? 1.0f / sum : 0.0f;

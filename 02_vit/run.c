@@ -59,6 +59,7 @@ static void usage(FILE *f) {
         "                       molmo        Molmo: hidden_states[L-2] ++ hidden_states[L-9], no class\n"
         "                                    token (T-1, 2C); hs[22] ++ hs[15] for ViT-L (needs L >= 9)\n"
         "                       hidden:N     hidden_states[N], all T tokens (N < 0 counts from the end)\n"
+        "                       patches:A[,B] hidden_states[A] (++ [B]) without the class token\n"
         "  --save OUT         write OUT.safetensors: pixel_values (1,3,S,S) f32, hidden_states\n"
         "                     (L+1,T,C) f32 in transformers' numbering (0 = after pre_layrnorm),\n"
         "                     features (Tf,Df) f32, pooled (1,C) f32 (hidden_states: CPU only)\n"

@@ -263,7 +263,26 @@ int vit_feature_parse(VitFeature *f, const char *spec, const VitConfig *c, char 
         f->n = 1; f->index[0] = (int)v; f->drop_cls = false;
         return 0;
     }
-    return set_error(err, errlen, "unknown feature '%s' (penultimate, molmo, hidden:N)", spec);
+    if (!strncmp(spec, "patches:", 8)) {
+        // patches:A or patches:A,B: hidden state A (and B after it, concatenated
+        // along the width), class token left out. "penultimate" is patches:L-1
+        // and "molmo" is patches:L-2,L-9; a small encoder picks its own layers.
+        const char *p = spec + 8;
+        f->drop_cls = true;
+        while (f->n < 2) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p || (*end && *end != ','))
+                return set_error(err, errlen, "bad feature '%s' (patches:A or patches:A,B with integers)", spec);
+            if (v < 0) v += L + 1;
+            if (v < 0 || v > L) return set_error(err, errlen, "hidden state %ld out of range 0..%d in '%s'", v, L, spec);
+            f->index[f->n++] = (int)v;
+            if (!*end) return 0;
+            p = end + 1;
+        }
+        return set_error(err, errlen, "bad feature '%s' (at most two hidden states)", spec);
+    }
+    return set_error(err, errlen, "unknown feature '%s' (penultimate, molmo, hidden:N, patches:A[,B])", spec);
 }
 
 // ----------------------------------------------------------------------------

@@ -112,6 +112,8 @@ void vit_free(Vit *m);
 //                for L = 24 these are hidden_states[22] and [15], i.e. the outputs
 //                of blocks 21 and 14 (Molmo's vit_layers [-2, -9] count blocks of
 //                its 23-layer truncated ViT), NOT hidden_states[-2] and [-9]
+//   patches:A[,B] hidden_states[A] (++ hidden_states[B]) without the class token:
+//                the general form of the two above, for encoders of other depths
 typedef struct {
     int n;               // how many hidden states are concatenated (1 or 2)
     int index[2];        // their HF indices, 0..L

@@ -17,6 +17,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "01_tensor/fastmath.h"
+
 const char *gelu_name(GeluKind k) { return k == GELU_TANH ? "tanh" : "erf"; }
 
 // ----------------------------------------------------------------------------
@@ -83,14 +85,13 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, size_t N, G
 // ----------------------------------------------------------------------------
 // SwiGLU: a gated unit. Two projections of the same input, `gate` and `up`;
 // the gate goes through silu(g) = g * sigmoid(g) and multiplies the other.
-
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+// (nm_sigmoid: 01_tensor/fastmath.h, so that these loops run 16 lanes wide.)
 
 void swiglu_forward(float *out, const float *gate, const float *up, size_t N) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < N; i++) {
         float g = gate[i];
-        out[i] = g * sigmoidf(g) * up[i];
+        out[i] = g * nm_sigmoid(g) * up[i];
     }
 }
 
@@ -99,12 +100,16 @@ void swiglu_forward(float *out, const float *gate, const float *up, size_t N) {
 //     d out / d gate = up * silu'(g),  silu'(g) = s + g s (1 - s),  s = sigmoid(g)
 // (sigmoid' = s (1 - s), then the product rule on g * s).
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t N) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) {
-        float g = gate[i], s = sigmoidf(g);
-        float silu = g * s;
-        if (dgate) dgate[i] += dout[i] * up[i] * (s + g * s * (1.0f - s));
-        if (dup) dup[i] += dout[i] * silu;
+    if (dgate) {
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < N; i++) {
+            float g = gate[i], s = nm_sigmoid(g);
+            dgate[i] += dout[i] * up[i] * (s + g * s * (1.0f - s));
+        }
+    }
+    if (dup) {
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < N; i++) dup[i] += dout[i] * gate[i] * nm_sigmoid(gate[i]);
     }
 }
 

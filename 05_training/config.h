@@ -51,6 +51,7 @@ typedef struct {
                                // patch) to every ViT feature before the connector
     char init[512];            // a checkpoint to start from (LLM + connector), or "none"
     bool shuffle;
+    int bucket;                // length buckets: sort windows of this many batches by length (data.h); 0 off
     uint64_t seed;
     int log_every;             // optimizer steps between log lines
     int save_every;            // optimizer steps between checkpoints (0: only at the end)

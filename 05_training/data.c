@@ -1,6 +1,8 @@
 // data.c: reading LLaVA-style rows, the chat template, labels and batches (see data.h).
+#define _GNU_SOURCE   // qsort_r, for the length buckets
 #include "05_training/data.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -314,8 +316,46 @@ void data_order_init(DataOrder *o, const Dataset *d, uint64_t seed, bool shuffle
     o->d = d;
     o->seed = seed;
     o->shuffle = shuffle;
+    o->batch = 1;
+    o->bucket_batches = 0;
     o->epoch = -1;
     o->perm = xmalloc((size_t)d->n * sizeof(int));
+}
+
+// A row's length in characters, the sort key of the length buckets.
+static long row_chars(const Conversation *c) {
+    long n = 0;
+    for (int t = 0; t < c->n_turns; t++) n += (long)strlen(c->text[t]);
+    return n;
+}
+
+static int cmp_len(const void *a, const void *b, void *ctx) {
+    const Dataset *d = ctx;
+    int i = *(const int *)a, j = *(const int *)b;
+    long li = row_chars(&d->rows[i]), lj = row_chars(&d->rows[j]);
+    return li != lj ? (li < lj ? -1 : 1) : (i > j) - (i < j);   // ties by row: a total order
+}
+
+// Sorts each window of bucket_batches * batch rows of the epoch's permutation
+// by length, then shuffles its batches (runs of `batch` rows) among
+// themselves with the epoch's generator (data.h).
+static void bucket_by_length(DataOrder *o, Rng *r) {
+    const int n = o->d->n, B = o->batch, K = o->bucket_batches, W = B * K;
+    int *tmp = xmalloc((size_t)W * sizeof(int));
+    for (int w0 = 0; w0 + W <= n; w0 += W) {   // a last, partial window keeps its random order
+        int *win = o->perm + w0;
+        qsort_r(win, (size_t)W, sizeof(int), cmp_len, (void *)o->d);
+        memcpy(tmp, win, (size_t)W * sizeof(int));
+        int order[1024];
+        for (int k = 0; k < K; k++) order[k] = k;
+        for (int k = K - 1; k > 0; k--) {
+            int j = (int)rng_below(r, (uint32_t)(k + 1)), t = order[k];
+            order[k] = order[j];
+            order[j] = t;
+        }
+        for (int k = 0; k < K; k++) memcpy(win + (size_t)k * B, tmp + (size_t)order[k] * B, (size_t)B * sizeof(int));
+    }
+    free(tmp);
 }
 
 int data_order_row(DataOrder *o, int64_t g) {
@@ -333,6 +373,7 @@ int data_order_row(DataOrder *o, int64_t g) {
                 o->perm[i] = o->perm[j];
                 o->perm[j] = t;
             }
+            if (o->bucket_batches > 1 && o->batch > 0) bucket_by_length(o, &r);
         }
         o->epoch = e;
     }

@@ -215,7 +215,7 @@ EvalResult eval_score(const Scene *scenes, int n, const Answer *answers, int na)
         given[s * WORLD_MAX_QUESTIONS + qi] = a->text ? a->text : "";
     }
 
-    int right[Q_NTYPES] = {0}, held_asked[Q_NTYPES] = {0}, held_right[Q_NTYPES] = {0};
+    int right[Q_NTYPES] = {0}, held_right[Q_NTYPES] = {0};
     long cap_agree = 0, cap_stated = 0, cap_truth = 0;
     double dist_sum = 0;
     for (int s = 0; s < n; s++) {
@@ -225,7 +225,7 @@ EvalResult eval_score(const Scene *scenes, int n, const Answer *answers, int na)
             const char *a = given[s * WORLD_MAX_QUESTIONS + j];
             bool held = q->target >= 0 && sc->shapes[q->target].heldout;
             r.asked[q->type]++;
-            held_asked[q->type] += held;
+            r.heldout_asked[q->type] += held;
             if (a) r.answered[q->type]++;
             bool ok = false;
             if (q->type == Q_CAPTION) {
@@ -262,8 +262,8 @@ EvalResult eval_score(const Scene *scenes, int n, const Answer *answers, int na)
     r.caption_recall = ratio((double)cap_agree, (double)cap_truth);
     double pr = r.caption_precision, rc = r.caption_recall;
     r.caption_f1 = isnan(rc) ? NAN : pr + rc > 0 ? 2 * pr * rc / (pr + rc) : 0;
-    r.heldout_color_acc = ratio(held_right[Q_COLOR], held_asked[Q_COLOR]);
-    r.heldout_point_hit = ratio(held_right[Q_POINT], held_asked[Q_POINT]);
+    r.heldout_color_acc = ratio(held_right[Q_COLOR], r.heldout_asked[Q_COLOR]);
+    r.heldout_point_hit = ratio(held_right[Q_POINT], r.heldout_asked[Q_POINT]);
     free(given);
     free(order);
     return r;
@@ -378,18 +378,23 @@ static void print_value(FILE *f, double v, bool pixels) {
     else fprintf(f, " %8.1f%%", 100 * v);
 }
 
-void eval_print_table(FILE *f, const EvalResult *model, const EvalResult *noise) {
-    fprintf(f, "%-20s %9s%s\n", "metric", "model", noise ? "     noise" : "");
+void eval_print_table(FILE *f, const EvalResult *model, const EvalResult *noise, const EvalResult *compose) {
+    fprintf(f, "%-20s %9s%s%s\n", "metric", "model", noise ? "     noise" : "", compose ? "   compose" : "");
     for (size_t i = 0; i < N_METRICS; i++) {
         fprintf(f, "%-20s", METRICS[i].key);
         print_value(f, metric(model, &METRICS[i]), METRICS[i].pixels);
         if (noise) print_value(f, metric(noise, &METRICS[i]), METRICS[i].pixels);
+        if (compose) print_value(f, metric(compose, &METRICS[i]), METRICS[i].pixels);
         fprintf(f, "\n");
     }
     fprintf(f, "%d scenes; questions asked (answered):", model->n_scenes);
     for (int t = 0; t < Q_NTYPES; t++)
         fprintf(f, " %s %d (%d)", WORLD_QUESTION_NAMES[t], model->asked[t], model->answered[t]);
     fprintf(f, "\n");
+    if (compose)
+        fprintf(f, "compose: %d more scenes, each starting with a held-out (kind, colour) pair (%d colour and %d "
+                   "pointing questions about one)\n", compose->n_scenes, compose->heldout_asked[Q_COLOR],
+                compose->heldout_asked[Q_POINT]);
     if (model->unknown_answers) fprintf(f, "%d answers matched no question and were ignored\n", model->unknown_answers);
 }
 
@@ -413,13 +418,17 @@ static void put_metrics(char **buf, size_t *len, const EvalResult *r, const char
     }
 }
 
-int eval_write_json(const char *path, const EvalResult *model, const EvalResult *noise) {
+int eval_write_json(const char *path, const EvalResult *model, const EvalResult *noise, const EvalResult *compose) {
     char *buf = NULL;
     size_t len = 0;
     put_json(&buf, &len, "{\n  \"n_scenes\": %d", model->n_scenes);
     for (int t = 0; t < Q_NTYPES; t++) put_json(&buf, &len, ",\n  \"n_%s\": %d", WORLD_QUESTION_NAMES[t], model->asked[t]);
     put_metrics(&buf, &len, model, "");
     if (noise) put_metrics(&buf, &len, noise, "noise_");
+    if (compose) {
+        put_json(&buf, &len, ",\n  \"compose_n_scenes\": %d", compose->n_scenes);
+        put_metrics(&buf, &len, compose, "compose_");
+    }
     put_json(&buf, &len, "\n}\n");
     int rc = write_file_atomic(path, buf, len);
     free(buf);
@@ -461,8 +470,8 @@ int eval_cli_score(int argc, char **argv) {
     Answer *noise = noise_path ? eval_load_answers(noise_path, &nn) : NULL;
     EvalResult rm = eval_score(scenes, n, answers, na), rn;
     if (noise) rn = eval_score(scenes, n, noise, nn);
-    eval_print_table(stdout, &rm, noise ? &rn : NULL);
-    if (json_path && eval_write_json(json_path, &rm, noise ? &rn : NULL) != 0)
+    eval_print_table(stdout, &rm, noise ? &rn : NULL, NULL);
+    if (json_path && eval_write_json(json_path, &rm, noise ? &rn : NULL, NULL) != 0)
         fail_input(json_path, "cannot write: %s", strerror(errno));
     eval_free_answers(answers, na);
     if (noise) eval_free_answers(noise, nn);

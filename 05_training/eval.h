@@ -33,7 +33,10 @@
 //
 // The noise control (the image replaced by noise) is the same scoring applied
 // to a second set of answers: a model that uses the image should drop to
-// chance there. The trainer produces both answer sets; this file only scores.
+// chance there. The composition column is the same scoring again, on scenes
+// of world.h's composition split (each starts with a held-out pair), so its
+// heldout_* figures rest on many questions. The trainer produces the answer
+// sets; this file only scores.
 //
 // What it does not do: run a model (the trainer's `eval` command does, using
 // world.h's questions and this scoring), judge free-form English.
@@ -58,6 +61,7 @@ typedef struct {
     int n_scenes;
     int asked[Q_NTYPES];       // questions of each type in the scenes
     int answered[Q_NTYPES];    // of which had an answer
+    int heldout_asked[Q_NTYPES];   // of which about a shape of a held-out pair
     int unknown_answers;       // answers naming no scene/question of the scenes (ignored)
     double count_acc, color_acc, position_acc, largest_acc;
     double point_hit, point_dist;
@@ -81,11 +85,12 @@ Answer *eval_load_answers(const char *path, int *n);
 int eval_write_answers(const char *path, const Answer *answers, int n);
 void eval_free_answers(Answer *answers, int n);
 
-// The table (model, and a noise column when noise != NULL) and the JSON
-// object with the keys above, the noise ones prefixed "noise_". The JSON is
+// The table (model, a noise column when noise != NULL, a composition column
+// when compose != NULL) and the JSON object with the keys above, the noise
+// ones prefixed "noise_" and the composition ones "compose_". The JSON is
 // written atomically; returns 0 or -1 (errno set).
-void eval_print_table(FILE *f, const EvalResult *model, const EvalResult *noise);
-int eval_write_json(const char *path, const EvalResult *model, const EvalResult *noise);
+void eval_print_table(FILE *f, const EvalResult *model, const EvalResult *noise, const EvalResult *compose);
+int eval_write_json(const char *path, const EvalResult *model, const EvalResult *noise, const EvalResult *compose);
 
 // The command line: `./05_training/run score ...`.
 //   argv[0] is the command name ("score"); then

@@ -326,8 +326,10 @@ int nano_cli_eval(int argc, char **argv) {
         case 'h':
             printf("usage: ./05_training/run eval [--model DIR] [--seed S] [--n N] [--json OUT] [--max-shapes K]\n"
                    "Asks a trained model every question about N held-out scenes of the world (seed S, test\n"
-                   "split), greedy decoding, and again with each image replaced by noise (the control);\n"
-                   "prints the table and writes the figures as JSON. Default model: %s.\n"
+                   "split), greedy decoding, and again with each image replaced by noise (the control), and\n"
+                   "about N scenes of the composition split (each starts with a held-out (kind, colour) pair);\n"
+                   "prints the table and writes the figures as JSON (compose_*: the composition split).\n"
+                   "Default model: %s.\n"
                    "--max-shapes K must match the world the model was trained on (default 4, generate's).\n"
                    "--threads N: OpenMP threads (decoding is one token at a time: 1 is usually fastest).\n",
                    NANO_DEFAULT_MODEL);
@@ -343,12 +345,14 @@ int nano_cli_eval(int argc, char **argv) {
     wc.seed = (uint64_t)seed;
     wc.n_test = (int)n;
     wc.max_shapes = (int)max_shapes;
-    Scene *scenes = xcalloc((size_t)n, sizeof *scenes);
+    Scene *scenes = xcalloc((size_t)n, sizeof *scenes), *comp = xcalloc((size_t)n, sizeof *comp);
     Answer *ans = xcalloc((size_t)n * WORLD_MAX_QUESTIONS, sizeof *ans);
     Answer *noise = xcalloc((size_t)n * WORLD_MAX_QUESTIONS, sizeof *noise);
-    int na = 0, nn = 0;
+    Answer *cans = xcalloc((size_t)n * WORLD_MAX_QUESTIONS, sizeof *cans);
+    int na = 0, nn = 0, nc = 0;
     uint8_t *rgb = NULL;
-    fprintf(stderr, "eval: %s on %ld held-out scenes (seed %ld), and the same with noise images\n", model, n, seed);
+    fprintf(stderr, "eval: %s on %ld held-out scenes (seed %ld), the same with noise images, and %ld scenes of "
+                    "the composition split\n", model, n, seed, n);
     double t0 = now_seconds();
     for (int i = 0; i < n; i++) {
         Scene *sc = &scenes[i];
@@ -363,19 +367,32 @@ int nano_cli_eval(int argc, char **argv) {
         nano_set_image(&m, &img);
         answer_scene(&m, sc, noise + nn);
         nn += sc->nq;
+        // composition: a scene that starts with a (kind, colour) pair training never showed
+        Scene *cs = &comp[i];
+        world_scene(cs, &wc, WORLD_COMPOSE, i);
+        rgb = xrealloc(rgb, (size_t)cs->width * cs->height * 3);
+        Image cimg = {cs->width, cs->height, rgb};
+        world_render(cs, rgb);
+        nano_set_image(&m, &cimg);
+        answer_scene(&m, cs, cans + nc);
+        nc += cs->nq;
         if ((i + 1) % 20 == 0 || i + 1 == n)
             fprintf(stderr, "eval: %d / %ld scenes, %.1f scenes/s\n", i + 1, n, (i + 1) / (now_seconds() - t0));
     }
     EvalResult r = eval_score(scenes, (int)n, ans, na), rn = eval_score(scenes, (int)n, noise, nn);
+    EvalResult rc = eval_score(comp, (int)n, cans, nc);
     printf("model: %s\n", model);
-    eval_print_table(stdout, &r, &rn);
-    if (json && eval_write_json(json, &r, &rn) != 0) fail_input(json, "cannot write the JSON");
+    eval_print_table(stdout, &r, &rn, &rc);
+    if (json && eval_write_json(json, &r, &rn, &rc) != 0) fail_input(json, "cannot write the JSON");
     if (json) printf("wrote %s\n", json);
     for (int i = 0; i < na; i++) free(ans[i].text);
     for (int i = 0; i < nn; i++) free(noise[i].text);
+    for (int i = 0; i < nc; i++) free(cans[i].text);
     free(ans);
     free(noise);
+    free(cans);
     free(scenes);
+    free(comp);
     free(rgb);
     nano_model_free(&m);
     return 0;

@@ -377,6 +377,8 @@ static int train(const Args *a, TrainConfig *cfg) {
     if (!logf) fail_input(log_path, "cannot open: %s", strerror(errno));
     DataOrder order;
     data_order_init(&order, &d, cfg->seed, cfg->shuffle);
+    order.batch = cfg->batch_size;
+    order.bucket_batches = cfg->bucket;
     fprintf(stderr, "training: stage %d, %d rows, batch %d x accum %d, %d steps, lr %g (connector %g)%s%s\n",
             cfg->stage, d.n, cfg->batch_size, cfg->grad_accum, cfg->max_steps, (double)cfg->lr,
             (double)cfg->lr_connector, cfg->train_connector ? "" : ", connector frozen", cfg->train_llm ? "" : ", LLM frozen");

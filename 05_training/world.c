@@ -100,6 +100,7 @@ void world_config_default(WorldConfig *cfg) {
     cfg->n_test = 200;
     cfg->size = 64;
     cfg->max_shapes = 4;
+    cfg->dense = false;
 }
 
 // ----------------------------------------------------------------------------
@@ -176,7 +177,7 @@ static bool place_shapes(Scene *sc, int n, WorldSplit split, Rng *r) {
     int side = sc->width;
     for (int i = 0; i < n; i++) {
         Shape *sh = &sc->shapes[i];
-        bool force = split == WORLD_TEST && i == 0 && rng_below(r, 2) == 0;
+        bool force = split == WORLD_COMPOSE && i == 0;   // the composition split: a held-out pair first
         int tries = 0;
         do draw_attributes(sh, split, force, r);
         while (triple_taken(sh, sc->shapes, i) && ++tries < 100);
@@ -256,6 +257,7 @@ void world_caption(const Scene *sc, char *out, size_t cap) {
 }
 
 static Question *add_question(Scene *sc, QuestionType t) {
+    NM_CHECK(sc->nq < WORLD_MAX_QUESTIONS, "scene %s: more than %d questions", sc->id, WORLD_MAX_QUESTIONS);
     Question *q = &sc->q[sc->nq++];
     memset(q, 0, sizeof *q);
     q->type = t;
@@ -263,12 +265,15 @@ static Question *add_question(Scene *sc, QuestionType t) {
     return q;
 }
 
-static void ask_color(Scene *sc, Rng *r) {
-    // a shape that can be named without its colour; start at a random one
+// all = false: one shape, the first from a random start that can be named
+// without its colour; all = true (dense): every such shape.
+static void ask_color(Scene *sc, Rng *r, bool all) {
     int start = (int)rng_below(r, (uint32_t)sc->n);
+    bool asked[WORLD_MAX_SHAPES] = {false};
     char ref[64];
     for (int k = 0; k < 2 * sc->n; k++) {
         int i = (start + k) % sc->n;
+        if (asked[i]) continue;
         if (k < sc->n) {
             if (!refer(sc, i, false, ref, sizeof ref)) continue;
         } else {
@@ -286,7 +291,8 @@ static void ask_color(Scene *sc, Rng *r) {
         q->target = i;
         snprintf(q->text, sizeof q->text, "What colour is %s?", ref);
         snprintf(q->answer, sizeof q->answer, "%s", WORLD_COLOR_NAMES[sc->shapes[i].color]);
-        return;
+        asked[i] = true;
+        if (!all) return;
     }
 }
 
@@ -302,10 +308,11 @@ static void ask_count_color(Scene *sc, Rng *r) {
     snprintf(q->answer, sizeof q->answer, "%d", m);
 }
 
-static void ask_position(Scene *sc, Rng *r) {
-    // pairs whose centres are clearly apart (an eighth of the image) along
-    // x (left/right) or y (above/below); one of them at random
-    int cand[WORLD_MAX_SHAPES * WORLD_MAX_SHAPES * 2][3], nc = 0;
+// Pairs whose centres are clearly apart (an eighth of the image) along x
+// (left/right) or y (above/below); up to `count` questions about different
+// pairs, each drawn at random from the pairs left.
+static void ask_position(Scene *sc, Rng *r, int count) {
+    int cand[WORLD_MAX_SHAPES * WORLD_MAX_SHAPES * 2][3], nc = 0;   // {a, b, axis}
     for (int a = 0; a < sc->n; a++)
         for (int b = 0; b < sc->n; b++) {
             if (a == b) continue;
@@ -313,21 +320,26 @@ static void ask_position(Scene *sc, Rng *r) {
             if (abs(A->cx - B->cx) * 8 >= sc->width) { cand[nc][0] = a; cand[nc][1] = b; cand[nc++][2] = 0; }
             if (abs(A->cy - B->cy) * 8 >= sc->height) { cand[nc][0] = a; cand[nc][1] = b; cand[nc++][2] = 1; }
         }
-    if (nc == 0) return;
-    int *c = cand[rng_below(r, (uint32_t)nc)];
-    const Shape *A = &sc->shapes[c[0]], *B = &sc->shapes[c[1]];
-    char ra[48], rb[48];
-    refer(sc, c[0], true, ra, sizeof ra);
-    refer(sc, c[1], true, rb, sizeof rb);
-    Question *q = add_question(sc, Q_POSITION);
-    q->target = c[0];
-    q->other = c[1];
-    if (c[2] == 0) {
-        snprintf(q->text, sizeof q->text, "Is %s left or right of %s?", ra, rb);
-        snprintf(q->answer, sizeof q->answer, "%s", A->cx < B->cx ? "left" : "right");
-    } else {
-        snprintf(q->text, sizeof q->text, "Is %s above or below %s?", ra, rb);
-        snprintf(q->answer, sizeof q->answer, "%s", A->cy < B->cy ? "above" : "below");
+    for (int k = 0; k < count && nc > 0; k++) {
+        const int *pick = cand[rng_below(r, (uint32_t)nc)];
+        const int a = pick[0], b = pick[1], axis = pick[2];
+        for (int j = 0; j < nc;)   // this pair is asked: drop it, both ways round and on both axes
+            if ((cand[j][0] == a && cand[j][1] == b) || (cand[j][0] == b && cand[j][1] == a)) memcpy(cand[j], cand[--nc], sizeof cand[j]);
+            else j++;
+        const Shape *A = &sc->shapes[a], *B = &sc->shapes[b];
+        char ra[48], rb[48];
+        refer(sc, a, true, ra, sizeof ra);
+        refer(sc, b, true, rb, sizeof rb);
+        Question *q = add_question(sc, Q_POSITION);
+        q->target = a;
+        q->other = b;
+        if (axis == 0) {
+            snprintf(q->text, sizeof q->text, "Is %s left or right of %s?", ra, rb);
+            snprintf(q->answer, sizeof q->answer, "%s", A->cx < B->cx ? "left" : "right");
+        } else {
+            snprintf(q->text, sizeof q->text, "Is %s above or below %s?", ra, rb);
+            snprintf(q->answer, sizeof q->answer, "%s", A->cy < B->cy ? "above" : "below");
+        }
     }
 }
 
@@ -344,31 +356,39 @@ static void ask_largest(Scene *sc) {
              WORLD_KIND_NAMES[sc->shapes[large].kind]);
 }
 
-static void ask_point(Scene *sc, Rng *r) {
-    int i = (int)rng_below(r, (uint32_t)sc->n);
-    const Shape *sh = &sc->shapes[i];
-    char ref[64];
-    refer(sc, i, true, ref, sizeof ref);
-    Question *q = add_question(sc, Q_POINT);
-    q->target = i;
-    snprintf(q->text, sizeof q->text, "Point to %s.", ref);
-    world_format_point(q->answer, sizeof q->answer, (float)(100.0 * sh->cx / sc->width),
-                       (float)(100.0 * sh->cy / sc->height));
+// all = false: one shape drawn at random; all = true (dense): every shape.
+static void ask_point(Scene *sc, Rng *r, bool all) {
+    int first = (int)rng_below(r, (uint32_t)sc->n);
+    for (int k = 0; k < (all ? sc->n : 1); k++) {
+        int i = (first + k) % sc->n;
+        const Shape *sh = &sc->shapes[i];
+        char ref[64];
+        refer(sc, i, true, ref, sizeof ref);
+        Question *q = add_question(sc, Q_POINT);
+        q->target = i;
+        snprintf(q->text, sizeof q->text, "Point to %s.", ref);
+        world_format_point(q->answer, sizeof q->answer, (float)(100.0 * sh->cx / sc->width),
+                           (float)(100.0 * sh->cy / sc->height));
+    }
 }
 
-static void ask_questions(Scene *sc, Rng *r) {
+// One question of each type (the test split: the evaluator's benchmark), or
+// with `dense` (the training split of `generate --dense`) every shape's colour
+// and place and up to three position pairs: more of what is slow to learn, per
+// image, for the price of a few more tokens in the same conversation.
+static void ask_questions(Scene *sc, Rng *r, bool dense) {
     sc->nq = 0;
     Question *q = add_question(sc, Q_CAPTION);
     snprintf(q->text, sizeof q->text, "Describe the image.");
     world_caption(sc, q->answer, sizeof q->answer);
-    ask_color(sc, r);
+    ask_color(sc, r, dense);
     q = add_question(sc, Q_COUNT);
     snprintf(q->text, sizeof q->text, "How many shapes are there?");
     snprintf(q->answer, sizeof q->answer, "%d", sc->n);
     ask_count_color(sc, r);
-    ask_position(sc, r);
+    ask_position(sc, r, dense ? 3 : 1);
     ask_largest(sc);
-    ask_point(sc, r);
+    ask_point(sc, r, dense);
 }
 
 // ----------------------------------------------------------------------------
@@ -378,7 +398,7 @@ void world_scene(Scene *sc, const WorldConfig *cfg, WorldSplit split, int index)
     memset(sc, 0, sizeof *sc);
     Rng r;
     rng_seed(&r, cfg->seed, ((uint64_t)split << 32) | (uint32_t)index);
-    const char *prefix = split == WORLD_TRAIN ? "train" : "test";
+    const char *prefix = split == WORLD_TRAIN ? "train" : split == WORLD_TEST ? "test" : "compose";
     snprintf(sc->id, sizeof sc->id, "%s_%06d", prefix, index);
     snprintf(sc->image, sizeof sc->image, "%s_%06d.png", prefix, index);
     sc->width = sc->height = cfg->size;
@@ -392,7 +412,7 @@ void world_scene(Scene *sc, const WorldConfig *cfg, WorldSplit split, int index)
     for (int c = 0; c < 3; c++) sc->bg[c] = (uint8_t)(grey + (int)rng_below(&r, 13) - 6);
     sc->textured = rng_below(&r, 2) == 1;
     sc->texture_seed = rng_u32(&r);
-    ask_questions(sc, &r);
+    ask_questions(sc, &r, cfg->dense && split == WORLD_TRAIN);
 }
 
 // ----------------------------------------------------------------------------
@@ -876,10 +896,13 @@ int world_generate(const WorldConfig *cfg, const char *dir, bool verbose) {
 
 static void generate_usage(FILE *f) {
     fprintf(f,
-            "usage: run generate --out DIR [--seed S] [--n-train N] [--n-test N] [--size PX] [--max-shapes K] [--quiet]\n"
+            "usage: run generate --out DIR [--seed S] [--n-train N] [--n-test N] [--size PX] [--max-shapes K]\n"
+            "                    [--dense] [--quiet]\n"
             "  writes DIR/images/*.png, DIR/stage1.jsonl, DIR/stage2.jsonl, DIR/test.jsonl,\n"
             "  DIR/scenes_train.jsonl and DIR/scenes_test.jsonl (defaults: seed 1, 2000 train,\n"
-            "  200 test, 64 px, 1-4 shapes)\n");
+            "  200 test, 64 px, 1-4 shapes)\n"
+            "  --dense: training scenes ask the colour of every shape that can be named without it,\n"
+            "  to point at every shape, and up to 3 position pairs (test scenes: one of each type)\n");
 }
 
 static long long parse_int_flag(const char *flag, const char *s, long long lo, long long hi) {
@@ -897,6 +920,7 @@ int world_cli_generate(int argc, char **argv) {
         {"n-train", required_argument, 0, 't'}, {"n-test", required_argument, 0, 'e'},
         {"size", required_argument, 0, 'z'},    {"max-shapes", required_argument, 0, 'k'},
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
+        {"dense", no_argument, 0, 'd'},
         {0, 0, 0, 0}};
     WorldConfig cfg;
     world_config_default(&cfg);
@@ -913,6 +937,7 @@ int world_cli_generate(int argc, char **argv) {
         case 'z': cfg.size = (int)parse_int_flag("--size", optarg, 16, 1024); break;
         case 'k': cfg.max_shapes = (int)parse_int_flag("--max-shapes", optarg, 1, WORLD_MAX_SHAPES); break;
         case 'q': verbose = false; break;
+        case 'd': cfg.dense = true; break;
         case 'h': generate_usage(stdout); return 0;
         default: generate_usage(stderr); return 1;
         }

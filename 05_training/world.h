@@ -37,9 +37,12 @@
 //   carries a light per-pixel grain.
 //
 //   Held out. The (kind, colour) pairs in WORLD_HELDOUT below never appear in
-//   the training split. The test split draws from all pairs, and half of its
-//   scenes start with a held-out shape, so the evaluator measures composition:
-//   "purple" and "circle" were each seen, a purple circle never was.
+//   the training split. The test split draws from all 18 pairs alike, as the
+//   world itself does (so 3 shapes in 18 are of a held-out pair): scenes the
+//   model has never seen, from the world it was trained on. A third split,
+//   composition, starts every scene with a held-out shape; the evaluator
+//   reports it on its own, as the measure of composition: "purple" and
+//   "circle" were each seen, a purple circle never was.
 //
 // Text formats (DESIGN.md section 5): a point is `<point>x y`, x and y in
 // percent of the width and height with one decimal; a timestamp is
@@ -95,13 +98,14 @@ int world_place_from_name(const char *s);
 // Scenes
 
 #define WORLD_MAX_SHAPES 6       // --max-shapes is at most this
-#define WORLD_MAX_QUESTIONS 8
+#define WORLD_MAX_QUESTIONS 20   // dense, 6 shapes: caption, 6 colours, 2 counts, 3 positions, largest, 6 points
 #define WORLD_ID_LEN 32
 #define WORLD_TEXT_LEN 128       // a question, or a short answer
 #define WORLD_CAPTION_LEN 400    // the longest caption (6 shapes) fits
 #define WORLD_GAP 2              // pixels between bounding boxes
 
-typedef enum { WORLD_TRAIN = 0, WORLD_TEST = 1 } WorldSplit;
+// Scene ids and image names start with the split's name: train_, test_, compose_.
+typedef enum { WORLD_TRAIN = 0, WORLD_TEST = 1, WORLD_COMPOSE = 2 } WorldSplit;
 
 typedef struct {
     int kind, color, size;   // ShapeKind, ShapeColor, ShapeSize
@@ -144,6 +148,7 @@ typedef struct {
     int n_test;        // --n-test (default 200)
     int size;          // --size: image width = height in pixels (default 64, 16..1024)
     int max_shapes;    // --max-shapes: 1..WORLD_MAX_SHAPES shapes per scene (default 4)
+    bool dense;        // --dense: training scenes ask every shape's colour and place (see world.c)
 } WorldConfig;
 
 void world_config_default(WorldConfig *cfg);

@@ -68,10 +68,10 @@ if RUNDIR=$LEARN 05_training/train_nano.sh ci "$W" >"$T/w.log" 2>&1; then
     if $RUN eval --model "$W/model" --n 2 --max-shapes 1 --json "$T/e.json" --threads 1 >"$T/e.out" 2>&1; then
         missing=""
         for k in count_acc color_acc position_acc point_hit point_dist caption_f1; do
-            grep -q "\"$k\"" "$T/e.json" && grep -q "\"noise_$k\"" "$T/e.json" || missing="$missing $k"
+            for p in "" noise_ compose_; do grep -q "\"$p$k\"" "$T/e.json" || missing="$missing $p$k"; done
         done
-        if [ -z "$missing" ] && grep -q '^count_acc' "$T/e.out"; then
-            pass "eval: table and JSON with the model and noise figures"
+        if [ -z "$missing" ] && grep -q '^count_acc' "$T/e.out" && grep -q '^metric .*compose' "$T/e.out"; then
+            pass "eval: table and JSON with the model, noise and composition figures"
         else fail "eval: table and JSON" "missing:$missing"; fi
     else fail "eval runs" "$(tail -2 "$T/e.out")"; fi
 else

@@ -126,7 +126,7 @@ static void test_world_heldout(const char *dir) {
     // in the scenes: drawing many training scenes never gives one; the test split does
     WorldConfig cfg;
     world_config_default(&cfg);
-    int train_held = 0, test_held = 0;
+    int train_held = 0, test_held = 0, test_shapes = 0, comp_first = 0;
     Scene sc;
     for (int i = 0; i < 3000; i++) {
         world_scene(&sc, &cfg, WORLD_TRAIN, i);
@@ -135,10 +135,18 @@ static void test_world_heldout(const char *dir) {
     for (int i = 0; i < 300; i++) {
         world_scene(&sc, &cfg, WORLD_TEST, i);
         for (int k = 0; k < sc.n; k++) test_held += sc.shapes[k].heldout;
+        test_shapes += sc.n;
+        world_scene(&sc, &cfg, WORLD_COMPOSE, i);
+        comp_first += sc.shapes[0].heldout && !strncmp(sc.id, "compose_", 8);
     }
-    check_true("world: held-out pairs never in training", found == 0 && train_held == 0 && test_held > 50,
-               "(%d in training files, %d in 3000 training scenes, %d in 300 test scenes)", found, train_held,
-               test_held);
+    check_true("world: held-out pairs never in training", found == 0 && train_held == 0,
+               "(%d in training files, %d in 3000 training scenes)", found, train_held);
+    // the test split is the world's own mix: 3 pairs of 18 held out, so about 1/6 of its shapes
+    double share = (double)test_held / test_shapes;
+    check_true("world: the test split has held-out pairs at the world's rate", share > 0.12 && share < 0.22,
+               "(%d of %d shapes in 300 test scenes: %.3f, expected about 1/6)", test_held, test_shapes, share);
+    check_true("world: every composition scene starts with a held-out pair", comp_first == 300,
+               "(%d of 300)", comp_first);
 }
 
 static void test_world_images(const char *dir) {
@@ -328,6 +336,46 @@ static void test_world_eval(void) {
     free(scenes);
 }
 
+// --dense: every shape of a training scene is pointed at, every shape that can
+// be named without its colour is asked its colour, at most 3 position pairs,
+// no pair twice; the test split and the images do not change.
+static void test_world_dense(void) {
+    WorldConfig plain, dense;
+    world_config_default(&plain);
+    world_config_default(&dense);
+    dense.dense = true;
+    int bad = 0, points = 0, shapes = 0, test_diff = 0, img_diff = 0;
+    Scene a, b;
+    for (int i = 0; i < 500; i++) {
+        world_scene(&a, &plain, WORLD_TRAIN, i);
+        world_scene(&b, &dense, WORLD_TRAIN, i);
+        img_diff += a.n != b.n || memcmp(a.shapes, b.shapes, sizeof a.shapes) != 0;
+        int np = 0, npos = 0, pointed[WORLD_MAX_SHAPES] = {0}, colored[WORLD_MAX_SHAPES] = {0};
+        for (int j = 0; j < b.nq; j++) {
+            const Question *q = &b.q[j];
+            if (q->type == Q_POINT) { np++; pointed[q->target]++; }
+            if (q->type == Q_COLOR) colored[q->target]++;
+            if (q->type == Q_POSITION) {
+                npos++;
+                for (int k = 0; k < j; k++)   // no pair asked twice, either way round
+                    bad += b.q[k].type == Q_POSITION && ((b.q[k].target == q->target && b.q[k].other == q->other) ||
+                                                         (b.q[k].target == q->other && b.q[k].other == q->target));
+            }
+        }
+        for (int s = 0; s < b.n; s++) bad += pointed[s] != 1 || colored[s] > 1;
+        bad += npos > 3;
+        points += np;
+        shapes += b.n;
+        world_scene(&a, &plain, WORLD_TEST, i);
+        world_scene(&b, &dense, WORLD_TEST, i);
+        test_diff += memcmp(&a, &b, sizeof a) != 0;
+    }
+    check_true("world: --dense asks about every shape, test split unchanged",
+               bad == 0 && points == shapes && test_diff == 0 && img_diff == 0,
+               "(%d rule breaks, %d points for %d shapes, %d test scenes and %d training pictures changed)", bad,
+               points, shapes, test_diff, img_diff);
+}
+
 // Generates a small dataset three times (two seeds) and runs every test.
 static void test_world(void) {
     WorldConfig cfg;
@@ -341,6 +389,7 @@ static void test_world(void) {
     cfg.seed = 7;
     test_world_determinism(&cfg, d1, d2, d3);
     test_world_heldout(d1);
+    test_world_dense();
     test_world_images(d1);
     test_world_geometry();
     test_world_formats();

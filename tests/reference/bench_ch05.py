@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Chapter 05 benchmark: one VLM training step on the CPU, C vs PyTorch, time and peak memory.
+"""Chapter 05 benchmark: VLM training steps on the CPU, C vs PyTorch, time and peak memory.
 
     python tests/reference/bench_ch05.py [--dir build/bench/ch05] [--threads 2] [--reps 2] [--steps 4]
+                                         [--world-steps 5] [--part both|vlm|world]
 
-The workload is the nano stage-2 config (05_training/configs/nano_stage2.conf: SFT
+Two workloads, each a row of step/s and a row of peak memory.
+
+(1) "nano VLM": the nano stage-2 config (05_training/configs/nano_stage2.conf: SFT
 conversations, batch 4, frozen ViT, mlp connector and LLM trained, AdamW with clipping),
 on the same models and the same batches on both sides:
 
@@ -22,6 +25,42 @@ on the same models and the same batches on both sides:
     over supervised targets), backward, clip_grad_norm_, torch.optim.AdamW with the same
     groups (no decay on 1-D tensors), in a child process of its own so its peak RSS is
     its own. Pixels are random tensors of the right shape (the C side decodes PNGs).
+
+(2) "world": the step that `make train` repeats 1,400 times in its stage 2
+(05_training/train_nano.sh with 05_training/configs/world_stage2.conf). What a step holds:
+
+  - the LLM: the nano Qwen3 above, but with the world's own small BPE vocabulary (a
+    few hundred ids instead of 151,936, so the embedding and the logits are small and
+    the step is the transformer itself), random weights (init = none: stage 1's
+    checkpoint would change the weights, not the work);
+  - the images: no ViT in the step. The ViT is frozen, so `./02_vit/run cache` encodes
+    every training image once (bf16 safetensors shards + index.json) and the trainer
+    reads those features. Per image: the 8 x 8 grid of 128-wide patch features (the
+    config's vit_feature); with patch_merge = 2 each 2 x 2 window is concatenated
+    (space-to-depth, 16 tokens of width 512), and pos_code appends a one-hot of the
+    token's row and of its column (2 x 4 numbers): 16 vectors of width 520 (nano.h);
+  - the connector: chapter 03's mlp, Linear(520, 128) -> GELU (erf) -> Linear(128, 128);
+    its 16 outputs per image replace the 16 <image> placeholder embeddings;
+  - the batch: 16 conversations, each one scene with ALL its questions packed in turn
+    after turn (a few hundred tokens), right-padded to the longest; loss = mean
+    cross-entropy over the answer tokens; backward; global-norm clipping at 1.0; AdamW
+    (betas 0.9/0.95, eps 1e-8, weight decay 0.01 on matrices only).
+
+  The setup, once, under DIR_world (build/bench/ch05_world), by the same chapter
+  commands as train_nano.sh: `./05_training/run generate` (256 training scenes of at
+  most 4 shapes), `./04_qwen/run train-tokenizer` (512 ids at most) on its stage2.jsonl,
+  `./02_vit/run export` (the nano ViT), `./02_vit/run cache` (its features, with the
+  config's vit_feature). Both sides read world_stage2.conf for the sizes and the
+  optimizer; C takes the rows in order (--set shuffle=false) and PyTorch renders the same
+  rows with ref_ch05.py's encode/batch (data.c's template) through the world's
+  tokenizer.json (the `tokenizers` library reads the file the C trainer reads), skipping
+  the rows longer than max_seq_len as data.c does. Per step, the padded size (B x T),
+  the real tokens and the supervised targets of both sides are compared (C's from its
+  log.jsonl); a mismatch is printed as a note.
+  PyTorch's step is timed from the rendered batch (ids, labels, mask) on: gathering the
+  cached features and merging them is inside, as it is in C's log, whose step seconds
+  also include rendering the batch's text (well under a millisecond in C).
+  Both sides run with OMP_WAIT_POLICY=passive, as train_nano.sh sets it.
 
 A step is timed from the batch to the updated weights; the figure is the best step after
 the first (warm-up) over --reps alternating runs of each side, so that load on a shared
@@ -44,6 +83,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 RUN = os.path.join(ROOT, "05_training/run")
 CONF = os.path.join(ROOT, "05_training/configs/nano_stage2.conf")
+WORLD_CONF = os.path.join(ROOT, "05_training/configs/world_stage2.conf")
 sys.path.insert(0, HERE)
 
 # the nano sizes of 02_vit/vit.c (vit_config_nano) and 04_qwen/qwen.c (qwen_nano_config)
@@ -74,6 +114,26 @@ def ensure_inputs(d):
     return vit_dir, llm_dir, world
 
 
+def run_c_logged(d, name, cmd, env):
+    """Runs a C training command under GNU time: returns its log.jsonl rows and peak RSS (MiB)."""
+    os.makedirs(d, exist_ok=True)
+    # GNU time reports the peak RSS of the program it runs. (Our own getrusage of a
+    # child would not do: Linux carries the high-water mark of the forking Python
+    # process over into the child it execs.)
+    rss_file = os.path.join(d, f"{name}.rss")
+    with open(os.path.join(d, f"{name}.stdout"), "w") as fo, open(os.path.join(d, f"{name}.stderr"), "w") as fe:
+        rc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file] + cmd, stdout=fo, stderr=fe,
+                            env=env, cwd=ROOT).returncode
+    if rc:
+        with open(os.path.join(d, f"{name}.stderr")) as fe:
+            raise RuntimeError(f"05_training/run train failed (exit {rc}): {fe.read()[-2000:]}")
+    with open(rss_file) as f:
+        rss_mib = int(f.read().split()[-1]) / 1024
+    with open(os.path.join(d, name, "log.jsonl")) as f:
+        log = [json.loads(line) for line in f if line.strip()]
+    return log, rss_mib
+
+
 def run_c(d, vit_dir, llm_dir, world, steps, threads):
     out_dir = os.path.join(d, "c_run")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -82,21 +142,7 @@ def run_c(d, vit_dir, llm_dir, world, steps, threads):
            "--set", "shuffle=false", "--set", f"save_every={steps + 1000}", "--set", f"vit={vit_dir}",
            "--set", f"llm={llm_dir}", "--threads", str(threads)]
     subprocess.run(["rm", "-rf", out_dir])
-    os.makedirs(d, exist_ok=True)
-    # GNU time reports the peak RSS of the program it runs. (Our own getrusage of a
-    # child would not do: Linux carries the high-water mark of the forking Python
-    # process over into the child it execs.)
-    rss_file = os.path.join(d, "c_run.rss")
-    with open(os.path.join(d, "c_run.stdout"), "w") as fo, open(os.path.join(d, "c_run.stderr"), "w") as fe:
-        rc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file] + cmd, stdout=fo, stderr=fe,
-                            env=env, cwd=ROOT).returncode
-    if rc:
-        with open(os.path.join(d, "c_run.stderr")) as fe:
-            raise RuntimeError(f"05_training/run train failed (exit {rc}): {fe.read()[-2000:]}")
-    with open(rss_file) as f:
-        rss_mib = int(f.read().split()[-1]) / 1024
-    with open(os.path.join(out_dir, "log.jsonl")) as f:
-        log = [json.loads(line) for line in f if line.strip()]
+    log, rss_mib = run_c_logged(d, "c_run", cmd, env)
     return [r["seconds"] for r in log], [r["padded"] for r in log], rss_mib
 
 
@@ -150,8 +196,251 @@ def run_torch(d, steps, threads):
     return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
 
 
-def run(threads=2, reps=2, bench_dir=None, steps=4, log=print):
-    """Returns rows (figure, unit, ours, torch) for the combined table."""
+# ----------------------------------------------------------------------------
+# (2) the world: the stage-2 step of `make train`
+
+# the world of the setup: small, but with the scenes (up to 4 shapes, every question
+# packed) and the tokenizer (512 ids at most) that train_nano.sh's quick preset has
+WORLD = dict(n_train=256, n_test=4, max_shapes=4, vocab=512)
+
+
+def world_conf():
+    """world_stage2.conf as a dict of strings (config.c's format: key = value, # comments)."""
+    conf = {}
+    with open(WORLD_CONF) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if "=" in line:
+                k, v = line.split("=", 1)
+                conf[k.strip()] = v.strip()
+    return conf
+
+
+def world_paths(d):
+    return dict(data=os.path.join(d, "data"), tok=os.path.join(d, "tokenizer.json"), vit=os.path.join(d, "vit"),
+                cache=os.path.join(d, "cache"))
+
+
+def chapter_cmd(cmd, what):
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"{what} failed (exit {out.returncode}): {out.stderr[-2000:]}")
+
+
+def ensure_world(d, conf, threads):
+    """Steps 1-4 of train_nano.sh on a small world, each done once (the cache again if the
+    config's vit_feature is not the one it holds)."""
+    P = world_paths(d)
+    os.makedirs(d, exist_ok=True)
+    if not os.path.exists(os.path.join(P["data"], "stage2.jsonl")):
+        chapter_cmd([RUN, "generate", "--out", P["data"], "--n-train", str(WORLD["n_train"]), "--n-test",
+                     str(WORLD["n_test"]), "--max-shapes", str(WORLD["max_shapes"]), "--quiet"], "05_training/run generate")
+    if not os.path.exists(P["tok"]):
+        chapter_cmd([os.path.join(ROOT, "04_qwen/run"), "train-tokenizer", "--vocab-size", str(WORLD["vocab"]),
+                     "--out", P["tok"], os.path.join(P["data"], "stage2.jsonl")], "04_qwen/run train-tokenizer")
+    if not os.path.exists(os.path.join(P["vit"], "config.json")):
+        chapter_cmd([os.path.join(ROOT, "02_vit/run"), "export", P["vit"]], "02_vit/run export")
+    index = os.path.join(P["cache"], "index.json")
+    feature = None
+    if os.path.exists(index):
+        with open(index) as f:
+            feature = json.load(f).get("feature")
+    if feature != conf["vit_feature"]:
+        # the list names the training images relative to the list file's folder
+        lst = os.path.join(P["data"], "train_images.txt")
+        names = sorted(n for n in os.listdir(os.path.join(P["data"], "images")) if n.startswith("train_"))
+        with open(lst, "w") as f:
+            f.write("".join(f"images/{n}\n" for n in names))
+        subprocess.run(["rm", "-rf", P["cache"]])
+        chapter_cmd([os.path.join(ROOT, "02_vit/run"), "cache", "--model", P["vit"], "--list", lst, "--out", P["cache"],
+                     "--feature", conf["vit_feature"], "--threads", str(threads)], "02_vit/run cache")
+    return P
+
+
+def run_c_world(d, P, steps, threads):
+    """The C stage-2 run: train_nano.sh's command, from random weights, rows in order."""
+    out_dir = os.path.join(d, "c_run")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive")
+    cmd = [RUN, "train", "--config", WORLD_CONF, "--data", os.path.join(P["data"], "stage2.jsonl"),
+           "--features", P["cache"], "--out", out_dir, "--steps", str(steps),
+           "--set", f"tokenizer={P['tok']}", "--set", f"vit={P['vit']}", "--set", "init=none",
+           "--set", "shuffle=false", "--set", f"save_every={steps + 1000}", "--threads", str(threads)]
+    subprocess.run(["rm", "-rf", out_dir])
+    log, rss_mib = run_c_logged(d, "c_run", cmd, env)
+    # the vocabulary the C model was built with: its checkpoint's config (saved after the last step)
+    ck = sorted(n for n in os.listdir(out_dir) if n.startswith("step_"))[-1]
+    with open(os.path.join(out_dir, ck, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    return log, rss_mib, vocab
+
+
+class WorldTok:
+    """The world's tokenizer.json with the attributes ref_ch05.encode reads (as ref_ch05.Tok has them)."""
+
+    def __init__(self, path):
+        from tokenizers import Tokenizer
+        self.t = Tokenizer.from_file(path)
+        # data.c encodes a row's text with allow_special = false: a special token written in
+        # the text (the world's pointing answers start with "<point>") is spelled out in bytes,
+        # not matched as one id; HF's name for that is encode_special_tokens
+        self.t.encode_special_tokens = True
+        self.im_start = self.t.token_to_id("<|im_start|>")
+        self.im_end = self.t.token_to_id("<|im_end|>")
+        self.eos = self.t.token_to_id("<|endoftext|>")
+        self.image = self.t.token_to_id("<image>")   # train-tokenizer adds it with the other project tokens
+        assert None not in (self.im_start, self.im_end, self.eos, self.image), "tokenizer lacks a special token"
+
+    def text(self, s):
+        return self.t.encode(s, add_special_tokens=False).ids if s else []
+
+
+def load_feature_cache(cache_dir):
+    """02_vit's cache: {path: (T, D) float32}, every shard read once (bf16 on disk)."""
+    from safetensors.torch import load_file
+    with open(os.path.join(cache_dir, "index.json")) as f:
+        index = json.load(f)
+    shards, feats = {}, {}
+    for e in index["images"]:
+        if e["shard"] not in shards:
+            shards[e["shard"]] = load_file(os.path.join(cache_dir, e["shard"]))
+        feats[e["path"]] = shards[e["shard"]][e["tensor"]].float()
+    return feats
+
+
+def cached(feats, name):
+    """The features of image `name` as data.c's rows name it: the entry equal to it or ending in /name."""
+    for p, f in feats.items():
+        if p == name or p.endswith("/" + name):
+            return f
+    raise KeyError(f"no features for image {name!r} in the cache")
+
+
+def vis_prep(x, G, m, pos_code):
+    """nano.h's vis_prep: (NI, G*G, D) -> (NI, (G/m)^2, m*m*D [+ 2G/m]).
+    Token (r, c) is the m x m window of patches (r*m + dr, c*m + dc), concatenated
+    row by row, then (pos_code) a one-hot of r and a one-hot of c."""
+    import torch
+    NI, _, D = x.shape
+    g = G // m
+    # [i, r, dr, c, dc, :] is patch (r*m + dr, c*m + dc): move (dr, dc) next to the width
+    x = x.reshape(NI, g, m, g, m, D).permute(0, 1, 3, 2, 4, 5).reshape(NI, g * g, m * m * D)
+    if pos_code:
+        eye = torch.eye(g)
+        code = torch.cat([eye.repeat_interleave(g, 0), eye.repeat(g, 1)], dim=1)   # (g*g, 2g): row, column
+        x = torch.cat([x, code.expand(NI, -1, -1)], dim=2)
+    return x
+
+
+def torch_world_worker(d, steps, threads, vocab):
+    """The PyTorch side of the world step, in a child process: prints one JSON line."""
+    import torch
+    import torch.nn.functional as F
+    import ref_ch05 as R
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    torch.set_num_threads(threads)
+    conf, P = world_conf(), world_paths(d)
+    if conf["connector"] != "mlp" or conf["truncate"] != "false" or float(conf.get("z_loss", 0)) != 0:
+        raise RuntimeError("this bench mirrors the mlp connector, truncate = false and z_loss = 0 of world_stage2.conf")
+    B, stage, max_len = int(conf["batch_size"]), int(conf["stage"]), int(conf["max_seq_len"])
+    m, pos_code = int(conf["patch_merge"]), conf["pos_code"] == "true"
+    with open(os.path.join(P["vit"], "config.json")) as f:
+        vc = json.load(f)
+    G = vc["image_size"] // vc["patch_size"]
+    R.NV = (G // m) ** 2                       # placeholders per <image>: the connector's tokens
+    tok = WorldTok(P["tok"])
+    with open(os.path.join(P["data"], "stage2.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    feats = load_feature_cache(P["cache"])
+    D = next(iter(feats.values())).shape[1]
+    in_dim = m * m * D + (2 * (G // m) if pos_code else 0)
+    torch.manual_seed(2)
+    llm = Qwen3ForCausalLM(Qwen3Config(**dict(LLM, vocab_size=vocab, bos_token_id=None, eos_token_id=tok.im_end)))
+    conn = R.Connector(in_dim, LLM["hidden_size"], LLM["hidden_size"])   # mlp hidden = the LLM's width
+    groups = []
+    for mod, lr in ((conn, float(conf["lr_connector"])), (llm, float(conf["lr"]))):
+        ps = list(mod.parameters())
+        groups.append({"params": [p for p in ps if p.ndim >= 2], "lr": lr, "weight_decay": float(conf["weight_decay"])})
+        groups.append({"params": [p for p in ps if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, betas=(float(conf["beta1"]), float(conf["beta2"])), eps=float(conf["adam_eps"]))
+    cursor, times, padded, tokens, sup = 0, [], [], [], []
+    for _ in range(steps):
+        # data.c's data_next_batch with shuffle = false: rows in order, the too long ones skipped
+        picked = []
+        while len(picked) < B:
+            row = rows[cursor % len(rows)]
+            cursor += 1
+            if len(R.encode(tok, row, stage)[0]) <= max_len:
+                picked.append(row)
+        ids, labels, mask = R.batch(tok, picked, stage)
+        t0 = time.perf_counter()
+        names = [n for r in picked for n in (r["images"] if "images" in r else [r["image"]])]
+        x = vis_prep(torch.stack([cached(feats, n) for n in names]), G, m, pos_code)
+        opt.zero_grad()
+        vis = conn(x)                                                            # (NI, NV, C)
+        emb = llm.get_input_embeddings()(ids)                                    # (B, T, C)
+        emb = emb.masked_scatter((ids == tok.image).unsqueeze(-1), vis.reshape(-1, vis.shape[-1]))
+        h = llm.model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+        logits = llm.lm_head(h)
+        tgt = labels[:, 1:]
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), tgt.reshape(-1), ignore_index=R.IGNORE,
+                               reduction="sum") / (tgt != R.IGNORE).sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, float(conf["max_grad_norm"]))
+        opt.step()
+        times.append(time.perf_counter() - t0)
+        padded.append(ids.numel())
+        tokens.append(int(mask.sum()))
+        sup.append(int((labels[:, 1:] != R.IGNORE).sum()))
+    with open("/proc/self/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    print(json.dumps({"seconds": times, "padded": padded, "tokens": tokens, "supervised": sup, "peak_rss_mib": rss}),
+          flush=True)
+
+
+def run_torch_world(d, steps, threads, vocab):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_VERBOSITY="error")
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-world-worker", "--world-dir", d,
+                          "--world-steps", str(steps), "--threads", str(threads), "--vocab", str(vocab)],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"the PyTorch world worker failed: {out.stderr[-3000:]}")
+    return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def run_world(threads=2, reps=2, world_dir=None, steps=5, log=print):
+    """The world rows (figure, unit, ours, torch[, paired])."""
+    d = world_dir or os.path.join(ROOT, "build/bench/ch05_world")
+    conf = world_conf()
+    P = ensure_world(d, conf, threads)
+    c_best, t_best, c_rss, t_rss, paired = float("inf"), float("inf"), 0.0, 0.0, []
+    for r in range(reps):
+        clog, rss, vocab = run_c_world(d, P, steps, threads)
+        secs = [e["seconds"] for e in clog]
+        c_pad, c_tok, c_sup = ([e[k] for e in clog] for k in ("padded", "tokens", "supervised"))
+        c_step = min(secs[1:]) if len(secs) > 1 else secs[0]
+        tw = run_torch_world(d, steps, threads, vocab)
+        t_step = min(tw["seconds"][1:]) if steps > 1 else tw["seconds"][0]
+        c_best, t_best = min(c_best, c_step), min(t_best, t_step)
+        c_rss, t_rss = max(c_rss, rss), max(t_rss, tw["peak_rss_mib"])
+        paired.append(t_step / c_step)
+        # the same batches: per step the padded size B x T, the real tokens and the supervised targets
+        same = c_pad == tw["padded"] and c_tok == tw["tokens"] and c_sup == tw["supervised"]
+        if not same:
+            log(f"  ch05 world note: batches differ, C padded {c_pad} tokens {c_tok} supervised {c_sup} vs torch "
+                f"padded {tw['padded']} tokens {tw['tokens']} supervised {tw['supervised']}")
+        log(f"  ch05 world run {r + 1}/{reps}: step C {c_step:.3f} s, torch {t_step:.3f} s (vocab {vocab}, padded "
+            f"tokens per step {c_pad}, real {c_tok}, supervised {c_sup}: {'same' if same else 'DIFFERENT'} on both sides)", flush=True)
+    paired.sort()
+    B = int(conf["batch_size"])
+    return [(f"ch05 world stage-2 step (b{B}, fwd+bwd+AdamW)", "step/s", 1 / c_best, 1 / t_best,
+             paired[len(paired) // 2]),
+            ("ch05 world peak RSS (ratio = torch/ours)", "MiB", c_rss, t_rss)]
+
+
+def run_vlm(threads=2, reps=2, bench_dir=None, steps=4, log=print):
+    """The nano VLM rows (figure, unit, ours, torch[, paired])."""
     d = bench_dir or os.path.join(ROOT, "build/bench/ch05")
     vit_dir, llm_dir, world = ensure_inputs(d)
     c_best, t_best, c_rss, t_rss, paired = float("inf"), float("inf"), 0.0, 0.0, []
@@ -176,22 +465,47 @@ def run(threads=2, reps=2, bench_dir=None, steps=4, log=print):
     return rows
 
 
+def run(threads=2, reps=2, bench_dir=None, steps=4, log=print, world_steps=5, parts=("vlm", "world")):
+    """Returns rows (figure, unit, ours, torch[, paired]) for the combined table: both workloads.
+    The world's files live next to bench_dir's: bench_dir + "_world" (build/bench/ch05_world)."""
+    d = bench_dir or os.path.join(ROOT, "build/bench/ch05")
+    rows = []
+    if "vlm" in parts:
+        rows += run_vlm(threads, reps, d, steps, log)
+    if "world" in parts:
+        try:   # a failure here (a missing binary, a changed config) keeps the rows above
+            rows += run_world(threads, reps, d.rstrip("/") + "_world", world_steps, log)
+        except Exception as e:
+            log(f"error: ch05 world: {e}", flush=True)
+            rows.append((f"ch05 world: FAILED ({type(e).__name__})", "", float("nan"), float("nan")))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default=os.path.join(ROOT, "build/bench/ch05"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4, help="training steps per run; the first is a warm-up")
+    ap.add_argument("--world-steps", type=int, default=5, help="the world's steps per run; the first is a warm-up")
+    ap.add_argument("--part", choices=("both", "vlm", "world"), default="both", help="which workload (default both)")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--torch-world-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--world-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch_worker:
         torch_worker(a.dir, a.steps, a.threads)
         return 0
-    rows = run(a.threads, a.reps, a.dir, a.steps)
-    print(f"{'figure':44s} {'unit':>6s} {'ours':>9s} {'torch':>9s} {'ratio':>10s}")
+    if a.torch_world_worker:
+        torch_world_worker(a.world_dir, a.world_steps, a.threads, a.vocab)
+        return 0
+    parts = ("vlm", "world") if a.part == "both" else (a.part,)
+    rows = run(a.threads, a.reps, a.dir, a.steps, world_steps=a.world_steps, parts=parts)
+    print(f"{'figure':46s} {'unit':>6s} {'ours':>9s} {'torch':>9s} {'ratio':>10s}")
     for fig, unit, o, t, *_ in rows:
         ratio = t / o if unit == "MiB" else o / t
-        print(f"{fig:44s} {unit:>6s} {o:9.3f} {t:9.3f} {ratio:10.2f}")
+        print(f"{fig:46s} {unit:>6s} {o:9.3f} {t:9.3f} {ratio:10.2f}")
     return 0
 
 

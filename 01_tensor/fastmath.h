@@ -1,0 +1,51 @@
+// fastmath.h: exp and sigmoid that the compiler can vectorise.
+//
+// libm's expf is a function call per element. In a softmax over hundreds of
+// scores, or in SwiGLU's sigmoid over every hidden unit of every token (12
+// million calls in one nano training step), those calls cost more than the
+// arithmetic around them. Written inline as below, a loop of them becomes
+// 16-wide AVX-512 code. Both are within a few ulp of libm (tests/verify_ch01.c
+// and the chapter tests compare the ops that use them with torch).
+#ifndef NM_FASTMATH_H
+#define NM_FASTMATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+// exp(x) for x <= 0 (softmax inputs after subtracting the row max), written so
+// the compiler can run 16 of them at once; libm's expf is a function call per
+// element, and a softmax over 577 x 577 scores per head spends real time there.
+//   exp(x) = 2^n * exp(r),  n = round(x / ln 2),  r = x - n ln 2 in [-ln2/2, ln2/2]
+// exp(r) is a degree-6 polynomial in r (the Taylor coefficients, with the last
+// ones adjusted for this interval: Cephes' expf), good to about 1 ulp; 2^n is
+// built directly in the exponent bits of a float. Below -87 the result would
+// be a denormal; it is flushed to 0, which a probability cannot tell apart.
+static inline float nm_exp_neg(float x) {
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    const float big = 12582912.0f;              // 1.5 * 2^23: adding it rounds to an integer
+    float xc = x < -87.0f ? -87.0f : x;
+    float n = (xc * log2e + big) - big;          // round(x / ln 2)
+    float r = (xc - n * ln2_hi) - n * ln2_lo;    // x - n ln 2, in two steps to keep the bits
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;        // the float 2^n, bit by bit
+    float two_n;
+    memcpy(&two_n, &e, sizeof two_n);
+    return x < -87.0f ? 0.0f : p * two_n;
+}
+
+// sigmoid(x) = 1 / (1 + exp(-x)), through exp of a non-positive number only:
+// with e = exp(-|x|), sigmoid is 1 / (1 + e) for x >= 0 and e / (1 + e) below,
+// so no exp can overflow, whatever x is.
+static inline float nm_sigmoid(float x) {
+    float e = nm_exp_neg(x < 0.0f ? x : -x);
+    float inv = 1.0f / (1.0f + e);
+    return x < 0.0f ? e * inv : inv;
+}
+
+#endif
