@@ -111,12 +111,13 @@ void feat_cache_close(FeatCache *c) {
 // ----------------------------------------------------------------------------
 // Merged patches and the position code
 
-int vis_prep_dim(int D, int G, int merge, bool pos_code) {
-    return merge * merge * D + (pos_code ? 2 * (G / merge) : 0);
+int vis_prep_dim(int D, int G, int merge, int pos) {
+    const int g = G / merge;
+    return merge * merge * D + ((pos & VIS_POS_ONEHOT) ? 2 * g : 0) + ((pos & VIS_POS_RAMP) ? 2 * g : 0);
 }
 
-void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, bool pos_code) {
-    const int g = G / merge, W = vis_prep_dim(D, G, merge, pos_code);
+void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, int pos) {
+    const int g = G / merge, W = vis_prep_dim(D, G, merge, pos);
     for (int i = 0; i < NI; i++)
         for (int r = 0; r < g; r++)
             for (int c = 0; c < g; c++) {
@@ -127,12 +128,18 @@ void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, bool
                         memcpy(dst + (size_t)(dr * merge + dc) * D, in + ((size_t)i * G * G + (size_t)pr * G + pc) * D,
                                (size_t)D * sizeof(float));
                     }
-                if (pos_code) {
-                    float *code = dst + (size_t)merge * merge * D;
+                float *code = dst + (size_t)merge * merge * D;
+                if (pos & VIS_POS_ONEHOT) {
                     memset(code, 0, (size_t)2 * g * sizeof(float));
                     code[r] = 1.0f;
                     code[g + c] = 1.0f;
+                    code += 2 * g;
                 }
+                if (pos & VIS_POS_RAMP)
+                    for (int k = 0; k < g; k++) {
+                        code[k] = k <= r ? 1.0f : 0.0f;
+                        code[g + k] = k <= c ? 1.0f : 0.0f;
+                    }
             }
 }
 
@@ -181,7 +188,7 @@ void nano_model_load(NanoModel *m, const char *dir) {
     ConnectorConfig cc;
     connector_config_init(&cc, (ConnectorKind)connector_kind_parse(m->cfg.connector), m->vit.cfg.hidden,
                           trained.cfg.C, trained.cfg.I, m->G, m->G);
-    cc.in_dim = vis_prep_dim(vit_feature_dim(&m->feat, &m->vit.cfg), m->G, m->cfg.patch_merge, m->cfg.pos_code);
+    cc.in_dim = vis_prep_dim(vit_feature_dim(&m->feat, &m->vit.cfg), m->G, m->cfg.patch_merge, vis_pos_flags(&m->cfg));
     cc.grid_h = cc.grid_w = m->G / m->cfg.patch_merge;
     connector_build(&m->conn, &cc);
     p = xsprintf("%s/connector.safetensors", dir);
@@ -203,7 +210,7 @@ void nano_model_load(NanoModel *m, const char *dir) {
               Df = vit_feature_dim(&m->feat, &m->vit.cfg);
     m->pix = xmalloc((size_t)3 * S * S * sizeof(float));
     m->feats = xmalloc((size_t)Tf * Df * sizeof(float));
-    m->coded = xmalloc((size_t)Tf * (size_t)vis_prep_dim(Df, m->G, 1, true) * sizeof(float));
+    m->coded = xmalloc((size_t)Tf * (size_t)vis_prep_dim(Df, m->G, 1, VIS_POS_ONEHOT | VIS_POS_RAMP) * sizeof(float));
     m->cached = xmalloc((size_t)cap * sizeof(int32_t));
 }
 
@@ -224,7 +231,7 @@ void nano_set_image(NanoModel *m, const Image *img) {
     clip_preprocess(m->pix, img, &m->pp);
     vit_forward(&m->vit, m->pix, 1, NULL, &m->feat, m->feats, NULL);
     vis_prep(m->coded, m->feats, 1, m->G, vit_feature_dim(&m->feat, &m->vit.cfg), m->cfg.patch_merge,
-             m->cfg.pos_code);
+             vis_pos_flags(&m->cfg));
     const float *vis = connector_forward(&m->conn, m->coded, 1);   // (NV, C)
     const int C = m->llm.cfg.C;
     memcpy(m->llm.embed + (size_t)m->V * C, vis, (size_t)m->NV * C * sizeof(float));

@@ -74,10 +74,19 @@ void feat_cache_close(FeatCache *c);
 //     ViT's 64 patches become 16 tokens of width 4D, and every sequence is
 //     48 tokens shorter;
 //   pos_code: 2(G/m) more numbers, a one-hot of the token's row and one of
+//     its column; pos_ramp: 2(G/m) more, the same as "thermometers" (entry
+//     k is 1 for k <= row, else 0, and the same for the column). A one-hot
+//     makes every cell a separate fact to learn; a ramp is ordered, so what
+//     a layer learns about "lower than row 3" holds for every row below it,
+//     and averaging the ramps of a shape's patches gives its centre;
 //     its column.
 // in (NI, G*G, D) -> out (NI, (G/m)^2, vis_prep_dim(...)). G % m == 0.
-int vis_prep_dim(int D, int G, int merge, bool pos_code);
-void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, bool pos_code);
+enum { VIS_POS_ONEHOT = 1, VIS_POS_RAMP = 2 };   // the codes vis_prep appends (flags)
+static inline int vis_pos_flags(const TrainConfig *c) {
+    return (c->pos_code ? VIS_POS_ONEHOT : 0) | (c->pos_ramp ? VIS_POS_RAMP : 0);
+}
+int vis_prep_dim(int D, int G, int merge, int pos);
+void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, int pos);
 
 // ---- a trained model, answering -------------------------------------------------
 typedef struct {

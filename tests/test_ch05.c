@@ -12,6 +12,7 @@
 #include "05_training/backward.h"
 #include "05_training/config.h"
 #include "05_training/data.h"
+#include "05_training/nano.h"
 #include "tests/test_world.h"
 
 // ---- RMSNorm: L = sum w_out * (x * r * w)
@@ -221,6 +222,27 @@ static void test_length_buckets(void) {
                "(%d rows not seen exactly once, padding %ld chars shuffled vs %ld bucketed)", dup, pad[0], pad[1]);
 }
 
+// ---- vis_prep: the merged window, then the one-hot and the ramp codes.
+// A 4 x 4 grid of 2-wide patches whose values name them (patch p = (row*4 + col)
+// holds 10p and 10p + 1), merge 2: token (1, 0) is patches (2,0) (2,1) (3,0)
+// (3,1), row 1 and column 0 of a 2 x 2 grid of tokens.
+static void test_vis_prep(void) {
+    enum { G = 4, D = 2, M = 2, g = G / M };
+    float in[G * G * D], out[g * g * (M * M * D + 4 * g)];
+    for (int p = 0; p < G * G; p++) { in[p * D] = 10.0f * p; in[p * D + 1] = 10.0f * p + 1; }
+    int W = vis_prep_dim(D, G, M, VIS_POS_ONEHOT | VIS_POS_RAMP);
+    vis_prep(out, in, 1, G, D, M, VIS_POS_ONEHOT | VIS_POS_RAMP);
+    const float *t = out + (1 * g + 0) * W;   // token (1, 0)
+    float want[8 + 8] = {80, 81, 90, 91, 120, 121, 130, 131,   // patches 8, 9, 12, 13
+                         0, 1, 1, 0,                           // one-hot: row 1, column 0
+                         1, 1, 1, 0};                          // ramps: rows <= 1, columns <= 0
+    check_true("vis_prep: 2x2 merge, one-hot and ramp codes", W == 16 && memcmp(t, want, sizeof want) == 0,
+               "(width %d; token (1,0) = %g %g %g %g %g %g %g %g | %g %g %g %g | %g %g %g %g)", W, (double)t[0],
+               (double)t[1], (double)t[2], (double)t[3], (double)t[4], (double)t[5], (double)t[6], (double)t[7],
+               (double)t[8], (double)t[9], (double)t[10], (double)t[11], (double)t[12], (double)t[13], (double)t[14],
+               (double)t[15]);
+}
+
 // ---- the schedule
 static void test_schedule(void) {
     bool ok = fabsf(lr_schedule(0, 4, 10, 0.1f) - 0.25f) < 1e-7f && fabsf(lr_schedule(3, 4, 10, 0.1f) - 1.0f) < 1e-7f &&
@@ -273,6 +295,7 @@ int main(void) {
     test_attention();
     test_attention_blocks();
     test_length_buckets();
+    test_vis_prep();
     test_embedding();
     test_schedule();
     test_config();

@@ -315,10 +315,11 @@ def cached(feats, name):
     raise KeyError(f"no features for image {name!r} in the cache")
 
 
-def vis_prep(x, G, m, pos_code):
-    """nano.h's vis_prep: (NI, G*G, D) -> (NI, (G/m)^2, m*m*D [+ 2G/m]).
+def vis_prep(x, G, m, pos_code, pos_ramp=False):
+    """nano.h's vis_prep: (NI, G*G, D) -> (NI, (G/m)^2, m*m*D [+ 2G/m] [+ 2G/m]).
     Token (r, c) is the m x m window of patches (r*m + dr, c*m + dc), concatenated
-    row by row, then (pos_code) a one-hot of r and a one-hot of c."""
+    row by row, then (pos_code) a one-hot of r and a one-hot of c, then (pos_ramp)
+    the "thermometers" of r and c (entry k is 1 for k <= r)."""
     import torch
     NI, _, D = x.shape
     g = G // m
@@ -327,6 +328,10 @@ def vis_prep(x, G, m, pos_code):
     if pos_code:
         eye = torch.eye(g)
         code = torch.cat([eye.repeat_interleave(g, 0), eye.repeat(g, 1)], dim=1)   # (g*g, 2g): row, column
+        x = torch.cat([x, code.expand(NI, -1, -1)], dim=2)
+    if pos_ramp:
+        ramp = (torch.arange(g)[None, :] <= torch.arange(g)[:, None]).float()   # row r: 1 for k <= r
+        code = torch.cat([ramp.repeat_interleave(g, 0), ramp.repeat(g, 1)], dim=1)
         x = torch.cat([x, code.expand(NI, -1, -1)], dim=2)
     return x
 
@@ -343,6 +348,7 @@ def torch_world_worker(d, steps, threads, vocab):
         raise RuntimeError("this bench mirrors the mlp connector, truncate = false and z_loss = 0 of world_stage2.conf")
     B, stage, max_len = int(conf["batch_size"]), int(conf["stage"]), int(conf["max_seq_len"])
     m, pos_code = int(conf["patch_merge"]), conf["pos_code"] == "true"
+    pos_ramp = conf.get("pos_ramp", "false") == "true"
     with open(os.path.join(P["vit"], "config.json")) as f:
         vc = json.load(f)
     G = vc["image_size"] // vc["patch_size"]
@@ -352,7 +358,7 @@ def torch_world_worker(d, steps, threads, vocab):
         rows = [json.loads(line) for line in f if line.strip()]
     feats = load_feature_cache(P["cache"])
     D = next(iter(feats.values())).shape[1]
-    in_dim = m * m * D + (2 * (G // m) if pos_code else 0)
+    in_dim = m * m * D + (2 * (G // m) if pos_code else 0) + (2 * (G // m) if pos_ramp else 0)
     torch.manual_seed(2)
     llm = Qwen3ForCausalLM(Qwen3Config(**dict(LLM, vocab_size=vocab, bos_token_id=None, eos_token_id=tok.im_end)))
     conn = R.Connector(in_dim, LLM["hidden_size"], LLM["hidden_size"])   # mlp hidden = the LLM's width
@@ -375,7 +381,7 @@ def torch_world_worker(d, steps, threads, vocab):
         ids, labels, mask = R.batch(tok, picked, stage)
         t0 = time.perf_counter()
         names = [n for r in picked for n in (r["images"] if "images" in r else [r["image"]])]
-        x = vis_prep(torch.stack([cached(feats, n) for n in names]), G, m, pos_code)
+        x = vis_prep(torch.stack([cached(feats, n) for n in names]), G, m, pos_code, pos_ramp)
         opt.zero_grad()
         vis = conn(x)                                                            # (NI, NV, C)
         emb = llm.get_input_embeddings()(ids)                                    # (B, T, C)
