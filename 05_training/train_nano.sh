@@ -13,6 +13,8 @@
 #   6. the model directory, the evaluator, a sample answer    ./05_training/run eval | chat
 # The presets differ only in the amount of data and steps:
 #   quick  the `make train` run: about a quarter of an hour on a 2-core laptop CPU
+#          (a long stage 1: caption steps are short and cheap, and they are where the
+#          model learns to find a shape and name its kind, colour, size and place)
 #   long   the shipped checkpoint's schedule (models/nano)
 #   ci     a minute or two: the learning check of tests/cli_ch05.sh (scenes of one
 #          shape, mostly stage 1: captions are where a model first learns to look)
@@ -27,8 +29,8 @@ cd "$(dirname "$0")/.."
 PRESET=${1:-quick}
 OUT=${2:-build/world}
 case "$PRESET" in
-    quick) NTRAIN=6000;  NTEST=200; S1=200; S2=1400; NEVAL=200; SHAPES=4; BATCH=16 ;;
-    long)  NTRAIN=12000; NTEST=200; S1=300; S2=2600; NEVAL=200; SHAPES=4; BATCH=16 ;;
+    quick) NTRAIN=10000; NTEST=200; S1=1500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16 ;;
+    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16 ;;
     ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16 ;;
     *) echo "error: $PRESET: unknown preset (quick, long or ci)" >&2; exit 1 ;;
 esac
