@@ -371,9 +371,13 @@ static int cache(const Args *a, Device dev) {
                 in_shard = 0;
             }
         }
+        // progress: one line rewritten in place on a terminal; in a log, a line
+        // for every tenth of the images (and the last), not one per batch
         double el = now_seconds() - t0;
-        fprintf(stderr, "%s[cache] %d / %d images, %.2f images/s, %d shard(s)%s", isatty(2) ? "\r" : "",
-                i0 + nb, n, (i0 + nb) / el, nshards, isatty(2) ? "" : "\n");
+        const int done = i0 + nb, step = n / 10 > nb ? n / 10 : nb;
+        if (isatty(2) || done == n || done / step != i0 / step)
+            fprintf(stderr, "%s[cache] %d / %d images, %.2f images/s, %d shard(s)%s", isatty(2) ? "\r" : "", done,
+                    n, done / el, nshards, isatty(2) ? "" : "\n");
     }
     if (isatty(2)) fprintf(stderr, "\n");
     if (g) vit_cuda_free(g);

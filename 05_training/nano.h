@@ -13,10 +13,14 @@
 //   The connector's input. A random ViT's features say little about where a
 //   patch is, and pointing needs exactly that. With `pos_code = true` every
 //   feature vector of patch (r, c) of the G x G grid gets 2G more numbers:
-//   a one-hot of its row and a one-hot of its column. The connector's first
-//   Linear reads Df + 2G inputs. It costs nothing and pointing learns faster.
+//   a one-hot of its row and a one-hot of its column; with `pos_ramp = true`
+//   2G more, the same position as two "thermometers" (below). The connector's
+//   first Linear reads Df + 2G (+ 2G) inputs. One-hots alone taught the model
+//   rows (which the token's place in the sequence also tells) but hardly
+//   columns; with the ramps it learns both (bench/RESULTS.md).
 //   With `patch_merge = 2`, 2x2 windows of patches are concatenated first:
-//   a quarter of the visual tokens, so shorter sequences and faster steps.
+//   a quarter of the visual tokens, so shorter sequences and faster steps,
+//   but slower learning per step; the world configs keep every patch a token.
 //
 //   The model directory (what `./05_training/run world` writes and what is
 //   shipped in models/nano/):

@@ -37,10 +37,11 @@ on the same models and the same batches on both sides:
     every training image once (bf16 safetensors shards + index.json) and the trainer
     reads those features. Per image: the 8 x 8 grid of 128-wide patch features (the
     config's vit_feature); with patch_merge = 2 each 2 x 2 window is concatenated
-    (space-to-depth, 16 tokens of width 512), and pos_code appends a one-hot of the
-    token's row and of its column (2 x 4 numbers): 16 vectors of width 520 (nano.h);
-  - the connector: chapter 03's mlp, Linear(520, 128) -> GELU (erf) -> Linear(128, 128);
-    its 16 outputs per image replace the 16 <image> placeholder embeddings;
+    (space-to-depth, 16 tokens of width 512); pos_code appends a one-hot of the token's
+    row and of its column, pos_ramp the same position as two "thermometers" (nano.h).
+    With the world configs (patch_merge = 1, both codes): 64 vectors of width 128 + 32;
+  - the connector: chapter 03's mlp, Linear(160, 128) -> GELU (erf) -> Linear(128, 128);
+    its 64 outputs per image replace the 64 <image> placeholder embeddings;
   - the batch: 16 conversations, each one scene with ALL its questions packed in turn
     after turn (a few hundred tokens), right-padded to the longest; loss = mean
     cross-entropy over the answer tokens; backward; global-norm clipping at 1.0; AdamW
