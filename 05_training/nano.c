@@ -308,6 +308,14 @@ static void answer_scene(NanoModel *m, const Scene *sc, Answer *ans) {
     }
 }
 
+// Draws scene i of a split, paints it into *rgb (grown as needed) and shows it to the model.
+static void draw_and_show(NanoModel *m, Scene *sc, const WorldConfig *wc, WorldSplit split, int i, uint8_t **rgb) {
+    world_scene(sc, wc, split, i);
+    *rgb = xrealloc(*rgb, (size_t)sc->width * sc->height * 3);
+    world_render(sc, *rgb);
+    nano_set_image(m, &(Image){sc->width, sc->height, *rgb});
+}
+
 int nano_cli_eval(int argc, char **argv) {
     const char *model = NANO_DEFAULT_MODEL, *json = NULL;
     long seed = 1, n = 200, max_shapes = 4;
@@ -362,27 +370,19 @@ int nano_cli_eval(int argc, char **argv) {
                     "the composition split\n", model, n, seed, n);
     double t0 = now_seconds();
     for (int i = 0; i < n; i++) {
+        // a held-out scene, and the same questions about noise
         Scene *sc = &scenes[i];
-        world_scene(sc, &wc, WORLD_TEST, i);
-        rgb = xrealloc(rgb, (size_t)sc->width * sc->height * 3);
-        Image img = {sc->width, sc->height, rgb};
-        world_render(sc, rgb);
-        nano_set_image(&m, &img);
+        draw_and_show(&m, sc, &wc, WORLD_TEST, i, &rgb);
         answer_scene(&m, sc, ans + na);
         na += sc->nq;
         world_render_noise(rgb, sc->width, sc->height, (uint64_t)seed * 1000003u + (uint64_t)i);
-        nano_set_image(&m, &img);
+        nano_set_image(&m, &(Image){sc->width, sc->height, rgb});
         answer_scene(&m, sc, noise + nn);
         nn += sc->nq;
         // composition: a scene that starts with a (kind, colour) pair training never showed
-        Scene *cs = &comp[i];
-        world_scene(cs, &wc, WORLD_COMPOSE, i);
-        rgb = xrealloc(rgb, (size_t)cs->width * cs->height * 3);
-        Image cimg = {cs->width, cs->height, rgb};
-        world_render(cs, rgb);
-        nano_set_image(&m, &cimg);
-        answer_scene(&m, cs, cans + nc);
-        nc += cs->nq;
+        draw_and_show(&m, &comp[i], &wc, WORLD_COMPOSE, i, &rgb);
+        answer_scene(&m, &comp[i], cans + nc);
+        nc += comp[i].nq;
         if ((i + 1) % 20 == 0 || i + 1 == n)
             fprintf(stderr, "eval: %d / %ld scenes, %.1f scenes/s\n", i + 1, n, (i + 1) / (now_seconds() - t0));
     }
