@@ -117,21 +117,55 @@ static int square_side(int T) {
 #define NANO_DIR "models/nano"
 
 // The shipped connector reads the nano ViT's 8x8 patch grid the way chapter
-// 05 feeds it (05_training/nano.h): each 2x2 window of patches concatenated
-// (4 x 128 wide), then a one-hot of the window's row and one of its column
-// (4 + 4). feat (B, G*G, D) -> out (B, (G/2)^2, 4D + G).
-static float *nano_merge(const float *feat, int B, int G, int D) {
-    const int g = G / 2, W = 4 * D + 2 * g;
+// 05 feeds it (05_training/nano.h, vis_prep): each m x m window of patches
+// concatenated (m = patch_merge), then the window's row and column as one-hots
+// (pos_code) and as "thermometers" (pos_ramp: entry k is 1 for k <= row).
+// Which of these the shipped model used is read off the width its first Linear
+// expects. feat (B, G*G, D) -> out (B, (G/m)^2, m*m*D + codes).
+typedef struct { int merge; bool onehot, ramp; } NanoLayout;
+
+static int layout_width(NanoLayout l, int G, int D) {
+    const int g = G / l.merge;
+    return l.merge * l.merge * D + (l.onehot ? 2 * g : 0) + (l.ramp ? 2 * g : 0);
+}
+
+// The layout whose width is the shipped connector's input width, or merge 0.
+static NanoLayout nano_layout(const char *connector_path, int G, int D) {
+    NanoLayout none = {0, false, false};
+    char err[256];
+    StFile *f = st_open(connector_path, err, sizeof err);
+    if (!f) fail_input(connector_path, "%s", err);
+    const StTensor *w = st_find(f, "connector.linear_1.weight");
+    const int want = w && w->ndim == 2 ? (int)w->shape[1] : -1;
+    st_close(f);
+    for (int m = 1; m <= 2; m++)
+        for (int code = 0; code < 4; code++) {
+            NanoLayout l = {m, (code & 1) != 0, (code & 2) != 0};
+            if (G % m == 0 && layout_width(l, G, D) == want) return l;
+        }
+    return none;
+}
+
+static float *nano_prep(const float *feat, int B, int G, int D, NanoLayout l) {
+    const int m = l.merge, g = G / m, W = layout_width(l, G, D);
     float *out = xcalloc((size_t)B * g * g * W, sizeof(float));
     for (int b = 0; b < B; b++)
         for (int r = 0; r < g; r++)
             for (int c = 0; c < g; c++) {
                 float *dst = out + ((size_t)b * g * g + (size_t)r * g + c) * W;
-                for (int k = 0; k < 4; k++)
-                    memcpy(dst + (size_t)k * D, feat + ((size_t)b * G * G + (size_t)(2 * r + k / 2) * G + 2 * c + k % 2) * D,
+                for (int k = 0; k < m * m; k++)   // the window, row by row
+                    memcpy(dst + (size_t)k * D, feat + ((size_t)b * G * G + (size_t)(m * r + k / m) * G + m * c + k % m) * D,
                            (size_t)D * sizeof(float));
-                dst[4 * D + r] = 1.0f;
-                dst[4 * D + g + c] = 1.0f;
+                float *code = dst + (size_t)m * m * D;
+                if (l.onehot) {
+                    code[r] = code[g + c] = 1.0f;
+                    code += 2 * g;
+                }
+                if (l.ramp)
+                    for (int k = 0; k < g; k++) {
+                        code[k] = k <= r ? 1.0f : 0.0f;
+                        code[g + k] = k <= c ? 1.0f : 0.0f;
+                    }
             }
     return out;
 }
@@ -262,13 +296,15 @@ int main(int argc, char **argv) {
                vit_dir ? vit_dir : "nano (seeded random weights)", B, S, S, G, G, vf.name, B, T, width);
         free(pix);
         vit_free(&vit);
-        if (shipped && G % 2 == 0) {
-            float *merged = nano_merge(feat, B, G, width);
+        const NanoLayout lay = shipped ? nano_layout(model_path, G, width) : (NanoLayout){0, false, false};
+        if (lay.merge > 0) {
+            float *prepped = nano_prep(feat, B, G, width, lay);
             free(feat);
-            feat = merged;
-            G /= 2;
-            width = 4 * width + 2 * G;
-            printf("2x2 patches merged + position code (chapter 05's nano layout): (%d, %d, %d)\n", B, G * G, width);
+            feat = prepped;
+            width = layout_width(lay, G, width);
+            G /= lay.merge;
+            printf("chapter 05's nano layout: %dx%d patches per token%s%s: (%d, %d, %d)\n", lay.merge, lay.merge,
+                   lay.onehot ? ", one-hot position" : "", lay.ramp ? ", position ramps" : "", B, G * G, width);
         }
         if (vision_dim && vision_dim * (kind == CONN_MOLMO ? 2 : 1) != width)
             fail_input("--vision-dim", "the ViT's features are %d wide, but --vision-dim %d makes the %s connector "
