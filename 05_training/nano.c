@@ -1,6 +1,7 @@
 // nano.c: the feature cache, the position code, and a trained nano VLM answering (see nano.h).
 #include "05_training/nano.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <string.h>
@@ -28,13 +29,10 @@ static int by_base_cmp(const void *a, const void *b) {
 
 FeatCache *feat_cache_open(const char *dir) {
     char *ipath = xsprintf("%s/index.json", dir);
-    size_t len;
-    const char *why;
-    char *text = read_file(ipath, &len, &why);
-    if (!text) fail_input(ipath, "%s (a feature cache is complete only with its index.json)", why);
+    if (access(ipath, R_OK) != 0)
+        fail_input(ipath, "%s (a feature cache is complete only with its index.json)", strerror(errno));
+    JsonDoc *doc = json_load_file(ipath);
     char err[256];
-    JsonDoc *doc = json_parse(text, len, err, sizeof err);
-    if (!doc) fail_input(ipath, "%s", err);
     JsonValue *root = json_root(doc), *imgs = json_get(root, "images");
     FeatCache *c = xcalloc(1, sizeof *c);
     c->dir = xstrdup(dir);
@@ -75,7 +73,6 @@ FeatCache *feat_cache_open(const char *dir) {
     sort_cache = c;
     qsort(c->by_base, (size_t)c->n, sizeof(int), by_base_cmp);
     json_free(doc);
-    free(text);
     free(ipath);
     return c;
 }

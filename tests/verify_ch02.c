@@ -252,13 +252,7 @@ int main(int argc, char **argv) {
     char *pp = xsprintf("%s/preprocess.safetensors", dir);
     char *jp = xsprintf("%s/preprocess.json", dir);
     StFile *f = open_st(pp);
-    size_t len;
-    const char *why;
-    char *text = read_file(jp, &len, &why);
-    if (!text) fail_input(jp, "%s", why);
-    char err[200];
-    JsonDoc *doc = json_parse(text, len, err, sizeof err);
-    if (!doc) fail_input(jp, "%s", err);
+    JsonDoc *doc = json_load_file(jp);
     const JsonValue *root = json_root(doc);
     printf("# reference: %s, transformers %s, Pillow %s\n", json_get_str(root, "backend", "?"),
            json_get_str(root, "transformers", "?"), json_get_str(root, "pillow", "?"));
@@ -269,7 +263,6 @@ int main(int argc, char **argv) {
     NM_CHECK(imgs && crops && imgs->type == JSON_ARRAY && crops->type == JSON_ARRAY, "%s: bad listing", jp);
     for (size_t i = 0; i < imgs->len; i++) verify_image(f, dir, imgs->items[i], crops);
     json_free(doc);
-    free(text);
     st_close(f);
     free(pp); free(jp);
 

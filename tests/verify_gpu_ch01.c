@@ -198,6 +198,19 @@ static const char *cname(const Case *c, DType dt, const char *what) {
     return name_buf;
 }
 
+// The three gradients of a matmul backward on the device against the C oracle's.
+static void check_grads(const Case *c, DType dt, const char *suffix, const DevBuf d[3], const float *const want[3],
+                        const size_t n[3], TolClass tol) {
+    static const char *const names[3] = {"dinp", "dweight", "dbias"};
+    for (int k = 0; k < 3; k++) {
+        char what[32];
+        snprintf(what, sizeof what, "%s%s", names[k], suffix);
+        float *got = dev_get(d[k], n[k], dt);
+        check_f32(cname(c, dt, what), got, want[k], n[k], tol);
+        free(got);
+    }
+}
+
 static void test_matmul(const Case *c, DType dt) {
     const int M = c->M, K = c->K, N = c->N;
     const size_t nI = (size_t)M * K, nW = (size_t)N * K, nO = (size_t)M * N;
@@ -253,15 +266,8 @@ static void test_matmul(const Case *c, DType dt) {
         float *w_gi = host_copy(g_inp, nI), *w_gw = host_copy(g_weight, nW), *w_gb = host_copy(g_bias, N);
         matmul_backward_cpu(w_gi, w_gw, w_gb, dout, inp, weight, M, K, N);
         matmul_backward_cuda(d_gi.ptr, d_gw.ptr, d_gb.ptr, d_dout.ptr, d_inp.ptr, d_weight.ptr, M, K, N, dt);
-        got = dev_get(d_gi, nI, dt);
-        check_f32(cname(c, dt, "dinp"), got, w_gi, nI, tol_grad);
-        free(got);
-        got = dev_get(d_gw, nW, dt);
-        check_f32(cname(c, dt, "dweight"), got, w_gw, nW, tol_grad);
-        free(got);
-        got = dev_get(d_gb, N, dt);
-        check_f32(cname(c, dt, "dbias"), got, w_gb, N, tol_grad);
-        free(got);
+        check_grads(c, dt, "", (DevBuf[3]){d_gi, d_gw, d_gb}, (const float *[3]){w_gi, w_gw, w_gb},
+                    (size_t[3]){nI, nW, N}, tol_grad);
 
         // From zero, each gradient requested in two of three calls (NULL in
         // the third): each must come out as twice one backward.
@@ -277,15 +283,8 @@ static void test_matmul(const Case *c, DType dt) {
         matmul_backward_cuda(d_gi.ptr, NULL, d_gb.ptr, d_dout.ptr, d_inp.ptr, d_weight.ptr, M, K, N, dt);
         matmul_backward_cuda(d_gi.ptr, d_gw.ptr, d_gb.ptr, d_dout.ptr, d_inp.ptr, d_weight.ptr, M, K, N, dt);
         matmul_backward_cuda(NULL, d_gw.ptr, NULL, d_dout.ptr, d_inp.ptr, d_weight.ptr, M, K, N, dt);
-        got = dev_get(d_gi, nI, dt);
-        check_f32(cname(c, dt, "dinp twice"), got, w_gi, nI, tol_grad);
-        free(got);
-        got = dev_get(d_gw, nW, dt);
-        check_f32(cname(c, dt, "dweight twice"), got, w_gw, nW, tol_grad);
-        free(got);
-        got = dev_get(d_gb, N, dt);
-        check_f32(cname(c, dt, "dbias twice"), got, w_gb, N, tol_grad);
-        free(got);
+        check_grads(c, dt, " twice", (DevBuf[3]){d_gi, d_gw, d_gb}, (const float *[3]){w_gi, w_gw, w_gb},
+                    (size_t[3]){nI, nW, N}, tol_grad);
 
         cuda_free(d_dout.base), cuda_free(d_gi.base), cuda_free(d_gw.base), cuda_free(d_gb.base);
         free(w_gi), free(w_gw), free(w_gb);

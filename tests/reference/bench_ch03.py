@@ -109,9 +109,8 @@ def main():
     ap.add_argument("--kinds", default="mlp,molmo", help="comma-separated: linear, mlp, molmo")
     a = ap.parse_args()
     rows = run(a.threads, a.reps, a.batch, tuple(a.kinds.split(",")))
-    print(f"{'figure':44s} {'unit':>6s} {'ours':>9s} {'torch':>9s} {'ours/torch':>10s}")
-    for fig, unit, o, t, *_ in rows:
-        print(f"{fig:44s} {unit:>6s} {o:9.1f} {t:9.1f} {o / t:10.2f}")
+    from bench import print_combined   # the table `make bench` prints
+    print_combined(rows, a.threads)
     return 0
 
 

@@ -509,10 +509,8 @@ def main():
         return 0
     parts = ("vlm", "world") if a.part == "both" else (a.part,)
     rows = run(a.threads, a.reps, a.dir, a.steps, world_steps=a.world_steps, parts=parts)
-    print(f"{'figure':46s} {'unit':>6s} {'ours':>9s} {'torch':>9s} {'ratio':>10s}")
-    for fig, unit, o, t, *_ in rows:
-        ratio = t / o if unit == "MiB" else o / t
-        print(f"{fig:46s} {unit:>6s} {o:9.3f} {t:9.3f} {ratio:10.2f}")
+    from bench import print_combined   # the table `make bench` prints
+    print_combined(rows, a.threads)
     return 0
 
 
