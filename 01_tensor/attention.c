@@ -69,7 +69,7 @@ static void softmax_row(float *s, int n_vis, int nk) {
 }
 
 void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
-                           int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
+                           const int32_t *seg, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
                            int q_pos0, bool causal, float scale) {
     NM_CHECK(NKV > 0 && NH % NKV == 0, "attention: %d query heads cannot share %d kv heads", NH, NKV);
     NM_CHECK(Tk <= Tcap, "attention: %d keys do not fit a cache of %d", Tk, Tcap);
@@ -108,6 +108,12 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
                 for (int r = 0; r < qb; r++) {
                     int n_vis = causal ? q_pos0 + i0 + r + 1 : Tk;
                     if (n_vis > nk) n_vis = nk;
+                    if (seg) {   // keys of other segments: a score no exp survives (probability 0)
+                        const int32_t *sb = seg + (size_t)b * Tcap, si = sb[q_pos0 + i0 + r];
+                        float *sr = S + (size_t)r * nk;
+                        for (int j = 0; j < n_vis; j++)
+                            if (sb[j] != 0 && sb[j] != si) sr[j] = -FLT_MAX;
+                    }
                     softmax_row(S + (size_t)r * nk, n_vis, nk);
                 }
                 // O = P V   (qb, HD), written straight into out's rows

@@ -15,6 +15,16 @@
 // <= q_pos0 + i, where q_pos0 is the absolute position of the first query
 // (0 in a full forward; the cache length when decoding token by token).
 //
+// Segments (seg, or NULL for none): a row may hold several sequences that
+// must not see each other, packed one after another. seg (B, Tcap) gives each
+// absolute position a segment number, and a key is visible to a query only
+// if, besides the rule above, the key's segment is the query's or is 0. So 0
+// marks a shared prefix every later segment reads (chapter 05 packs all the
+// questions about one image behind one copy of the image: each question sees
+// the image and itself, as it will when asked alone); whole independent
+// sequences packed in a row use segments 1, 2, ... A query's own position is
+// always visible, so no row of probabilities is empty.
+//
 // Layouts are the ones the projections produce, so no transpose is needed:
 // q and out are (B, Tq, NH, HD) and k, v are (B, Tcap, NKV, HD) of which the
 // first Tk positions are used (Tcap > Tk for a KV cache allocated up front).
@@ -25,11 +35,13 @@
 #define NM_ATTENTION_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 // out (B,Tq,NH,HD); probs (B,NH,Tq,Tk) or NULL: the softmax weights, kept when
-// a backward pass will need them; q (B,Tq,NH,HD); k,v (B,Tcap,NKV,HD).
+// a backward pass will need them; q (B,Tq,NH,HD); k,v (B,Tcap,NKV,HD);
+// seg (B,Tcap) or NULL.
 void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
-                           int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
+                           const int32_t *seg, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
                            int q_pos0, bool causal, float scale);
 
 #endif

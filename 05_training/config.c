@@ -28,6 +28,7 @@ void config_defaults(TrainConfig *c) {
     c->loss_chunk = 64;
     c->max_seq_len = 256;
     c->truncate = false;
+    c->turn_blocks = false;
     c->freeze_vision_encoder = true;
     c->train_connector = true;
     c->train_llm = true;
@@ -65,7 +66,7 @@ static const Key KEYS[] = {
     I(warmup_steps, 0, 1e9), F(lr, 0, 10), F(lr_connector, 0, 10), F(min_lr_ratio, 0, 1),
     F(weight_decay, 0, 10), F(beta1, 0, 0.999999), F(beta2, 0, 0.999999), F(adam_eps, 0, 1),
     F(max_grad_norm, 0, 1e9), F(z_loss, 0, 1), I(loss_chunk, 1, 1 << 20), I(max_seq_len, 2, 1 << 24),
-    B(truncate), B(freeze_vision_encoder), B(train_connector), B(train_llm), S(connector), S(vit_feature),
+    B(truncate), B(turn_blocks), B(freeze_vision_encoder), B(train_connector), B(train_llm), S(connector), S(vit_feature),
     S(vit), S(llm), S(tokenizer), S(llm_vocab), I(patch_merge, 1, 2), B(pos_code), B(pos_ramp), S(init), B(shuffle), I(bucket, 0, 1024), {"seed", K_U64, offsetof(TrainConfig, seed), 0, 0, 0},
     I(log_every, 1, 1e9), I(save_every, 0, 1e9),
 };

@@ -37,6 +37,7 @@ typedef struct {
     int loss_chunk;            // positions per chunk of logits
     int max_seq_len;           // longest row in tokens
     bool truncate;             // rows longer than max_seq_len: truncate (true) or skip
+    bool turn_blocks;          // stage 2: each question its own block behind the image (data.h)
     bool freeze_vision_encoder;// must be true: the ViT has no backward
     bool train_connector, train_llm;
     char connector[16];        // linear | mlp | molmo

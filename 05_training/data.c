@@ -165,17 +165,29 @@ void chat_format_init(ChatFormat *f, const Tokenizer *tok, int stage, int n_vis,
              "the tokenizer lacks <image>, <|im_start|>, <|im_end|> or <|endoftext|>");
 }
 
-typedef struct { int32_t *ids, *labels; int n, cap, n_images; } Seq;
+typedef struct { int32_t *ids, *labels, *pos, *seg; int n, cap, n_images; } Seq;
 
 static void push(Seq *s, int32_t id, bool sup) {
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 256;
         s->ids = xrealloc(s->ids, (size_t)s->cap * sizeof(int32_t));
         s->labels = xrealloc(s->labels, (size_t)s->cap * sizeof(int32_t));
+        s->pos = xrealloc(s->pos, (size_t)s->cap * sizeof(int32_t));
+        s->seg = xrealloc(s->seg, (size_t)s->cap * sizeof(int32_t));
     }
     s->ids[s->n] = id;
     s->labels[s->n] = sup ? id : LOSS_IGNORE;
+    s->pos[s->n] = s->n;   // a plain row: position = index, one segment
+    s->seg[s->n] = 0;
     s->n++;
+}
+
+static void seq_free(Seq *s) {
+    free(s->ids);
+    free(s->labels);
+    free(s->pos);
+    free(s->seg);
+    memset(s, 0, sizeof *s);
 }
 
 static void push_text(Seq *s, const ChatFormat *f, const char *text, size_t len, bool sup) {
@@ -200,23 +212,103 @@ static void push_value(Seq *s, const ChatFormat *f, const char *v, bool sup) {
 
 static const char *role_name(Role r) { return r == ROLE_SYSTEM ? "system" : r == ROLE_USER ? "user" : "assistant"; }
 
+// One turn in the template of the stage; `prefix` (may be "") goes before its value.
+static void push_turn(Seq *s, const ChatFormat *f, Role role, const char *prefix, const char *value) {
+    bool answer = role == ROLE_ASSISTANT;
+    char *v = prefix[0] ? xsprintf("%s%s", prefix, value) : (char *)value;
+    if (f->stage == 1) {
+        // captions: {image + prompt}{caption}<|endoftext|>
+        push_value(s, f, v, answer);
+        if (answer) push(s, f->eos_id, true);
+    } else {
+        push(s, f->im_start, false);
+        char head[16];
+        snprintf(head, sizeof head, "%s\n", role_name(role));
+        push_text(s, f, head, strlen(head), false);
+        push_value(s, f, v, answer);
+        push(s, f->im_end, answer);
+        push_text(s, f, "\n", 1, false);
+    }
+    if (v != value) free(v);
+}
+
+// ---- turn blocks ---------------------------------------------------------------
+// A conversation of several questions about one image, packed so that each
+// question sees the image and itself only (data.h). Block k is rendered as
+// the one-question conversation a user would send: the system turns, the
+// first user turn's image part (its text up to the last <image>, and the
+// newline after it) in front of question k, and question k's answers. Every
+// block then starts with the same tokens up to the last image placeholder:
+// the shared prefix, kept once (segment 0). The rest of block k follows as
+// segment k + 1, its positions continuing from the prefix's end, so RoPE sees
+// the numbers it would see in the lone conversation.
+static int encode_blocks(const ChatFormat *f, const Conversation *c, Seq *out, char *why, size_t whylen) {
+    int first_user = -1;
+    for (int i = 0; i < c->n_turns && first_user < 0; i++)
+        if (c->role[i] == ROLE_USER) first_user = i;
+    if (first_user < 0) {
+        snprintf(why, whylen, "turn blocks: no user turn");
+        return 1;
+    }
+    for (int i = first_user; i < c->n_turns; i++)
+        if (c->role[i] == ROLE_SYSTEM) {
+            snprintf(why, whylen, "turn blocks: a system turn after the first question");
+            return 1;
+        }
+    // the image part of the first user turn: up to its last <image> (+ '\n')
+    const char *u0 = c->text[first_user], *last = NULL;
+    for (const char *q = strstr(u0, IMAGE_TAG); q; q = strstr(q + 1, IMAGE_TAG)) last = q;
+    size_t plen = last ? (size_t)(last - u0) + strlen(IMAGE_TAG) : 0;
+    if (last && u0[plen] == '\n') plen++;
+    char *prefix = xmalloc(plen + 1);
+    memcpy(prefix, u0, plen);
+    prefix[plen] = '\0';
+
+    int L = -1, seg = 0;   // the shared prefix's length in tokens; the segment of the block
+    for (int i = first_user; i < c->n_turns;) {
+        if (i > first_user && strstr(c->text[i], IMAGE_TAG)) {
+            snprintf(why, whylen, "turn blocks: an <image> after the first user turn (turn %d)", i + 1);
+            free(prefix);
+            seq_free(out);
+            return 1;
+        }
+        // one block: the system turns, the user turn i, its answers
+        Seq b = {0};
+        for (int j = 0; j < first_user; j++) push_turn(&b, f, c->role[j], "", c->text[j]);
+        push_turn(&b, f, ROLE_USER, i == first_user ? "" : prefix, c->text[i]);
+        int j = i + 1;
+        for (; j < c->n_turns && c->role[j] == ROLE_ASSISTANT; j++) push_turn(&b, f, ROLE_ASSISTANT, "", c->text[j]);
+        if (L < 0) {   // the first block fixes the prefix: up to its last image placeholder
+            L = 0;
+            for (int t = 0; t < b.n; t++)
+                if (b.ids[t] == f->image_id) L = t + 1;
+            out->n_images = b.n_images;
+        } else if (b.n < L || memcmp(b.ids, out->ids, (size_t)L * sizeof(int32_t)) != 0) {
+            snprintf(why, whylen, "turn blocks: question at turn %d does not share the image prefix", i + 1);
+            seq_free(&b);
+            free(prefix);
+            seq_free(out);
+            return 1;
+        }
+        seg++;
+        for (int t = seg == 1 ? 0 : L; t < b.n; t++) {   // the prefix once, then each block's own tokens
+            push(out, b.ids[t], b.labels[t] != LOSS_IGNORE);
+            out->pos[out->n - 1] = t;
+            out->seg[out->n - 1] = t < L ? 0 : seg;
+        }
+        seq_free(&b);
+        i = j;
+    }
+    free(prefix);
+    return 0;
+}
+
 int chat_encode(const ChatFormat *f, const Conversation *c, Sample *out, char *why, size_t whylen) {
     Seq s = {0};
-    for (int i = 0; i < c->n_turns; i++) {
-        bool answer = c->role[i] == ROLE_ASSISTANT;
-        if (f->stage == 1) {
-            // captions: {image + prompt}{caption}<|endoftext|>
-            push_value(&s, f, c->text[i], answer);
-            if (answer) push(&s, f->eos_id, true);
-        } else {
-            push(&s, f->im_start, false);
-            char head[16];
-            snprintf(head, sizeof head, "%s\n", role_name(c->role[i]));
-            push_text(&s, f, head, strlen(head), false);
-            push_value(&s, f, c->text[i], answer);
-            push(&s, f->im_end, answer);
-            push_text(&s, f, "\n", 1, false);
-        }
+    if (f->turn_blocks && f->stage == 2) {
+        if (encode_blocks(f, c, &s, why, whylen) != 0) return 1;
+    } else {
+        for (int i = 0; i < c->n_turns; i++) push_turn(&s, f, c->role[i], "", c->text[i]);
     }
     int n_sup = 0;
     if (s.n > f->max_len) {
@@ -227,8 +319,7 @@ int chat_encode(const ChatFormat *f, const Conversation *c, Sample *out, char *w
             snprintf(why, whylen, "%d tokens > max_len %d (%s)", s.n, f->max_len,
                      !f->truncate ? "policy skip" : splits_image ? "the cut would split an image"
                                                                  : "nothing supervised before the cut");
-            free(s.ids);
-            free(s.labels);
+            seq_free(&s);
             return 1;
         }
         // count the images left whole before the cut
@@ -240,9 +331,11 @@ int chat_encode(const ChatFormat *f, const Conversation *c, Sample *out, char *w
         snprintf(why, whylen, "truncated to %d tokens", cut);
     }
     n_sup = 0;
-    for (int t = 1; t < s.n; t++) n_sup += s.labels[t] != LOSS_IGNORE;
+    for (int t = 1; t < s.n; t++) n_sup += s.labels[t] != LOSS_IGNORE;   // (a block starts with its question)
     out->ids = s.ids;
     out->labels = s.labels;
+    out->pos = s.pos;
+    out->seg = s.seg;
     out->n = s.n;
     out->n_images = s.n_images;
     out->n_sup = n_sup;
@@ -252,6 +345,8 @@ int chat_encode(const ChatFormat *f, const Conversation *c, Sample *out, char *w
 void sample_free(Sample *s) {
     free(s->ids);
     free(s->labels);
+    free(s->pos);
+    free(s->seg);
     memset(s, 0, sizeof *s);
 }
 
@@ -261,7 +356,11 @@ void sample_free(Sample *s) {
 bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int B, int pad_id) {
     memset(b, 0, sizeof *b);
     int T = 1;
-    for (int i = 0; i < B; i++) T = s[i].n > T ? s[i].n : T;
+    bool packed = false;
+    for (int i = 0; i < B; i++) {
+        T = s[i].n > T ? s[i].n : T;
+        for (int t = 0; t < s[i].n && !packed; t++) packed = s[i].seg[t] != 0;
+    }
     b->B = B;
     b->T = T;
     size_t BT = (size_t)B * T;
@@ -269,6 +368,7 @@ bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, co
     b->labels = xmalloc(BT * sizeof(int32_t));
     b->targets = xmalloc(BT * sizeof(int32_t));
     b->pos = xmalloc(BT * sizeof(int32_t));
+    b->seg = packed ? xmalloc(BT * sizeof(int32_t)) : NULL;
     b->mask = xmalloc(BT);
     b->len = xmalloc((size_t)B * sizeof(int));
     b->rows = xmalloc((size_t)B * sizeof(int));
@@ -284,12 +384,14 @@ bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, co
             bool real = t < s[i].n;
             b->ids[o] = real ? s[i].ids[t] : pad_id;
             b->labels[o] = real ? s[i].labels[t] : LOSS_IGNORE;
-            b->pos[o] = real ? t : 0;
+            b->pos[o] = real ? s[i].pos[t] : 0;
+            if (packed) b->seg[o] = real ? s[i].seg[t] : -1;
             b->mask[o] = real;
         }
         for (int t = 0; t < T; t++) {
             size_t o = (size_t)i * T + t;
-            b->targets[o] = t + 1 < T ? b->labels[o + 1] : LOSS_IGNORE;
+            bool same_block = !packed || t + 1 >= T || b->seg[o + 1] == b->seg[o] || b->seg[o] == 0;
+            b->targets[o] = t + 1 < T && same_block ? b->labels[o + 1] : LOSS_IGNORE;
             b->n_sup += b->targets[o] != LOSS_IGNORE;
         }
         b->n_tokens += s[i].n;
@@ -302,6 +404,7 @@ void batch_free(Batch *b) {
     free(b->labels);
     free(b->targets);
     free(b->pos);
+    free(b->seg);
     free(b->mask);
     free(b->len);
     free(b->rows);

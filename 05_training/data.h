@@ -37,6 +37,25 @@
 // max_len (policy "truncate") unless the cut would split an image or leave no
 // supervised token, in which case it is skipped too. Either way it is logged.
 //
+// Turn blocks (stage 2, `turn_blocks = true`). A conversation asks several
+// questions about one image, and a model is later asked them one at a time:
+// "<image>\nHow many shapes are there?" with nothing before it. Trained on
+// the whole conversation, each answer could instead lean on the turns before
+// it (a caption earlier in the row already says where every shape is, so a
+// later "is the red circle left of the square?" can be answered by reading
+// text, not the image), and its tokens sit hundreds of positions further from
+// the image than they ever will when asked alone. With turn blocks the row is
+// packed instead:
+//
+//   [<|im_start|>user\n <image> x NV] [\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n] [\nQ2 ... A2 ...] ...
+//    segment 0: the shared prefix        segment 1 (positions from L on)        segment 2 (positions from L again)
+//
+// Each block is exactly the one-question conversation (the first user turn's
+// image part, then question k and its answer), and the attention mask lets a
+// token see only its own block and the prefix (seg, lm.h). The prefix is
+// computed once for all the questions, which is what makes this cheaper than
+// one row per question. Needs every image in the first user turn.
+//
 // Letters: B rows in a batch, T padded length, NI images in a batch, NV visual
 // tokens per image.
 #ifndef NM_DATA_H
@@ -79,6 +98,7 @@ typedef struct {
     int n_vis;          // visual tokens per image (the connector's output tokens)
     int max_len;        // longest row, in tokens
     bool truncate;      // policy for longer rows: truncate (true) or skip
+    bool turn_blocks;   // stage 2: pack each question as its own block behind the image (above)
     int image_id, im_start, im_end, eos_id, pad_id;
 } ChatFormat;
 
@@ -88,6 +108,8 @@ void chat_format_init(ChatFormat *f, const Tokenizer *tok, int stage, int n_vis,
 typedef struct {
     int32_t *ids;       // (n)
     int32_t *labels;    // (n) ids or LOSS_IGNORE
+    int32_t *pos;       // (n) position ids: 0..n-1, or with turn blocks each block's own
+    int32_t *seg;       // (n) segments: all 0, or with turn blocks 0 = prefix, k+1 = block k
     int n;
     int n_images;       // images kept (all of them, unless truncated)
     int n_sup;          // supervised labels
@@ -103,8 +125,9 @@ typedef struct {
     int32_t *ids;       // (B, T) pad_id after each row's end
     int32_t *labels;    // (B, T) LOSS_IGNORE at padding
     int32_t *targets;   // (B, T) targets[t] = labels[t+1]; LOSS_IGNORE at the last position
-    int32_t *pos;       // (B, T) position ids: 0..len-1, then 0
-    uint8_t *mask;      // (B, T) attention mask: 1 for real tokens, 0 for padding
+    int32_t *pos;       // (B, T) position ids: the samples', then 0 at padding
+    int32_t *seg;       // (B, T) segments (-1 at padding), or NULL when no row is packed
+    uint8_t *mask;      // (B, T) 1 for real tokens, 0 for padding
     int *len;           // (B)
     int *rows;          // (B) dataset row of each
     int n_images;       // NI
@@ -113,7 +136,9 @@ typedef struct {
     int n_tokens;       // real tokens
 } Batch;
 
-// Pads B samples into a batch (T = the longest). The check DESIGN asks for:
+// Pads B samples into a batch (T = the longest). A target crosses no block
+// boundary: targets[t] is ignored when token t+1 starts another block (only
+// the prefix's last token predicts the first block's first token). The check DESIGN asks for:
 // returns false (and leaves the batch built) when no target is supervised.
 bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int B, int pad_id);
 void batch_free(Batch *b);

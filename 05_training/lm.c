@@ -15,8 +15,8 @@
 void lm_acts_build(Table *t, const QwenConfig *c, int B, int T) {
     const int64_t BT = (int64_t)B * T, QD = (int64_t)c->NH * c->HD, KD = (int64_t)c->NKV * c->HD;
     table_addf(t, DT_F32, false, 2, BT, c->C, "h0");
-    table_addf(t, DT_F32, false, 2, T, c->HD / 2, "rope.cos");
-    table_addf(t, DT_F32, false, 2, T, c->HD / 2, "rope.sin");
+    table_addf(t, DT_F32, false, 2, BT, c->HD / 2, "rope.cos");   // a row per token (positions may differ per row)
+    table_addf(t, DT_F32, false, 2, BT, c->HD / 2, "rope.sin");
     for (int l = 0; l < c->L; l++) {
         table_addf(t, DT_F32, false, 2, BT, c->C, "layer.%d.x1", l);
         table_addf(t, DT_F32, false, 1, BT, 0, "layer.%d.rstd1", l);
@@ -120,14 +120,34 @@ static void add_into(float *out, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-void lm_forward(Lm *lm, int B, int T) {
+// The RoPE angles of every token. Without position ids every row counts
+// 0..T-1 and one (T, HD/2) table serves all rows; with them each token gets
+// its own table row, and rope then sees the batch as one row of B*T tokens
+// (the (B, T, H, HD) layout is the same memory as (1, B*T, H, HD)).
+static void lm_rope_setup(Lm *lm, int B, int T, const int32_t *pos) {
+    const Qwen *m = lm->m;
+    const int half = m->cfg.HD / 2;
+    lm->rope_B = pos ? 1 : B;
+    lm->rope_T = pos ? B * T : T;
+    if (!pos) {
+        rope_tables(lm->cos_t, lm->sin_t, m->inv_freq, m->cfg.HD, 0, T);
+        return;
+    }
+    for (int t = 0; t < B * T; t++) {
+        NM_CHECK(pos[t] >= 0, "lm_forward: negative position id %d at token %d", pos[t], t);
+        rope_tables(lm->cos_t + (size_t)t * half, lm->sin_t + (size_t)t * half, m->inv_freq, m->cfg.HD, pos[t], 1);
+    }
+}
+
+void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg) {
     const Qwen *m = lm->m;
     const QwenConfig *c = &m->cfg;
     NM_CHECK(B <= lm->B && T <= lm->T, "lm_forward: (B=%d, T=%d) exceeds the reserved (%d, %d)", B, T, lm->B,
              lm->T);
     const int BT = B * T, C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD;
     const int QD = NH * HD, KD = NKV * HD;
-    rope_tables(lm->cos_t, lm->sin_t, m->inv_freq, HD, 0, T);
+    lm_rope_setup(lm, B, T, pos);
+    const int RB = lm->rope_B, RT = lm->rope_T;   // rope's view of the batch
     float *tmp = lm->dx_final;   // (B,T,C) free during the forward: o_proj/down_proj outputs
     const float *h_in = lm->h0;  // (B,T,C)
     for (int l = 0; l < c->L; l++) {
@@ -144,9 +164,9 @@ void lm_forward(Lm *lm, int B, int T) {
             memcpy(a->q_rope, a->q, (size_t)BT * QD * sizeof(float));
             memcpy(a->k_rope, a->k, (size_t)BT * KD * sizeof(float));
         }
-        rope_forward(a->q_rope, a->q_rope, lm->cos_t, lm->sin_t, B, T, NH, HD);
-        rope_forward(a->k_rope, a->k_rope, lm->cos_t, lm->sin_t, B, T, NKV, HD);
-        attention_forward_cpu(a->att, a->probs, a->q_rope, a->k_rope, a->v, B, T, T, T, NH, NKV, HD, 0, true,
+        rope_forward(a->q_rope, a->q_rope, lm->cos_t, lm->sin_t, RB, RT, NH, HD);
+        rope_forward(a->k_rope, a->k_rope, lm->cos_t, lm->sin_t, RB, RT, NKV, HD);
+        attention_forward_cpu(a->att, a->probs, a->q_rope, a->k_rope, a->v, seg, B, T, T, T, NH, NKV, HD, 0, true,
                               1.0f / sqrtf((float)HD));
         matmul_forward_cpu(tmp, a->att, w->wo, w->bo, BT, QD, C);
         add_into(a->h_mid, h_in, tmp, (size_t)BT * C);
@@ -216,8 +236,8 @@ void lm_backward(Lm *lm, int B, int T) {
         // q_rope = rope(q_n), k_rope = rope(k_n)
         ZERO(dq_n, BT * QD);
         ZERO(dk_n, BT * KD);
-        rope_backward(dq_n, dq, lm->cos_t, lm->sin_t, B, T, NH, HD);
-        rope_backward(dk_n, dk, lm->cos_t, lm->sin_t, B, T, NKV, HD);
+        rope_backward(dq_n, dq, lm->cos_t, lm->sin_t, lm->rope_B, lm->rope_T, NH, HD);
+        rope_backward(dk_n, dk, lm->cos_t, lm->sin_t, lm->rope_B, lm->rope_T, NKV, HD);
         // q_n = rmsnorm(q per head) * q_norm (Qwen3); else q_n = q
         float *dq_pre = dq_n, *dk_pre = dk_n;
         if (c->qk_norm) {

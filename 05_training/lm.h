@@ -35,6 +35,7 @@
 #define NM_LM_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "01_tensor/tensor.h"
@@ -60,7 +61,8 @@ typedef struct {
     Table scratch;           // backward's per-layer gradient buffers, reused by every layer
     int B, T;
     float *h0;               // (B,T,C) input embeddings: the caller fills this
-    float *cos_t, *sin_t;    // (T, HD/2) RoPE tables for positions 0..T-1
+    float *cos_t, *sin_t;    // (rope_B * rope_T, HD/2) RoPE tables: positions 0..T-1, or one row per token
+    int rope_B, rope_T;      // how the last forward's rope saw the batch: (B, T), or (1, B*T) with position ids
     LmLayerActs *layers;     // (L)
     float *x_final, *rstd_f; // (B,T,C), (B,T) after the final norm
     float *dh;               // (B,T,C) the residual gradient; after backward: d(h0)
@@ -78,7 +80,15 @@ void lm_reserve(Lm *lm, int B, int T);
 
 // Runs the layers over lm->h0 (B, T, C) (B, T within what was reserved) and
 // writes x_final. Keeps every activation.
-void lm_forward(Lm *lm, int B, int T);
+//   pos (B, T) or NULL: each token's position id, the number RoPE rotates by
+//       (NULL: 0..T-1 in every row);
+//   seg (B, T) or NULL: segments, the attention mask of packed rows
+//       (01_tensor/attention.h): a token sees the earlier tokens of its own
+//       segment and of segment 0. NULL: plain causal attention.
+// A packed row (data.h's turn blocks) gives the tokens of each question the
+// positions and the view they would have if the question were asked alone,
+// so each block is computed exactly as its own sequence would be.
+void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg);
 // Given lm->dx_final (B, T, C), accumulates every parameter gradient into
 // lm->grads and leaves dL/d(h0) in lm->dh. Must follow lm_forward(B, T).
 void lm_backward(Lm *lm, int B, int T);

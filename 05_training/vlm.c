@@ -70,7 +70,7 @@ LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float
     }
     NM_CHECK(used == NI * NV, "%d <image> placeholders for %d images x %d visual tokens", used, NI, NV);
     embedding_forward(v->lm.h0, v->llm.embed, ids_text, BT, C);
-    lm_forward(&v->lm, B, T);
+    lm_forward(&v->lm, B, T, b->seg ? b->pos : NULL, b->seg);   // position ids and the mask only for packed rows
     // the loss, fused with the LM head; its backward writes dx_final and dW
     float *dx = NULL, *dW = NULL;
     if (backward) {

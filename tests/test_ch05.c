@@ -8,10 +8,13 @@
 #include "01_tensor/rng.h"
 #include "03_connector/gradcheck.h"
 #include "04_qwen/ops.h"
+#include "04_qwen/tokenizer.h"
 #include "05_training/adamw.h"
 #include "05_training/backward.h"
 #include "05_training/config.h"
 #include "05_training/data.h"
+#include "05_training/lm.h"
+#include "05_training/loss.h"
 #include "05_training/nano.h"
 #include "tests/test_world.h"
 
@@ -104,7 +107,7 @@ static void test_attention(void) {
     float fq[NQ], fk[NK], fv[NK], fd[NQ], out[NQ], probs[B * NH * T * T], dq[NQ] = {0}, dk[NK] = {0}, dv[NK] = {0};
     gc_to_float(fq, q, NQ); gc_to_float(fk, k, NK); gc_to_float(fv, v, NK); gc_to_float(fd, d, NQ);
     float sc = 1.0f / sqrtf((float)HD);
-    attention_forward_cpu(out, probs, fq, fk, fv, B, T, T, T, NH, NKV, HD, 0, true, sc);
+    attention_forward_cpu(out, probs, fq, fk, fv, NULL, B, T, T, T, NH, NKV, HD, 0, true, sc);
     attention_backward_cpu(dq, dk, dv, fd, probs, fq, fk, fv, B, T, NH, NKV, HD, sc);
     AttCase c = {B, T, NH, NKV, HD, q, k, v, d};
     gradcheck("attention (causal, GQA 4/2) dq", att_loss, &c, q, NQ, dq, 1e-6, 1e-4);
@@ -128,7 +131,7 @@ static void test_attention_blocks(void) {
     rng_fill_uniform(&r, q, NQ, -1, 1); rng_fill_uniform(&r, dout, NQ, -1, 1);
     rng_fill_uniform(&r, k, NK, -1, 1); rng_fill_uniform(&r, v, NK, -1, 1);
     const float sc = 1.0f / sqrtf((float)HD);
-    attention_forward_cpu(out, probs, q, k, v, B, T, T, T, NH, NKV, HD, 0, true, sc);
+    attention_forward_cpu(out, probs, q, k, v, NULL, B, T, T, T, NH, NKV, HD, 0, true, sc);
     attention_backward_cpu(dq, dk, dv, dout, probs, q, k, v, B, T, NH, NKV, HD, sc);
     double p[T], dp[T];
     for (int b = 0; b < B; b++)
@@ -160,6 +163,157 @@ static void test_attention_blocks(void) {
     check_f32("attention backward, 150 queries in 3 blocks: dv", dv, wv, NK, TOL_GRAD);
     free(q); free(k); free(v); free(dout); free(out); free(probs);
     free(dq); free(dk); free(dv); free(wq); free(wk); free(wv);
+}
+
+// ---- turn blocks (data.h): the packed row holds each lone conversation exactly
+// Encodes a three-question conversation packed, and each question alone as
+// the one-turn conversation the evaluator sends; the tokens of the prefix and
+// block k, read in order, must be lone conversation k: ids, labels and
+// positions. The batch must drop the targets that would cross a block edge.
+static void test_turn_blocks_encoding(void) {
+    char err[256], why[256];
+    Tokenizer *tok = tok_load("data/qwen3/tokenizer.json", err, sizeof err);
+    check_true("turn blocks: tokenizer loads", tok != NULL, "%s", err);
+    if (!tok) return;
+    tok_add_project_tokens(tok);
+    ChatFormat f;
+    chat_format_init(&f, tok, 2, 4, 4096, false);
+    const char *q[3] = {"What colour is the circle?", "How many shapes are there?", "Describe the image."};
+    const char *a[3] = {"red", "3", "a small red circle at the top left"};
+    char *img = "x.png";
+    Role roles[6];
+    char *texts[6];
+    for (int k = 0; k < 3; k++) {
+        roles[2 * k] = ROLE_USER;
+        roles[2 * k + 1] = ROLE_ASSISTANT;
+        texts[2 * k] = k == 0 ? xsprintf("<image>\n%s", q[k]) : xsprintf("%s", q[k]);
+        texts[2 * k + 1] = xsprintf("%s", a[k]);
+    }
+    Conversation conv = {.id = "c", .line = 1, .n_images = 1, .images = &img, .n_turns = 6, .role = roles, .text = texts};
+    f.turn_blocks = true;
+    Sample p;
+    check_true("turn blocks: encodes", chat_encode(&f, &conv, &p, why, sizeof why) == 0, "%s", why);
+    f.turn_blocks = false;
+    int total_sup = 0;
+    for (int k = 0; k < 3; k++) {
+        char *u = xsprintf("<image>\n%s", q[k]);
+        Role r2[2] = {ROLE_USER, ROLE_ASSISTANT};
+        char *t2[2] = {u, texts[2 * k + 1]};
+        Conversation lone = {.id = "l", .line = 1, .n_images = 1, .images = &img, .n_turns = 2, .role = r2, .text = t2};
+        Sample s;
+        chat_encode(&f, &lone, &s, why, sizeof why);
+        total_sup += s.n_sup;
+        int n = 0, bad = 0;
+        for (int t = 0; t < p.n; t++) {
+            if (p.seg[t] != 0 && p.seg[t] != k + 1) continue;
+            bad += n >= s.n || p.ids[t] != s.ids[n] || p.labels[t] != s.labels[n] || p.pos[t] != n;
+            n++;
+        }
+        check_true("turn blocks: prefix + block k is the lone question k", bad == 0 && n == s.n,
+                   "block %d: %d tokens, lone %d, %d differ", k, n, s.n, bad);
+        sample_free(&s);
+        free(u);
+    }
+    check_true("turn blocks: every answer supervised once", p.n_sup == total_sup, "%d vs %d", p.n_sup, total_sup);
+    check_true("turn blocks: one image", p.n_images == 1, "%d", p.n_images);
+    const Conversation *cp = &conv;
+    Batch b;
+    batch_build(&b, &p, &cp, NULL, 1, f.pad_id);
+    int cross = 0, sup = 0;
+    for (int t = 0; t + 1 < b.T; t++) {
+        cross += b.targets[t] != LOSS_IGNORE && b.seg[t + 1] != b.seg[t];
+        sup += b.targets[t] != LOSS_IGNORE;
+    }
+    check_true("turn blocks: no target crosses a block edge, none lost", cross == 0 && sup == total_sup,
+               "%d crossing, %d of %d supervised", cross, sup, total_sup);
+    batch_free(&b);
+    // an image after the first question cannot share the prefix: the row is refused, with a reason
+    free(texts[2]);
+    texts[2] = xsprintf("<image>\n%s", q[1]);
+    Conversation two = conv;
+    char *imgs[2] = {"x.png", "y.png"};
+    two.n_images = 2;
+    two.images = imgs;
+    f.turn_blocks = true;
+    Sample bad;
+    int rc = chat_encode(&f, &two, &bad, why, sizeof why);
+    check_true("turn blocks: an image after the first question is refused", rc == 1 && strstr(why, "<image>"), "%s",
+               rc ? why : "accepted");
+    sample_free(&p);
+    for (int i = 0; i < 6; i++) free(texts[i]);
+    tok_free(tok);
+}
+
+// ---- turn blocks in the model: one packed row computes each block exactly as
+// its own sequence, forward and backward. A prefix of 7 tokens and blocks of
+// 5, 9 and 3 run as one packed row (segments, position ids) and as three lone
+// rows (prefix + block k, plain causal). The outputs of block k must match lone
+// row k's; with the loss gradient of the prefix given once (lone row 0), the
+// packed row's parameter gradients must be the sum of the lone rows'.
+static void test_turn_blocks_model(void) {
+    enum { P = 7, NB = 3 };
+    const int blen[NB] = {5, 9, 3};
+    QwenConfig c = qwen_nano_config();
+    c.V = 300;
+    Qwen m;
+    qwen_init_random(&m, &c, 77);
+    const int C = c.C;
+    int Tp = P, Tl = 0;
+    for (int k = 0; k < NB; k++) {
+        Tp += blen[k];
+        Tl = P + blen[k] > Tl ? P + blen[k] : Tl;
+    }
+    Rng r;
+    rng_seed(&r, 5, 5);
+    int32_t ids[64], pos[64], seg[64];
+    for (int t = 0; t < Tp; t++) ids[t] = (int32_t)rng_below(&r, (uint32_t)c.V);
+    for (int t = 0, k = 0, o = P; t < Tp; t++) {
+        if (t < P) { pos[t] = t; seg[t] = 0; continue; }
+        if (t == o + blen[k]) o += blen[k++];
+        pos[t] = P + (t - o);
+        seg[t] = k + 1;
+    }
+    float *G = xmalloc((size_t)Tp * C * sizeof(float));   // the loss gradient at every packed token
+    rng_fill_uniform(&r, G, (size_t)Tp * C, -1, 1);
+
+    Lm lp, ll;
+    lm_init(&lp, &m, 1, Tp);
+    lm_init(&ll, &m, NB, Tl);
+    embedding_forward(lp.h0, m.embed, ids, Tp, C);
+    lm_forward(&lp, 1, Tp, pos, seg);
+    memcpy(lp.dx_final, G, (size_t)Tp * C * sizeof(float));
+    lm_backward(&lp, 1, Tp);
+
+    int32_t lids[NB * 64];
+    for (int k = 0, o = P; k < NB; o += blen[k++])
+        for (int t = 0; t < Tl; t++) {
+            int src = t < P ? t : t < P + blen[k] ? o + (t - P) : -1;   // -1: padding
+            lids[k * Tl + t] = src < 0 ? 0 : ids[src];
+        }
+    embedding_forward(ll.h0, m.embed, lids, NB * Tl, C);
+    lm_forward(&ll, NB, Tl, NULL, NULL);
+    float *want = xmalloc((size_t)Tp * C * sizeof(float));
+    for (int k = 0, o = P; k < NB; o += blen[k++]) {
+        if (k == 0) memcpy(want, ll.x_final, (size_t)P * C * sizeof(float));
+        memcpy(want + (size_t)o * C, ll.x_final + ((size_t)k * Tl + P) * C, (size_t)blen[k] * C * sizeof(float));
+    }
+    check_f32("turn blocks: packed forward == each block alone", lp.x_final, want, (size_t)Tp * C, TOL_F32_DEEP);
+    // (dx_final is the forward's scratch: set after it)
+    memset(ll.dx_final, 0, (size_t)NB * Tl * C * sizeof(float));
+    for (int k = 0, o = P; k < NB; o += blen[k++])
+        for (int t = 0; t < P + blen[k]; t++) {
+            int src = t < P ? t : o + (t - P);
+            if (t >= P || k == 0)   // the prefix's loss gradient once
+                memcpy(ll.dx_final + ((size_t)k * Tl + t) * C, G + (size_t)src * C, (size_t)C * sizeof(float));
+        }
+    lm_backward(&ll, NB, Tl);
+    check_f32("turn blocks: packed gradients == sum over the lone rows", (const float *)lp.grads.buffer,
+              (const float *)ll.grads.buffer, lp.grads.nbytes / sizeof(float), TOL_GRAD);
+    lm_free(&lp);
+    lm_free(&ll);
+    qwen_free(&m);
+    free(G);
+    free(want);
 }
 
 // ---- embedding backward: repeated ids add
@@ -294,6 +448,8 @@ int main(void) {
     test_rope();
     test_attention();
     test_attention_blocks();
+    test_turn_blocks_encoding();
+    test_turn_blocks_model();
     test_length_buckets();
     test_vis_prep();
     test_embedding();

@@ -11,7 +11,12 @@
 //   - Qwen3: the loss and gradient norm of each of 10 AdamW steps (warmup +
 //     cosine, clipping, two param groups) and every parameter after them;
 //   - fused chunked CE + z-loss against F.cross_entropy on full logits, value
-//     and gradients, with chunk sizes that do and do not divide the rows.
+//     and gradients, with chunk sizes that do and do not divide the rows;
+//   - turn blocks (data.h) from blocks.jsonl: the packed batch's ids, labels,
+//     position ids and segments, exactly, against the reference's own packing
+//     of the lone one-question conversations; then the Qwen3 loss and every
+//     gradient on it against HF run with the block mask as a 4-D additive
+//     mask and those position ids (TOL_F32, TOL_GRAD).
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,15 +46,33 @@ static StFile *open_st(const char *dir, const char *name) {
     return f;
 }
 
-// The batch as data.c builds it, compared with the reference's.
-static void check_batch(const char *dir, const char *jsonl, const char *expected, int stage, int n_vis,
-                        const Tokenizer *tok, Batch *out) {
+// An int32 tensor of the reference against the batch's, value by value.
+static void check_i32(const char *name, const int32_t *got, const StFile *e, const char *tensor, size_t n) {
+    size_t m;
+    int32_t *want = read_as(e, tensor, DT_I32, &m);
+    int bad = 0, first = -1;
+    for (size_t i = 0; i < n && m == n; i++)
+        if (got[i] != want[i]) {
+            if (first < 0) first = (int)i;
+            bad++;
+        }
+    if (m == n && bad == 0) check_true(name, true, "%zu values identical", n);
+    else check_true(name, false, "%d differences (first at %d), %zu values, reference %zu", bad, first, n, m);
+    free(want);
+}
+
+// The batch as data.c builds it, compared with the reference's. With
+// turn_blocks (stage 2) each row is packed into blocks, and the position
+// ids and segments are compared too (the reference file then has them).
+static void check_batch(const char *dir, const char *jsonl, const char *expected, int stage, bool turn_blocks,
+                        int n_vis, const Tokenizer *tok, Batch *out) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, jsonl);
     Dataset d;
     dataset_load(&d, path, NULL);
     ChatFormat f;
     chat_format_init(&f, tok, stage, n_vis, 4096, false);
+    f.turn_blocks = turn_blocks;
     Sample *s = xcalloc((size_t)d.n, sizeof *s);
     const Conversation **cv = xcalloc((size_t)d.n, sizeof *cv);
     char why[128];
@@ -63,15 +86,25 @@ static void check_batch(const char *dir, const char *jsonl, const char *expected
     size_t n;
     int32_t *ids = read_as(e, "ids", DT_I32, &n);
     int32_t *labels = read_as(e, "labels", DT_I32, &n);
-    char name[64];
-    snprintf(name, sizeof name, "stage%d batch shape", stage);
+    char name[64], what[32];
+    snprintf(what, sizeof what, turn_blocks ? "stage%d turn-blocks" : "stage%d", stage);
+    snprintf(name, sizeof name, "%s batch shape", what);
     bool shape_ok = n == (size_t)b.B * b.T;
     check_true(name, shape_ok && ok, "B=%d T=%d (reference %zu tokens), supervised=%d", b.B, b.T, n, b.n_sup);
     if (shape_ok) {
-        snprintf(name, sizeof name, "stage%d ids", stage);
+        snprintf(name, sizeof name, "%s ids", what);
         check_bytes(name, b.ids, ids, n * 4);
-        snprintf(name, sizeof name, "stage%d labels (loss mask)", stage);
+        snprintf(name, sizeof name, "%s labels (loss mask)", what);
         check_bytes(name, b.labels, labels, n * 4);
+        if (st_find(e, "pos")) {
+            snprintf(name, sizeof name, "%s position ids", what);
+            check_i32(name, b.pos, e, "pos", n);
+        }
+        if (st_find(e, "seg")) {   // a packed batch must have segments at all
+            snprintf(name, sizeof name, "%s segments", what);
+            if (b.seg) check_i32(name, b.seg, e, "seg", n);
+            else check_true(name, false, "the batch has no segments (seg is NULL)");
+        }
         if (st_find(e, "mask")) {
             int32_t *mask = read_as(e, "mask", DT_I32, &n);
             int bad = 0;
@@ -99,8 +132,10 @@ static void check_batch(const char *dir, const char *jsonl, const char *expected
 // Gradients here are small (a mean over tokens of products of 0.05-sized
 // weights), so an absolute tolerance of 1e-4 would pass almost anything. With
 // `scaled`, both sides are divided by the reference's largest |value| first:
-// the tolerance is then relative to the tensor's own scale.
-static void compare_table(const Table *t, const StFile *e, const char *prefix, TolClass tol, bool scaled) {
+// the tolerance is then relative to the tensor's own scale. `tag` is added
+// to each check's name (which case it is), not to the tensor's.
+static void compare_table(const Table *t, const StFile *e, const char *prefix, const char *tag, TolClass tol,
+                          bool scaled) {
     for (int i = 0; i < t->n; i++) {
         char name[300];
         snprintf(name, sizeof name, "%s%s", prefix, t->entries[i].name);
@@ -115,18 +150,23 @@ static void compare_table(const Table *t, const StFile *e, const char *prefix, T
             float *got = xmalloc(n * sizeof(float));
             const float *g = x.data;
             for (size_t j = 0; j < n; j++) got[j] = g[j] * inv, want[j] *= inv;
-            char nm[340];
-            snprintf(nm, sizeof nm, "%s /%.1e", name, (double)mx);
+            char nm[400];
+            snprintf(nm, sizeof nm, "%s%s /%.1e", tag, name, (double)mx);
             check_f32(nm, got, want, n, tol);
             free(got);
         } else {
-            check_f32(name, x.data, want, n, tol);
+            char nm[400];
+            snprintf(nm, sizeof nm, "%s%s", tag, name);
+            check_f32(nm, x.data, want, n, tol);
         }
         free(want);
     }
 }
 
-static void verify_family(const char *dir, const char *family, JsonValue *cs, const Batch *b) {
+// One family's model on batch b against the reference file `expected`: the
+// loss and every gradient, then, when the file has them, ten AdamW steps.
+static void verify_family(const char *dir, const char *family, const char *expected, JsonValue *cs,
+                          const Batch *b) {
     char path[1024], err[512];
     Vlm v;
     memset(&v, 0, sizeof v);
@@ -149,8 +189,7 @@ static void verify_family(const char *dir, const char *family, JsonValue *cs, co
     vlm_setup(&v, (int)json_get_int(cs, "image_id", -1), b->B, b->T, chunk, 0.0f);
     check_true("visual tokens per image", v.n_vis == json_get_int(cs, "n_vis", -1), "%d", v.n_vis);
 
-    snprintf(path, sizeof path, "expected_%s.safetensors", family);
-    StFile *e = open_st(dir, path);
+    StFile *e = open_st(dir, expected);
     size_t n;
     float *pix = read_as(e, "pixels", DT_F32, &n);
     int NI = b->n_images;
@@ -163,14 +202,15 @@ static void verify_family(const char *dir, const char *family, JsonValue *cs, co
     LossStats st = vlm_forward_backward(&v, b, feats, 1.0f / (float)b->n_sup, true);
     float loss = (float)(st.ce_sum / st.n);
     float *want = read_as(e, "loss", DT_F32, &n);
-    char name[128];
-    snprintf(name, sizeof name, "%s loss", family);
+    // the family's own file names nothing more; another file (turn blocks) tags every check
+    char name[128], tag[128] = "";
+    snprintf(name, sizeof name, "expected_%s.safetensors", family);
+    if (strcmp(name, expected) != 0) snprintf(tag, sizeof tag, "[%s] ", expected);
+    snprintf(name, sizeof name, "%s%s loss", tag, family);
     check_f32(name, &loss, want, 1, TOL_F32);
     free(want);
-    snprintf(name, sizeof name, "%s grad.", family);
-    (void)name;
-    compare_table(&v.conn.grads, e, "grad.", TOL_GRAD, true);
-    compare_table(&v.lm.grads, e, "grad.", TOL_GRAD, true);
+    compare_table(&v.conn.grads, e, "grad.", tag, TOL_GRAD, true);
+    compare_table(&v.lm.grads, e, "grad.", tag, TOL_GRAD, true);
 
     // ---- ten AdamW steps (Qwen3): same batch, two groups, schedule, clipping
     if (st_find(e, "step_losses")) {
@@ -194,8 +234,8 @@ static void verify_family(const char *dir, const char *family, JsonValue *cs, co
         check_f32("qwen3 adamw: loss of each of 10 steps", losses, wl, (size_t)steps, TOL_F32_DEEP);
         float *wn = read_as(e, "step_norms", DT_F32, &n);
         check_f32("qwen3 adamw: grad norm of each step", norms, wn, (size_t)steps, TOL_F32_DEEP);
-        compare_table(&v.conn.params, e, "final.", TOL_F32_DEEP, false);
-        compare_table(&v.llm.params, e, "final.", TOL_F32_DEEP, false);
+        compare_table(&v.conn.params, e, "final.", tag, TOL_F32_DEEP, false);
+        compare_table(&v.llm.params, e, "final.", tag, TOL_F32_DEEP, false);
         free(wl);
         free(wn);
         free(losses);
@@ -259,14 +299,18 @@ int main(int argc, char **argv) {
     check_true("<image> token id", tok_project_id(tok, TOK_IMAGE) == json_get_int(cs, "image_id", -1), "%d",
                tok_project_id(tok, TOK_IMAGE));
     int n_vis = (int)json_get_int(cs, "n_vis", 0);
-    Batch b;
-    check_batch(dir, "data.jsonl", "expected_qwen3.safetensors", 2, n_vis, tok, &b);
-    check_batch(dir, "stage1.jsonl", "expected_stage1.safetensors", 1, n_vis, tok, NULL);
+    Batch b, bb;
+    check_batch(dir, "data.jsonl", "expected_qwen3.safetensors", 2, false, n_vis, tok, &b);
+    check_batch(dir, "stage1.jsonl", "expected_stage1.safetensors", 1, false, n_vis, tok, NULL);
+    check_batch(dir, "blocks.jsonl", "expected_blocks.safetensors", 2, true, n_vis, tok, &bb);
     verify_ce(dir);
-    verify_family(dir, "qwen3", cs, &b);
-    verify_family(dir, "qwen2", cs, &b);
+    verify_family(dir, "qwen3", "expected_qwen3.safetensors", cs, &b);
+    verify_family(dir, "qwen2", "expected_qwen2.safetensors", cs, &b);
+    verify_family(dir, "qwen3", "expected_blocks.safetensors", cs, &bb);
     for (int i = 0; i < b.n_images; i++) free((char *)b.images[i]);
+    for (int i = 0; i < bb.n_images; i++) free((char *)bb.images[i]);
     batch_free(&b);
+    batch_free(&bb);
     tok_free(tok);
     json_free(doc);
     return check_summary("verify_ch05");

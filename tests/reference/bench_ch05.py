@@ -42,8 +42,11 @@ on the same models and the same batches on both sides:
     With the world configs (patch_merge = 1, both codes): 64 vectors of width 128 + 32;
   - the connector: chapter 03's mlp, Linear(160, 128) -> GELU (erf) -> Linear(128, 128);
     its 64 outputs per image replace the 64 <image> placeholder embeddings;
-  - the batch: 16 conversations, each one scene with ALL its questions packed in turn
-    after turn (a few hundred tokens), right-padded to the longest; loss = mean
+  - the batch: 16 conversations, each one scene with ALL its questions in one row (a few
+    hundred tokens); with turn_blocks (world_stage2.conf) the row is packed as data.h
+    describes: the image once, then each question as its own block that sees only the
+    image and itself (a (B, 1, T, T) block mask built inside the step, and position ids);
+    right-padded to the longest; loss = mean
     cross-entropy over the answer tokens; backward; global-norm clipping at 1.0; AdamW
     (betas 0.9/0.95, eps 1e-8, weight decay 0.01 on matrices only).
 
@@ -53,7 +56,7 @@ on the same models and the same batches on both sides:
   `./02_vit/run export` (the nano ViT), `./02_vit/run cache` (its features, with the
   config's vit_feature). Both sides read world_stage2.conf for the sizes and the
   optimizer; C takes the rows in order (--set shuffle=false) and PyTorch renders the same
-  rows with ref_ch05.py's encode/batch (data.c's template) through the world's
+  rows with ref_ch05.py's encode/batch or pack_blocks/blocks_batch (data.c's template) through the world's
   tokenizer.json (the `tokenizers` library reads the file the C trainer reads), skipping
   the rows longer than max_seq_len as data.c does. Per step, the padded size (B x T),
   the real tokens and the supervised targets of both sides are compared (C's from its
@@ -350,6 +353,7 @@ def torch_world_worker(d, steps, threads, vocab):
     B, stage, max_len = int(conf["batch_size"]), int(conf["stage"]), int(conf["max_seq_len"])
     m, pos_code = int(conf["patch_merge"]), conf["pos_code"] == "true"
     pos_ramp = conf.get("pos_ramp", "false") == "true"
+    blocks = conf.get("turn_blocks", "false") == "true" and stage == 2   # data.h's turn blocks
     with open(os.path.join(P["vit"], "config.json")) as f:
         vc = json.load(f)
     G = vc["image_size"] // vc["patch_size"]
@@ -377,9 +381,15 @@ def torch_world_worker(d, steps, threads, vocab):
         while len(picked) < B:
             row = rows[cursor % len(rows)]
             cursor += 1
-            if len(R.encode(tok, row, stage)[0]) <= max_len:
+            n = len(R.pack_blocks(tok, row)[0]) if blocks else len(R.encode(tok, row, stage)[0])
+            if n <= max_len:
                 picked.append(row)
-        ids, labels, mask = R.batch(tok, picked, stage)
+        if blocks:
+            ids, labels, pos, seg = R.blocks_batch(tok, picked)
+            mask = (seg >= 0).long()
+        else:
+            ids, labels, mask = R.batch(tok, picked, stage)
+            pos = None
         t0 = time.perf_counter()
         names = [n for r in picked for n in (r["images"] if "images" in r else [r["image"]])]
         x = vis_prep(torch.stack([cached(feats, n) for n in names]), G, m, pos_code, pos_ramp)
@@ -387,7 +397,9 @@ def torch_world_worker(d, steps, threads, vocab):
         vis = conn(x)                                                            # (NI, NV, C)
         emb = llm.get_input_embeddings()(ids)                                    # (B, T, C)
         emb = emb.masked_scatter((ids == tok.image).unsqueeze(-1), vis.reshape(-1, vis.shape[-1]))
-        h = llm.model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+        # packed rows: the block mask (built inside the step, as C does in its attention) and position ids
+        att_mask = R.block_mask(seg, emb.dtype) if blocks else mask
+        h = llm.model(inputs_embeds=emb, attention_mask=att_mask, position_ids=pos).last_hidden_state
         logits = llm.lm_head(h)
         tgt = labels[:, 1:]
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), tgt.reshape(-1), ignore_index=R.IGNORE,

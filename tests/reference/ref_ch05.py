@@ -21,10 +21,16 @@ in float64 (so the reference is more exact than either fp32 side):
     LLM learning rates, no decay on 1-D tensors), warmup + cosine, global
     norm clipping: the loss and grad norm of each step, the final parameters;
   - the fused CE case: F.cross_entropy (+ z-loss) on full logits, values and
-    gradients, for the C chunked version to match with several chunk sizes.
+    gradients, for the C chunked version to match with several chunk sizes;
+  - turn blocks (data.h): 2 multi-question conversations (blocks.jsonl), each
+    question rendered as its own one-question conversation with the template
+    above, then packed behind the shared image prefix; position ids and
+    segments written out, the Qwen3 model run with the block attention mask
+    as a 4-D additive mask and those position ids: the loss and every gradient.
 
 Writes OUT/{vit,qwen3,qwen2}/ (HF dirs), OUT/connector.safetensors,
-OUT/data.jsonl, OUT/case.json, OUT/expected_{qwen3,qwen2}.safetensors, OUT/ce.safetensors.
+OUT/data.jsonl, OUT/case.json, OUT/expected_{qwen3,qwen2}.safetensors, OUT/ce.safetensors,
+OUT/blocks.jsonl, OUT/expected_blocks.safetensors.
 Deterministic: fixed seeds, no clocks. Prints one PASS line per file group written.
 """
 import argparse
@@ -63,6 +69,24 @@ ROWS = [
 STAGE1_ROW = {"id": "cap", "image": "cap.png",
               "conversations": [{"from": "human", "value": "<image>\n"},
                                 {"from": "gpt", "value": "a green circle above a red square"}]}
+
+# Turn blocks: one image, several questions. Row "tb-b" has a system turn and
+# text before the image, so the shared prefix is more than the placeholders.
+BLOCK_ROWS = [
+    {"id": "tb-a", "image": "shapes.png",
+     "conversations": [{"from": "human", "value": "<image>\nWhat colour is the square?"},
+                       {"from": "gpt", "value": "red"},
+                       {"from": "human", "value": "How many shapes?"},
+                       {"from": "gpt", "value": "3"},
+                       {"from": "human", "value": "Describe it."},
+                       {"from": "gpt", "value": "a red square at the top"}]},
+    {"id": "tb-b", "image": "dots.png",
+     "conversations": [{"from": "system", "value": "Answer in a few words."},
+                       {"from": "human", "value": "Look at this: <image>\nIs there a circle?"},
+                       {"from": "gpt", "value": "Yes, a green one."},
+                       {"from": "human", "value": "Where is it?"},
+                       {"from": "gpt", "value": "Bottom right."}]},
+]
 
 TRAIN = dict(lr_connector=1e-2, lr_llm=3e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1,
              warmup=3, total=10, min_ratio=0.1, max_norm=0.5, steps=10, loss_chunk=16)
@@ -149,7 +173,7 @@ class Connector(nn.Module):
         return self.linear_2(F.gelu(self.linear_1(x)))
 
 
-def build_models(out, family):
+def build_models(out, family, save=True):
     from transformers import CLIPVisionConfig, CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
     torch.manual_seed(0)
     vcfg = CLIPVisionConfig(image_size=IMG, patch_size=PATCH, hidden_size=VIT_C, intermediate_size=2 * VIT_C,
@@ -175,24 +199,28 @@ def build_models(out, family):
             if n.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
     llm.config._attn_implementation = "eager"
-    if family == "qwen3":
+    if save and family == "qwen3":
         vit.save_pretrained(os.path.join(out, "vit"))
         save_file({f"connector.{k}": v.contiguous() for k, v in conn.state_dict().items()},
                   os.path.join(out, "connector.safetensors"))
-    llm.save_pretrained(os.path.join(out, family))
+    if save:
+        llm.save_pretrained(os.path.join(out, family))
     return vit.double(), conn.double(), llm.double()
 
 
-def vlm_loss(vit, conn, llm, ids, labels, mask, pix, image_id):
+def vlm_loss(vit, conn, llm, ids, labels, mask, pix, image_id, pos=None, tgt=None):
+    """mask: (B, T) 1/0, or a (B, 1, T, T) additive mask that HF uses as it is;
+    pos: (B, T) position ids (None: 0..T-1); tgt: (B, T-1) targets (None: labels shifted)."""
     with torch.no_grad():
         feats = vit(pixel_values=pix, output_hidden_states=True).hidden_states[-2][:, 1:]   # (NI, NV, Cv)
     vis = conn(feats)                                                                       # (NI, NV, C)
     emb = llm.get_input_embeddings()(ids)                                                   # (B, T, C)
     sel = ids == image_id
     emb = emb.masked_scatter(sel.unsqueeze(-1), vis.reshape(-1, vis.shape[-1]))
-    h = llm.model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+    h = llm.model(inputs_embeds=emb, attention_mask=mask, position_ids=pos).last_hidden_state
     logits = llm.lm_head(h)
-    tgt = labels[:, 1:]
+    if tgt is None:
+        tgt = labels[:, 1:]
     n = (tgt != IGNORE).sum()
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                            ignore_index=IGNORE, reduction="sum") / n
@@ -273,6 +301,108 @@ def ce_case(out):
     return report(True, "ref_ch05 fused-ce case", f"N={N} supervised={n.item()} V={Vs} ce={ce.item():.6f}")
 
 
+# ---- turn blocks ----------------------------------------------------------------
+# Written from the rule in data.h, not from data.c: each question becomes the
+# lone conversation a user would send (the system turns, the first user turn's
+# image part in front of the question, the answers), rendered by encode()
+# above; the packing then keeps block 0 whole and only what follows the last
+# image placeholder of every later block.
+
+def split_blocks(row):
+    """The one-question conversations of a row, in order."""
+    conv = row["conversations"]
+    first = next(i for i, t in enumerate(conv) if t["from"] == "human")
+    u0 = conv[first]["value"]
+    cut = u0.rindex("<image>") + len("<image>")
+    if u0[cut:cut + 1] == "\n":
+        cut += 1
+    image_part = u0[:cut]
+    blocks, i = [], first
+    while i < len(conv):
+        assert conv[i]["from"] == "human"
+        q = conv[i]["value"] if i == first else image_part + conv[i]["value"]
+        turns = conv[:first] + [{"from": "human", "value": q}]
+        i += 1
+        while i < len(conv) and conv[i]["from"] == "gpt":
+            turns.append(conv[i])
+            i += 1
+        blocks.append({"conversations": turns})
+    return blocks
+
+
+def pack_blocks(tok, row):
+    """ids, labels, pos, seg of one packed row (seg 0: shared prefix, k + 1: block k)."""
+    rendered = [encode(tok, b, 2) for b in split_blocks(row)]
+    ids0 = rendered[0][0]
+    L = max(t for t, i in enumerate(ids0) if i == tok.image) + 1
+    ids, labels, pos, seg = [], [], [], []
+    for k, (bi, bl) in enumerate(rendered):
+        assert bi[:L] == ids0[:L], "every block starts with the same image prefix"
+        start = 0 if k == 0 else L
+        ids += bi[start:]
+        labels += bl[start:]
+        pos += list(range(start, len(bi)))
+        seg += [0 if t < L else k + 1 for t in range(start, len(bi))]
+    return ids, labels, pos, seg
+
+
+def blocks_batch(tok, rows):
+    packed = [pack_blocks(tok, r) for r in rows]
+    B, T = len(rows), max(len(p[0]) for p in packed)
+    ids = torch.full((B, T), tok.eos, dtype=torch.long)
+    labels = torch.full((B, T), IGNORE, dtype=torch.long)
+    pos = torch.zeros((B, T), dtype=torch.long)
+    seg = torch.full((B, T), -1, dtype=torch.long)
+    for b, (i, l, p, s) in enumerate(packed):
+        n = len(i)
+        ids[b, :n], labels[b, :n], pos[b, :n], seg[b, :n] = (torch.tensor(x) for x in (i, l, p, s))
+    return ids, labels, pos, seg
+
+
+def block_mask(seg, dtype):
+    """(B, 1, T, T) additive mask: query i sees key j iff j <= i and key j is
+    in the prefix (seg 0) or in the query's own block; 0 there, the dtype's
+    minimum elsewhere."""
+    T = seg.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()                      # (T, T) [i, j]: j <= i
+    same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])    # (B, T, T) [b, i, j]
+    allowed = causal[None] & same
+    m = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return m[:, None]
+
+
+def blocks_case(out, tok):
+    ids, labels, pos, seg = blocks_batch(tok, BLOCK_ROWS)
+    # targets[t] = labels[t + 1], except where token t + 1 opens another block
+    tgt = labels[:, 1:].clone()
+    cross = (seg[:, 1:] != seg[:, :-1]) & (seg[:, :-1] != 0)
+    tgt[cross] = IGNORE
+    pix = torch.randn(len(BLOCK_ROWS), 3, IMG, IMG, generator=torch.Generator().manual_seed(11)).float().double()
+    vit, conn, llm = build_models(out, "qwen3", save=False)   # seeded: the saved qwen3 models, fresh
+    for p in vit.parameters():
+        p.requires_grad_(False)
+    params = [(f"connector.{n}", p) for n, p in conn.named_parameters()] + list(llm.named_parameters())
+    mask4 = block_mask(seg, torch.float64)
+    loss = vlm_loss(vit, conn, llm, ids, labels, mask4, pix, tok.image, pos=pos, tgt=tgt)
+    loss.backward()
+    with torch.no_grad():   # sanity, not stored: the mask and the positions must matter
+        plain = vlm_loss(vit, conn, llm, ids, labels, (seg >= 0).long(), pix, tok.image, tgt=tgt)
+        no_pos = vlm_loss(vit, conn, llm, ids, labels, mask4, pix, tok.image, tgt=tgt)
+    print(f"# turn blocks: loss {loss.item():.6f}; causal mask and positions 0..T-1 {plain.item():.6f};"
+          f" block mask, positions 0..T-1 {no_pos.item():.6f}", flush=True)
+    exp = {"ids": ids.to(torch.int32), "labels": labels.to(torch.int32), "pos": pos.to(torch.int32),
+           "seg": seg.to(torch.int32), "pixels": f32(pix), "loss": f32(loss.reshape(1))}
+    for n, p in params:
+        exp["grad." + n] = f32(p.grad)
+    save_file(exp, os.path.join(out, "expected_blocks.safetensors"))
+    with open(os.path.join(out, "blocks.jsonl"), "w") as f:
+        for r in BLOCK_ROWS:
+            f.write(json.dumps(r) + "\n")
+    ok = abs(plain.item() - loss.item()) > 1e-6 and abs(no_pos.item() - loss.item()) > 1e-6
+    return report(ok, "ref_ch05 turn blocks", f"loss={loss.item():.6f} B={ids.shape[0]} T={ids.shape[1]} "
+                  f"blocks={int(seg.max())} supervised={int((tgt != IGNORE).sum())} params={len(params)}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="build/ref/ch05")
@@ -295,6 +425,7 @@ def main():
     save_file({"ids": s1_ids.to(torch.int32), "labels": s1_labels.to(torch.int32)},
               os.path.join(a.out, "expected_stage1.safetensors"))
     ok &= ce_case(a.out)
+    ok &= blocks_case(a.out, tok)
     case = dict(TRAIN, n_vis=NV, image_id=151669, image_size=IMG, stage=2, feature="penultimate",
                 connector="mlp", vit_dim=VIT_C, n_images=NI)
     with open(os.path.join(a.out, "case.json"), "w") as f:
