@@ -17,7 +17,9 @@
 // where nk is the number of keys the block's last query sees (all Tk without
 // `causal`). With `causal`, the earlier rows of a block see fewer keys: their
 // extra scores are computed (a few wasted flops on the block's diagonal) and
-// then given probability exactly zero, so they add nothing to O. Q, K and V are
+// then given probability exactly zero, so they add nothing to O. With segments
+// (attention.h) the scores of keys in another segment are set to -FLT_MAX
+// before the softmax, whose exp flushes them to the same exact zero. Q, K and V are
 // read in place, with row strides NH*HD and NKV*HD: no copies, no transposes.
 //
 // The (b, h, block) items are independent, so OpenMP shares them out; each

@@ -38,6 +38,8 @@ void rope_backward(float *dx, const float *dout, const float *cos_t, const float
 // ---- attention ----------------------------------------------------------------
 // Undoes attention_forward_cpu (01_tensor/attention.h) for the training case
 // Tq = Tk = Tcap = T, q_pos0 = 0, causal, with the probs (B, NH, T, T) it kept.
+// Segments need nothing here: a key another segment hides has probability
+// exactly 0, and every gradient through it is a multiple of that 0.
 // dq (B, T, NH, HD), dk, dv (B, T, NKV, HD) += the gradients.
 void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                             const float *q, const float *k, const float *v, int B, int T, int NH, int NKV,

@@ -12,7 +12,7 @@
 #   5. stage 1, captions, then stage 2, every question         "$R/05_training/run" train
 #   6. the model directory, the evaluator, a sample answer    ./05_training/run eval | chat
 # The presets differ only in the amount of data and steps:
-#   quick  the `make train` run: about a quarter of an hour on a 2-core laptop CPU
+#   quick  the `make train` run: about 17 minutes on a 2-core laptop CPU
 #          (a long stage 1: caption steps are short and cheap, and they are where the
 #          model learns to find a shape and name its kind, colour, size and place)
 #   long   the shipped checkpoint's schedule (models/nano)

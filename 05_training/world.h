@@ -178,7 +178,8 @@ void world_caption(const Scene *sc, char *out, size_t cap);
 // shape and question; and its LLaVA-style training row: stage 1 is
 // "<image>\n" followed by the caption, stage 2 is every question of the scene
 // as turns of one conversation (in a per-scene shuffled order, the first human
-// turn starting with "<image>\n").
+// turn starting with "<image>\n"), which the trainer packs in turn blocks
+// (world_stage2.conf, data.h) so that each question sees only the image.
 char *world_scene_json(const Scene *sc);
 char *world_row_json(const Scene *sc, int stage);
 
