@@ -203,7 +203,7 @@ static void verify_family(const char *dir, const char *family, const char *expec
     float loss = (float)(st.ce_sum / st.n);
     float *want = read_as(e, "loss", DT_F32, &n);
     // the family's own file names nothing more; another file (turn blocks) tags every check
-    char name[128], tag[128] = "";
+    char name[300], tag[128] = "";
     snprintf(name, sizeof name, "expected_%s.safetensors", family);
     if (strcmp(name, expected) != 0) snprintf(tag, sizeof tag, "[%s] ", expected);
     snprintf(name, sizeof name, "%s%s loss", tag, family);
