@@ -138,8 +138,9 @@ typedef struct {
 
 // Pads B samples into a batch (T = the longest). A target crosses no block
 // boundary: targets[t] is ignored when token t+1 starts another block (only
-// the prefix's last token predicts the first block's first token). The check DESIGN asks for:
-// returns false (and leaves the batch built) when no target is supervised.
+// the prefix's last token predicts the first block's first token).
+// The check DESIGN asks for: returns false (and leaves the batch built) when
+// no target is supervised.
 bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int B, int pad_id);
 void batch_free(Batch *b);
 
