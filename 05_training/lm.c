@@ -133,10 +133,19 @@ static void lm_rope_setup(Lm *lm, int B, int T, const int32_t *pos) {
         rope_tables(lm->cos_t, lm->sin_t, m->inv_freq, m->cfg.HD, 0, T);
         return;
     }
+    // the angles of positions 0..P-1 once, then a copy of its row per token
+    int P = 0;
     for (int t = 0; t < B * T; t++) {
         NM_CHECK(pos[t] >= 0, "lm_forward: negative position id %d at token %d", pos[t], t);
-        rope_tables(lm->cos_t + (size_t)t * half, lm->sin_t + (size_t)t * half, m->inv_freq, m->cfg.HD, pos[t], 1);
+        P = pos[t] + 1 > P ? pos[t] + 1 : P;
     }
+    float *cs = xmalloc((size_t)2 * P * half * sizeof(float)), *sn = cs + (size_t)P * half;   // (P, HD/2) each
+    rope_tables(cs, sn, m->inv_freq, m->cfg.HD, 0, P);
+    for (int t = 0; t < B * T; t++) {
+        memcpy(lm->cos_t + (size_t)t * half, cs + (size_t)pos[t] * half, (size_t)half * sizeof(float));
+        memcpy(lm->sin_t + (size_t)t * half, sn + (size_t)pos[t] * half, (size_t)half * sizeof(float));
+    }
+    free(cs);
 }
 
 void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg) {

@@ -27,7 +27,8 @@
 // Padding: sequences are right-padded. With a causal mask no real position
 // ever looks at a later (pad) one, so real positions are computed exactly as
 // without padding and no extra mask is needed; pad positions are computed and
-// ignored by the loss (their gradients are exactly zero).
+// ignored by the loss (their gradients are exactly zero). Rows packed in turn
+// blocks are the one case that needs a mask: the segments of lm_forward.
 //
 // Letters: B batch, T tokens (padded), C width, I MLP width, L layers,
 // NH heads, NKV kv heads, HD head dim, QD = NH*HD, KD = NKV*HD, V vocabulary.
