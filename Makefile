@@ -6,6 +6,7 @@
 #   make verify     parity with PyTorch/transformers (creates the reference venv on first use)
 #   make verify-gpu every CUDA op against the C oracle (needs a GPU)
 #   make bench      CPU benchmarks side by side with PyTorch
+#   make bench-gpu  CUDA timings side by side with PyTorch on the same GPU (needs a GPU)
 #   make fuzz       the libFuzzer target for the safetensors + JSON readers
 #   make clean
 #
@@ -80,7 +81,7 @@ lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_c,$(1))) \
 RUNDIR := $(if $(filter 1,$(ASAN)),$(BUILD)/,)
 
 .PHONY: all $(foreach c,$(CHAPTERS),ch$(firstword $(subst _, ,$(c)))) test test-c test-asan verify \
-        verify-gpu bench fuzz clean checklist venv print-sources book book-check
+        verify-gpu bench-gpu bench fuzz clean checklist venv print-sources book book-check
 .DEFAULT_GOAL := all
 
 # For chapter NN_name: OBJNN (its objects and all earlier ones), target chNN,
@@ -164,6 +165,15 @@ test:
 # verify_gpu_chNN compare each CUDA op with its C twin; they need an nvcc build.
 verify-gpu: all $(GPU_BINS)
 	@BUILD=$(BUILD) tests/gpu.sh
+
+# bench-gpu: the CUDA timings that verify_gpu_ch01/02 print, next to PyTorch's on
+# the same GPU (needs a python3 with torch and transformers, as the device machine has).
+GPU_PY ?= python3
+bench-gpu: all $(BUILD)/tests/verify_gpu_ch01 $(BUILD)/tests/verify_gpu_ch02
+	@mkdir -p $(BUILD)/bench
+	@$(BUILD)/tests/verify_gpu_ch01 > $(BUILD)/bench/gpu_c.log; $(BUILD)/tests/verify_gpu_ch02 >> $(BUILD)/bench/gpu_c.log; \
+	    grep '^# ' $(BUILD)/bench/gpu_c.log | grep -i 'speed\|ViT-L\|device'
+	$(GPU_PY) tests/reference/bench_gpu.py --c-log $(BUILD)/bench/gpu_c.log
 
 bench: all venv
 	@VPY=$(VPY) $(VPY) tests/reference/bench.py

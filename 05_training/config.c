@@ -41,6 +41,7 @@ void config_defaults(TrainConfig *c) {
     c->pos_code = false;
     c->pos_ramp = false;
     c->patch_merge = 1;
+    c->patch_context = 1;
     snprintf(c->init, sizeof c->init, "none");
     c->shuffle = true;
     c->bucket = 0;
@@ -67,7 +68,7 @@ static const Key KEYS[] = {
     F(weight_decay, 0, 10), F(beta1, 0, 0.999999), F(beta2, 0, 0.999999), F(adam_eps, 0, 1),
     F(max_grad_norm, 0, 1e9), F(z_loss, 0, 1), I(loss_chunk, 1, 1 << 20), I(max_seq_len, 2, 1 << 24),
     B(truncate), B(turn_blocks), B(freeze_vision_encoder), B(train_connector), B(train_llm), S(connector), S(vit_feature),
-    S(vit), S(llm), S(tokenizer), S(llm_vocab), I(patch_merge, 1, 2), B(pos_code), B(pos_ramp), S(init), B(shuffle), I(bucket, 0, 1024), {"seed", K_U64, offsetof(TrainConfig, seed), 0, 0, 0},
+    S(vit), S(llm), S(tokenizer), S(llm_vocab), I(patch_merge, 1, 2), I(patch_context, 1, 5), B(pos_code), B(pos_ramp), S(init), B(shuffle), I(bucket, 0, 1024), {"seed", K_U64, offsetof(TrainConfig, seed), 0, 0, 0},
     I(log_every, 1, 1e9), I(save_every, 0, 1e9),
 };
 #undef I
@@ -160,6 +161,10 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
             rc = -1;
         } else if (strcmp(c->llm_vocab, "preset") && strcmp(c->llm_vocab, "tokenizer")) {
             snprintf(err, errlen, "llm_vocab must be preset or tokenizer (got '%s')", c->llm_vocab);
+            rc = -1;
+        } else if (c->patch_context % 2 == 0) {
+            snprintf(err, errlen, "patch_context must be odd (1, 3 or 5): a window centred on its token (got %d)",
+                     c->patch_context);
             rc = -1;
         } else if (!c->freeze_vision_encoder) {
             snprintf(err, errlen, "freeze_vision_encoder = false is not supported: the ViT has no backward");

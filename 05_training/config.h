@@ -48,9 +48,10 @@ typedef struct {
     char llm_vocab[16];        // preset: the nano LLM keeps Qwen3's 151,936 rows;
                                // tokenizer: as many rows as the tokenizer has ids (a small BPE)
     int patch_merge;           // 1, or 2: concatenate 2x2 windows of ViT patches (nano.h)
-    bool pos_code;
-    bool pos_ramp;             // append the position as row and column "thermometers" too (nano.h)             // append a 2-D position code (one-hot row + column of the
+    int patch_context;         // 1, 3 or 5: each token also reads its k x k neighbours (nano.h)
+    bool pos_code;             // append a 2-D position code (one-hot row + column of the
                                // patch) to every ViT feature before the connector
+    bool pos_ramp;             // append the position as row and column "thermometers" too (nano.h)
     char init[512];            // a checkpoint to start from (LLM + connector), or "none"
     bool shuffle;
     int bucket;                // length buckets: sort windows of this many batches by length (data.h); 0 off

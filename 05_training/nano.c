@@ -108,24 +108,39 @@ void feat_cache_close(FeatCache *c) {
 // ----------------------------------------------------------------------------
 // Merged patches and the position code
 
-int vis_prep_dim(int D, int G, int merge, int pos) {
+int vis_prep_dim(int D, int G, int merge, int context, int pos) {
     const int g = G / merge;
-    return merge * merge * D + ((pos & VIS_POS_ONEHOT) ? 2 * g : 0) + ((pos & VIS_POS_RAMP) ? 2 * g : 0);
+    return context * context * merge * merge * D + ((pos & VIS_POS_ONEHOT) ? 2 * g : 0) +
+           ((pos & VIS_POS_RAMP) ? 2 * g : 0);
 }
 
-void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, int pos) {
-    const int g = G / merge, W = vis_prep_dim(D, G, merge, pos);
+// One merged cell (r, c) of image i: its m x m patches, row by row (m*m*D
+// numbers), or zeros when (r, c) lies outside the g x g grid.
+static void merged_cell(float *dst, const float *in, int i, int G, int D, int merge, int r, int c) {
+    const int g = G / merge;
+    if (r < 0 || r >= g || c < 0 || c >= g) {
+        memset(dst, 0, (size_t)merge * merge * D * sizeof(float));
+        return;
+    }
+    for (int dr = 0; dr < merge; dr++)
+        for (int dc = 0; dc < merge; dc++) {
+            const int pr = r * merge + dr, pc = c * merge + dc;
+            memcpy(dst + (size_t)(dr * merge + dc) * D, in + ((size_t)i * G * G + (size_t)pr * G + pc) * D,
+                   (size_t)D * sizeof(float));
+        }
+}
+
+void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, int context, int pos) {
+    const int g = G / merge, W = vis_prep_dim(D, G, merge, context, pos), h = context / 2;
+    const size_t cell = (size_t)merge * merge * D;
     for (int i = 0; i < NI; i++)
         for (int r = 0; r < g; r++)
             for (int c = 0; c < g; c++) {
                 float *dst = out + ((size_t)i * g * g + (size_t)r * g + c) * W;
-                for (int dr = 0; dr < merge; dr++)      // the window, row by row
-                    for (int dc = 0; dc < merge; dc++) {
-                        const int pr = r * merge + dr, pc = c * merge + dc;
-                        memcpy(dst + (size_t)(dr * merge + dc) * D, in + ((size_t)i * G * G + (size_t)pr * G + pc) * D,
-                               (size_t)D * sizeof(float));
-                    }
-                float *code = dst + (size_t)merge * merge * D;
+                for (int wr = 0; wr < context; wr++)      // the neighbourhood, row by row
+                    for (int wc = 0; wc < context; wc++)
+                        merged_cell(dst + (size_t)(wr * context + wc) * cell, in, i, G, D, merge, r + wr - h, c + wc - h);
+                float *code = dst + (size_t)context * context * cell;
                 if (pos & VIS_POS_ONEHOT) {
                     memset(code, 0, (size_t)2 * g * sizeof(float));
                     code[r] = 1.0f;
@@ -185,7 +200,8 @@ void nano_model_load(NanoModel *m, const char *dir) {
     ConnectorConfig cc;
     connector_config_init(&cc, (ConnectorKind)connector_kind_parse(m->cfg.connector), m->vit.cfg.hidden,
                           trained.cfg.C, trained.cfg.I, m->G, m->G);
-    cc.in_dim = vis_prep_dim(vit_feature_dim(&m->feat, &m->vit.cfg), m->G, m->cfg.patch_merge, vis_pos_flags(&m->cfg));
+    cc.in_dim = vis_prep_dim(vit_feature_dim(&m->feat, &m->vit.cfg), m->G, m->cfg.patch_merge, m->cfg.patch_context,
+                             vis_pos_flags(&m->cfg));
     cc.grid_h = cc.grid_w = m->G / m->cfg.patch_merge;
     connector_build(&m->conn, &cc);
     p = xsprintf("%s/connector.safetensors", dir);
@@ -207,7 +223,7 @@ void nano_model_load(NanoModel *m, const char *dir) {
               Df = vit_feature_dim(&m->feat, &m->vit.cfg);
     m->pix = xmalloc((size_t)3 * S * S * sizeof(float));
     m->feats = xmalloc((size_t)Tf * Df * sizeof(float));
-    m->coded = xmalloc((size_t)Tf * (size_t)vis_prep_dim(Df, m->G, 1, VIS_POS_ONEHOT | VIS_POS_RAMP) * sizeof(float));
+    m->coded = xmalloc((size_t)m->conn.cfg.grid_h * m->conn.cfg.grid_w * (size_t)m->conn.cfg.in_dim * sizeof(float));
     m->cached = xmalloc((size_t)cap * sizeof(int32_t));
 }
 
@@ -228,7 +244,7 @@ void nano_set_image(NanoModel *m, const Image *img) {
     clip_preprocess(m->pix, img, &m->pp);
     vit_forward(&m->vit, m->pix, 1, NULL, &m->feat, m->feats, NULL);
     vis_prep(m->coded, m->feats, 1, m->G, vit_feature_dim(&m->feat, &m->vit.cfg), m->cfg.patch_merge,
-             vis_pos_flags(&m->cfg));
+             m->cfg.patch_context, vis_pos_flags(&m->cfg));
     const float *vis = connector_forward(&m->conn, m->coded, 1);   // (NV, C)
     const int C = m->llm.cfg.C;
     memcpy(m->llm.embed + (size_t)m->V * C, vis, (size_t)m->NV * C * sizeof(float));

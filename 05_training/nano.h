@@ -21,6 +21,8 @@
 //   With `patch_merge = 2`, 2x2 windows of patches are concatenated first:
 //   a quarter of the visual tokens, so shorter sequences and faster steps,
 //   but slower learning per step; the world configs keep every patch a token.
+//   With `patch_context = 3`, every token also carries its 8 neighbours'
+//   features (below): the connector becomes a small trained convolution.
 //
 //   The model directory (what `./05_training/run world` writes and what is
 //   shipped in models/nano/):
@@ -77,6 +79,14 @@ void feat_cache_close(FeatCache *c);
 //     the LLM reads (G/m)^2 visual tokens instead of G^2: with m = 2 the nano
 //     ViT's 64 patches become 16 tokens of width 4D, and every sequence is
 //     48 tokens shorter;
+//   context k: each token then carries its k x k neighbourhood of (merged)
+//     vectors, row by row, itself in the middle and zeros past the border:
+//     width k*k*m*m*D. The ViT is frozen and random, so nothing in its
+//     features says "this patch is part of a triangle": a shape spans a few
+//     patches, and its kind is in how they fit together. A connector that
+//     sees one patch can only pass it on; one that sees the 3 x 3 around it is
+//     a trained 3 x 3 convolution, which can name the kind on the token
+//     itself, where a question's attention can find it (bench/RESULTS.md);
 //   pos_code: 2(G/m) more numbers, a one-hot of the token's row and one of
 //     its column; pos_ramp: 2(G/m) more, the same as "thermometers" (entry
 //     k is 1 for k <= row, else 0, and the same for the column). A one-hot
@@ -84,13 +94,17 @@ void feat_cache_close(FeatCache *c);
 //     a layer learns about "lower than row 3" holds for every row below it,
 //     and averaging the ramps of a shape's patches gives its centre;
 //     its column.
-// in (NI, G*G, D) -> out (NI, (G/m)^2, vis_prep_dim(...)). G % m == 0.
+// in (NI, G*G, D) -> out (NI, (G/m)^2, vis_prep_dim(...)). G % m == 0, k odd.
 enum { VIS_POS_ONEHOT = 1, VIS_POS_RAMP = 2 };   // the codes vis_prep appends (flags)
 static inline int vis_pos_flags(const TrainConfig *c) {
     return (c->pos_code ? VIS_POS_ONEHOT : 0) | (c->pos_ramp ? VIS_POS_RAMP : 0);
 }
-int vis_prep_dim(int D, int G, int merge, int pos);
-void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, int pos);
+// Whether a config asks for any of it (else the connector reads the features as they are).
+static inline bool vis_prep_needed(const TrainConfig *c) {
+    return c->patch_merge > 1 || c->patch_context > 1 || c->pos_code || c->pos_ramp;
+}
+int vis_prep_dim(int D, int G, int merge, int context, int pos);
+void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, int context, int pos);
 
 // ---- a trained model, answering -------------------------------------------------
 typedef struct {

@@ -106,13 +106,13 @@ static void build_vlm(Vlm *v, const TrainConfig *cfg, bool need_vit, int feat_T,
     int G = vit_grid(&vc);
     connector_config_init(&cc, (ConnectorKind)connector_kind_parse(cfg->connector), vc.hidden, v->llm.cfg.C,
                           v->llm.cfg.I, G, G);
-    if (cfg->patch_merge > 1 || cfg->pos_code || cfg->pos_ramp) {   // nano.h: merged patches, the 2-D position code
+    if (vis_prep_needed(cfg)) {   // nano.h: merged patches, their neighbourhood, the 2-D position code
         if (cc.kind == CONN_MOLMO || G % cfg->patch_merge)
             fail_input("patch_merge", "needs a linear or mlp connector and a grid side (%d) it divides", G);
-        cc.in_dim = vis_prep_dim(v->feat_D, G, cfg->patch_merge, vis_pos_flags(cfg));
+        cc.in_dim = vis_prep_dim(v->feat_D, G, cfg->patch_merge, cfg->patch_context, vis_pos_flags(cfg));
         cc.grid_h = cc.grid_w = G / cfg->patch_merge;
     }
-    if (cc.in_dim != vis_prep_dim(v->feat_D, G, cfg->patch_merge, vis_pos_flags(cfg))) fail_input("vit_feature", "gives %d-wide features, connector %s wants %d", v->feat_D,
+    if (cc.in_dim != vis_prep_dim(v->feat_D, G, cfg->patch_merge, cfg->patch_context, vis_pos_flags(cfg))) fail_input("vit_feature", "gives %d-wide features, connector %s wants %d", v->feat_D,
                                            cfg->connector, cc.in_dim);
     if (connector_tokens_in(&cc) * cfg->patch_merge * cfg->patch_merge != v->feat_T)
         fail_input("vit_feature", "gives %d tokens per image, connector %s wants %d (drop the class token)",
@@ -172,8 +172,8 @@ static void mem_report(const TrainConfig *cfg) {
     ConnectorConfig cc;
     int G = vit_grid(&vc);
     connector_config_init(&cc, (ConnectorKind)connector_kind_parse(cfg->connector), vc.hidden, qc.C, qc.I, G, G);
-    if ((cfg->patch_merge > 1 || cfg->pos_code || cfg->pos_ramp) && cc.kind != CONN_MOLMO && G % cfg->patch_merge == 0) {
-        cc.in_dim = vis_prep_dim(vit_feature_dim(&feat, &vc), G, cfg->patch_merge, vis_pos_flags(cfg));
+    if (vis_prep_needed(cfg) && cc.kind != CONN_MOLMO && G % cfg->patch_merge == 0) {
+        cc.in_dim = vis_prep_dim(vit_feature_dim(&feat, &vc), G, cfg->patch_merge, cfg->patch_context, vis_pos_flags(cfg));
         cc.grid_h = cc.grid_w = G / cfg->patch_merge;
     }
     Table vit_t = {0}, q_t = {0}, c_t = {0}, a_t = {0}, s_t = {0};
@@ -261,7 +261,7 @@ static void write_svg(const char *path, const Point *p, int n) {
 // ----------------------------------------------------------------------------
 // Features for a batch: from the images (inline ViT) or from the cache
 
-typedef struct { FeatCache *cache; const char *images; bool prep; int merge; int pos; } FeatSource;
+typedef struct { FeatCache *cache; const char *images; bool prep; int merge, context, pos; } FeatSource;
 
 // feats: (NI, Tf, Df), or what vis_prep makes of them (nano.h).
 static void batch_features(const Vlm *v, const FeatSource *fs, const Batch *b, float *feats) {
@@ -277,7 +277,7 @@ static void batch_features(const Vlm *v, const FeatSource *fs, const Batch *b, f
         }
     }
     if (fs->prep) {
-        vis_prep(feats, raw, b->n_images, vit_grid(&v->vit.cfg), v->feat_D, fs->merge, fs->pos);
+        vis_prep(feats, raw, b->n_images, vit_grid(&v->vit.cfg), v->feat_D, fs->merge, fs->context, fs->pos);
         free(raw);
     }
 }
@@ -322,8 +322,9 @@ static int train(const Args *a, TrainConfig *cfg) {
         fprintf(stderr, "feature cache %s: %d images, (%d, %d) each\n", a->features, fs.cache->n, fT, fD);
     }
     fs.images = a->images;
-    fs.prep = cfg->pos_code || cfg->pos_ramp || cfg->patch_merge > 1;
+    fs.prep = vis_prep_needed(cfg);
     fs.merge = cfg->patch_merge;
+    fs.context = cfg->patch_context;
     fs.pos = vis_pos_flags(cfg);
     Tokenizer *tok = tok_load(cfg->tokenizer, err, sizeof err);
     if (!tok) fail_input(cfg->tokenizer, "%s", err);

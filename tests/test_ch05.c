@@ -388,8 +388,8 @@ static void test_vis_prep(void) {
     enum { G = 4, D = 2, M = 2, g = G / M };
     float in[G * G * D], out[g * g * (M * M * D + 4 * g)];
     for (int p = 0; p < G * G; p++) { in[p * D] = 10.0f * p; in[p * D + 1] = 10.0f * p + 1; }
-    int W = vis_prep_dim(D, G, M, VIS_POS_ONEHOT | VIS_POS_RAMP);
-    vis_prep(out, in, 1, G, D, M, VIS_POS_ONEHOT | VIS_POS_RAMP);
+    int W = vis_prep_dim(D, G, M, 1, VIS_POS_ONEHOT | VIS_POS_RAMP);
+    vis_prep(out, in, 1, G, D, M, 1, VIS_POS_ONEHOT | VIS_POS_RAMP);
     const float *t = out + (1 * g + 0) * W;   // token (1, 0)
     float want[8 + 8] = {80, 81, 90, 91, 120, 121, 130, 131,   // patches 8, 9, 12, 13
                          0, 1, 1, 0,                           // one-hot: row 1, column 0
@@ -399,6 +399,39 @@ static void test_vis_prep(void) {
                (double)t[1], (double)t[2], (double)t[3], (double)t[4], (double)t[5], (double)t[6], (double)t[7],
                (double)t[8], (double)t[9], (double)t[10], (double)t[11], (double)t[12], (double)t[13], (double)t[14],
                (double)t[15]);
+}
+
+// ---- vis_prep with a 3 x 3 context: a 3 x 3 grid of 1-wide patches named
+// 10p + 1 (so a zero can only be the border's padding), no merge, the ramps.
+// The corner token (0, 0) sees four patches and five zeros; token (2, 1) on
+// the bottom edge sees six patches and a row of zeros below.
+static void test_vis_prep_context(void) {
+    enum { G = 3, D = 1, K = 3 };
+    float in[G * G * D], out[G * G * (K * K * D + 2 * G)];
+    for (int p = 0; p < G * G; p++) in[p] = 10.0f * p + 1;
+    const int W = vis_prep_dim(D, G, 1, K, VIS_POS_RAMP);
+    vis_prep(out, in, 1, G, D, 1, K, VIS_POS_RAMP);
+    const float want00[15] = {0, 0, 0,  0, 1, 11,  0, 31, 41,      1, 0, 0,  1, 0, 0};
+    const float want21[15] = {31, 41, 51,  61, 71, 81,  0, 0, 0,   1, 1, 1,  1, 1, 0};
+    const float *t00 = out, *t21 = out + (2 * G + 1) * W;
+    check_true("vis_prep: 3x3 context, zeros past the border, then the ramps",
+               W == 15 && !memcmp(t00, want00, sizeof want00) && !memcmp(t21, want21, sizeof want21),
+               "(width %d; token (0,0) starts %g %g %g %g %g, token (2,1) starts %g %g %g %g %g)", W, (double)t00[0],
+               (double)t00[1], (double)t00[2], (double)t00[3], (double)t00[4], (double)t21[0], (double)t21[1],
+               (double)t21[2], (double)t21[3], (double)t21[4]);
+    // merge 2 then context 3 on a 4 x 4 grid: token (0, 1) of the 2 x 2 merged
+    // grid reads merged cells (-1..1, 0..2); only (0,0) (0,1) (1,0) (1,1) exist.
+    enum { G2 = 4, M = 2, g = G2 / M };
+    float in2[G2 * G2], out2[g * g * K * K * M * M];
+    for (int p = 0; p < G2 * G2; p++) in2[p] = 10.0f * p + 1;
+    const int W2 = vis_prep_dim(1, G2, M, K, 0);
+    vis_prep(out2, in2, 1, G2, 1, M, K, 0);
+    const float *u = out2 + 1 * W2;
+    const float want01[36] = {0, 0, 0, 0,  0, 0, 0, 0,  0, 0, 0, 0,             // the row above: padding
+                              1, 11, 41, 51,  21, 31, 61, 71,  0, 0, 0, 0,      // cells (0,0) (0,1), padding
+                              81, 91, 121, 131,  101, 111, 141, 151,  0, 0, 0, 0};
+    check_true("vis_prep: 2x2 merge, then a 3x3 context of merged cells", W2 == 36 && !memcmp(u, want01, sizeof want01),
+               "(width %d; token (0,1) cells 3 and 4 start %g and %g)", W2, (double)u[12], (double)u[16]);
 }
 
 // ---- the schedule
@@ -456,6 +489,7 @@ int main(void) {
     test_turn_blocks_model();
     test_length_buckets();
     test_vis_prep();
+    test_vis_prep_context();
     test_embedding();
     test_schedule();
     test_config();

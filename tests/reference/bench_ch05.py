@@ -285,7 +285,7 @@ class WorldTok:
         from tokenizers import Tokenizer
         self.t = Tokenizer.from_file(path)
         # data.c encodes a row's text with allow_special = false: a special token written in
-        # the text (the world's pointing answers start with "<point>") is spelled out in bytes,
+        # the text (the world's pointing answers hold "<point>") is spelled out in bytes,
         # not matched as one id; HF's name for that is encode_special_tokens
         self.t.encode_special_tokens = True
         self.im_start = self.t.token_to_id("<|im_start|>")
