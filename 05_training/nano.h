@@ -22,7 +22,8 @@
 //   a quarter of the visual tokens, so shorter sequences and faster steps,
 //   but slower learning per step; the world configs keep every patch a token.
 //   With `patch_context = 3`, every token also carries its 8 neighbours'
-//   features (below): the connector becomes a small trained convolution.
+//   features (below): the connector becomes a small trained convolution
+//   (an option; the world configs leave it off).
 //
 //   The model directory (what `./05_training/run world` writes and what is
 //   shipped in models/nano/):
@@ -86,7 +87,9 @@ void feat_cache_close(FeatCache *c);
 //     patches, and its kind is in how they fit together. A connector that
 //     sees one patch can only pass it on; one that sees the 3 x 3 around it is
 //     a trained 3 x 3 convolution, which can name the kind on the token
-//     itself, where a question's attention can find it (bench/RESULTS.md);
+//     itself, where a question's attention can find it. Measured, captions
+//     learned faster and questions did not improve, so the world configs
+//     keep k = 1 (bench/RESULTS.md, fourth session);
 //   pos_code: 2(G/m) more numbers, a one-hot of the token's row and one of
 //     its column; pos_ramp: 2(G/m) more, the same as "thermometers" (entry
 //     k is 1 for k <= row, else 0, and the same for the column). A one-hot

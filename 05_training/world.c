@@ -308,14 +308,6 @@ static void ask_count_color(Scene *sc, Rng *r) {
     snprintf(q->answer, sizeof q->answer, "%d", m);
 }
 
-// "top right <point>84.4 14.1": a shape's place word (the 3 x 3 grid that
-// captions use), then its centre as a point.
-static void grounded_point(const Scene *sc, const Shape *sh, char *out, size_t cap) {
-    char pt[32];
-    world_format_point(pt, sizeof pt, (float)(100.0 * sh->cx / sc->width), (float)(100.0 * sh->cy / sc->height));
-    snprintf(out, cap, "%s %s", WORLD_PLACE_NAMES[world_shape_place(sh, sc->width, sc->height)], pt);
-}
-
 // Pairs whose centres are clearly apart (an eighth of the image) along x
 // (left/right) or y (above/below); up to `count` questions about different
 // pairs, each drawn at random from the pairs left.
@@ -375,11 +367,8 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
         Question *q = add_question(sc, Q_POINT);
         q->target = i;
         snprintf(q->text, sizeof q->text, "Point to %s.", ref);
-        // The place word first: captions teach the model to name a shape's
-        // place, and a point inside a named ninth of the image is a lookup by
-        // position, where one straight after the question would have to find
-        // the shape by its kind alone (bench/RESULTS.md: it did not learn to).
-        grounded_point(sc, sh, q->answer, sizeof q->answer);
+        world_format_point(q->answer, sizeof q->answer, (float)(100.0 * sh->cx / sc->width),
+                           (float)(100.0 * sh->cy / sc->height));
     }
 }
 
