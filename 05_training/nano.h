@@ -95,8 +95,7 @@ void feat_cache_close(FeatCache *c);
 //     k is 1 for k <= row, else 0, and the same for the column). A one-hot
 //     makes every cell a separate fact to learn; a ramp is ordered, so what
 //     a layer learns about "lower than row 3" holds for every row below it,
-//     and averaging the ramps of a shape's patches gives its centre;
-//     its column.
+//     and averaging the ramps of a shape's patches gives its centre.
 // in (NI, G*G, D) -> out (NI, (G/m)^2, vis_prep_dim(...)). G % m == 0, k odd.
 enum { VIS_POS_ONEHOT = 1, VIS_POS_RAMP = 2 };   // the codes vis_prep appends (flags)
 static inline int vis_pos_flags(const TrainConfig *c) {
