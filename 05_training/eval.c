@@ -64,17 +64,6 @@ static int first_of(const char *s, int (*from)(const char *)) {
     return -1;
 }
 
-// The last token of s that `from` knows (a reasoned answer ends with its word), or -1.
-static int last_of(const char *s, int (*from)(const char *)) {
-    char tok[32];
-    int last = -1;
-    while (next_token(&s, tok, sizeof tok, NULL)) {
-        int v = from(tok);
-        if (v >= 0) last = v;
-    }
-    return last;
-}
-
 static int direction_word(const char *t) {
     static const char *const words[] = {"left", "right", "above", "below"};
     for (int i = 0; i < 4; i++)
@@ -176,7 +165,7 @@ static bool answer_right(const Scene *sc, const Question *q, const char *a) {
     case Q_COLOR: return first_of(a, world_color_from_name) == sc->shapes[q->target].color;
     case Q_COUNT:
     case Q_COUNT_COLOR: return first_of(a, number_word) == atoi(q->answer);
-    case Q_POSITION: return last_of(a, direction_word) == last_of(q->answer, direction_word);
+    case Q_POSITION: return first_of(a, direction_word) == direction_word(q->answer);
     case Q_LARGEST: {
         const Shape *sh = &sc->shapes[q->target];
         return first_of(a, world_color_from_name) == sh->color && first_of(a, world_kind_from_name) == sh->kind;

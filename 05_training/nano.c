@@ -317,7 +317,7 @@ static void answer_scene(NanoModel *m, const Scene *sc, Answer *ans) {
         snprintf(ans[q].id, sizeof ans[q].id, "%s", sc->id);
         ans[q].q = q;
         ans[q].type = sc->q[q].type;
-        ans[q].text = nano_answer(m, sc->q[q].text, sc->q[q].type == Q_CAPTION ? 96 : 48);
+        ans[q].text = nano_answer(m, sc->q[q].text, sc->q[q].type == Q_CAPTION ? 96 : 24);
     }
 }
 

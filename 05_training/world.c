@@ -333,19 +333,12 @@ static void ask_position(Scene *sc, Rng *r, int count) {
         Question *q = add_question(sc, Q_POSITION);
         q->target = a;
         q->other = b;
-        // The answer shows its work: a point at each shape, then the word
-        // ("<point>20.3 59.4 and <point>78.1 59.4: left"; the evaluator reads
-        // the last direction word). Two more points to learn from per scene,
-        // and a comparison of two numbers the model has just written.
-        char pa[32], pb[32];
-        world_format_point(pa, sizeof pa, (float)(100.0 * A->cx / sc->width), (float)(100.0 * A->cy / sc->height));
-        world_format_point(pb, sizeof pb, (float)(100.0 * B->cx / sc->width), (float)(100.0 * B->cy / sc->height));
         if (axis == 0) {
             snprintf(q->text, sizeof q->text, "Is %s left or right of %s?", ra, rb);
-            snprintf(q->answer, sizeof q->answer, "%s and %s: %s", pa, pb, A->cx < B->cx ? "left" : "right");
+            snprintf(q->answer, sizeof q->answer, "%s", A->cx < B->cx ? "left" : "right");
         } else {
             snprintf(q->text, sizeof q->text, "Is %s above or below %s?", ra, rb);
-            snprintf(q->answer, sizeof q->answer, "%s and %s: %s", pa, pb, A->cy < B->cy ? "above" : "below");
+            snprintf(q->answer, sizeof q->answer, "%s", A->cy < B->cy ? "above" : "below");
         }
     }
 }

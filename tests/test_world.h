@@ -259,7 +259,7 @@ static Answer *tw_answers(const Scene *scenes, int n, bool perfect, int *na) {
         for (int j = 0; j < scenes[s].nq; j++) {
             const Question *q = &scenes[s].q[j];
             const char *wrong = "";
-            char buf[WORLD_CAPTION_LEN];
+            char buf[64];
             switch (q->type) {
             case Q_CAPTION: wrong = "nothing to see"; break;
             case Q_COLOR:
@@ -267,14 +267,10 @@ static Answer *tw_answers(const Scene *scenes, int n, bool perfect, int *na) {
                 break;
             case Q_COUNT:
             case Q_COUNT_COLOR: snprintf(buf, sizeof buf, "%d", atoi(q->answer) + 1); wrong = buf; break;
-            case Q_POSITION: {   // the reasoning kept, the final word turned round
-                const char *last = strrchr(q->answer, ' ') + 1;
-                snprintf(buf, sizeof buf, "%.*s%s", (int)(last - q->answer), q->answer,
-                         !strcmp(last, "left") ? "right" : !strcmp(last, "right") ? "left"
-                         : !strcmp(last, "above") ? "below" : "above");
-                wrong = buf;
+            case Q_POSITION:
+                wrong = !strcmp(q->answer, "left") ? "right" : !strcmp(q->answer, "right") ? "left"
+                        : !strcmp(q->answer, "above") ? "below" : "above";
                 break;
-            }
             case Q_LARGEST: wrong = "the shape"; break;
             case Q_POINT: wrong = "<point>100.0 100.0"; break;   // the corner: inside no shape
             default: break;
