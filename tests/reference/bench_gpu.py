@@ -68,7 +68,7 @@ def torch_vit_ms(B, reps=3):
                            num_attention_heads=16, image_size=336, patch_size=14,
                            hidden_act="quick_gelu", layer_norm_eps=1e-5)
     torch.manual_seed(0)
-    model = CLIPVisionModel._from_config(cfg, attn_implementation="sdpa", torch_dtype=torch.bfloat16)
+    model = CLIPVisionModel._from_config(cfg, attn_implementation="sdpa", dtype=torch.bfloat16)
     model = model.cuda().eval()
     pix = torch.randn(B, 3, 336, 336)   # host pixels, fp32, as ours takes them
 

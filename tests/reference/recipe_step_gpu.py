@@ -75,7 +75,7 @@ def measure(name, B, n_text, n_sup, vit, conn, lm, vc, qc, device, steps, warmup
                 feats = vit(pixel_values=pix, output_hidden_states=True).hidden_states[-2][:, 1:]   # penultimate
             img = conn(feats)                                           # (B, 576, C)
             emb = lm.get_input_embeddings()(ids)
-            emb = torch.cat([emb[:, :0], img.to(emb.dtype), emb[:, n_img:]], dim=1)   # images first
+            emb = torch.cat([img.to(emb.dtype), emb[:, n_img:]], dim=1)   # the image's tokens first, then the text
             loss = lm(inputs_embeds=emb, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
