@@ -261,12 +261,14 @@ static void write_svg(const char *path, const Point *p, int n) {
 // ----------------------------------------------------------------------------
 // Features for a batch: from the images (inline ViT) or from the cache
 
-typedef struct { FeatCache *cache; const char *images; bool prep; int merge, context, pos; } FeatSource;
+// cfg says what vis_prep makes of the features (merge, context, position code).
+typedef struct { FeatCache *cache; const char *images; const TrainConfig *cfg; } FeatSource;
 
 // feats: (NI, Tf, Df), or what vis_prep makes of them (nano.h).
 static void batch_features(const Vlm *v, const FeatSource *fs, const Batch *b, float *feats) {
     size_t per = (size_t)v->feat_T * v->feat_D;
-    float *raw = fs->prep ? xmalloc(((size_t)b->n_images * per + 1) * sizeof(float)) : feats;
+    const bool prep = vis_prep_needed(fs->cfg);
+    float *raw = prep ? xmalloc(((size_t)b->n_images * per + 1) * sizeof(float)) : feats;
     if (!fs->cache) {
         vlm_image_features(v, b, fs->images, raw);
     } else {
@@ -276,8 +278,9 @@ static void batch_features(const Vlm *v, const FeatSource *fs, const Batch *b, f
             memcpy(raw + i * per, f, per * sizeof(float));
         }
     }
-    if (fs->prep) {
-        vis_prep(feats, raw, b->n_images, vit_grid(&v->vit.cfg), v->feat_D, fs->merge, fs->context, fs->pos);
+    if (prep) {
+        vis_prep(feats, raw, b->n_images, vit_grid(&v->vit.cfg), v->feat_D, fs->cfg->patch_merge,
+                 fs->cfg->patch_context, vis_pos_flags(fs->cfg));
         free(raw);
     }
 }
@@ -322,10 +325,7 @@ static int train(const Args *a, TrainConfig *cfg) {
         fprintf(stderr, "feature cache %s: %d images, (%d, %d) each\n", a->features, fs.cache->n, fT, fD);
     }
     fs.images = a->images;
-    fs.prep = vis_prep_needed(cfg);
-    fs.merge = cfg->patch_merge;
-    fs.context = cfg->patch_context;
-    fs.pos = vis_pos_flags(cfg);
+    fs.cfg = cfg;
     Tokenizer *tok = tok_load(cfg->tokenizer, err, sizeof err);
     if (!tok) fail_input(cfg->tokenizer, "%s", err);
     tok_add_project_tokens(tok);
