@@ -15,7 +15,7 @@
 //       O (QB, HD) = P (QB, nk) @ V_g (nk, HD)                   outputs
 //
 // where nk is the number of keys the block's last query sees (all Tk without
-// `causal`). With `causal`, the earlier rows of a block see fewer keys: their
+// `causal`; with a reach, the most any query of the block sees). With `causal`, the earlier rows of a block see fewer keys: their
 // extra scores are computed (a few wasted flops on the block's diagonal) and
 // then given probability exactly zero, so they add nothing to O. With segments
 // (attention.h) the scores of keys in another segment are set to -FLT_MAX
@@ -71,7 +71,7 @@ static void softmax_row(float *s, int n_vis, int nk) {
 }
 
 void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
-                           const int32_t *seg, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
+                           const int32_t *seg, const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
                            int q_pos0, bool causal, float scale) {
     NM_CHECK(NKV > 0 && NH % NKV == 0, "attention: %d query heads cannot share %d kv heads", NH, NKV);
     NM_CHECK(Tk <= Tcap, "attention: %d keys do not fit a cache of %d", Tk, Tcap);
@@ -101,14 +101,18 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
             const float *vg = v + (size_t)b * Tcap * ldk + (size_t)g * HD;           // (Tk, HD), stride ldk
             // keys 0 .. n_vis(i)-1 are visible to query i; the block reads the
             // keys its last query sees
+            // (with a reach, the furthest any of them looks)
+            const int32_t *rb = reach ? reach + (size_t)b * Tcap + q_pos0 + i0 : NULL;   // (qb,) the block's reaches
             int nk = causal ? q_pos0 + i0 + qb : Tk;
+            if (causal && rb)
+                for (int r = 0; r < qb; r++) nk = rb[r] > nk ? rb[r] : nk;
             if (nk > Tk) nk = Tk;
 
             if (nk > 0) {
                 // S = scale * Q K^T   (qb, nk)
                 sgemm_cpu(false, true, qb, nk, HD, scale, qb0, ldq, kg, ldk, 0.0f, S, nk);
                 for (int r = 0; r < qb; r++) {
-                    int n_vis = causal ? q_pos0 + i0 + r + 1 : Tk;
+                    int n_vis = !causal ? Tk : rb ? rb[r] : q_pos0 + i0 + r + 1;
                     if (n_vis > nk) n_vis = nk;
                     if (seg) {   // keys of other segments: a score no exp survives (probability 0)
                         const int32_t *sb = seg + (size_t)b * Tcap, si = sb[q_pos0 + i0 + r];

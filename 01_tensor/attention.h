@@ -25,6 +25,14 @@
 // sequences packed in a row use segments 1, 2, ... A query's own position is
 // always visible, so no row of probabilities is empty.
 //
+// Reach (reach, or NULL for none): with `causal`, the query at absolute
+// position p sees keys 0 .. reach[p]-1 instead of 0 .. p. reach (B, Tcap)
+// holds p + 1 for an ordinary token and more for a token that may look
+// ahead: a VLM can let the visual tokens of one image see each other in both
+// directions (every patch then knows the whole picture, as in the ViT) while
+// the text stays causal (05_training's `image_attention`). A reach never
+// passes the keys there are (Tk) and is at least p + 1.
+//
 // Layouts are the ones the projections produce, so no transpose is needed:
 // q and out are (B, Tq, NH, HD) and k, v are (B, Tcap, NKV, HD) of which the
 // first Tk positions are used (Tcap > Tk for a KV cache allocated up front).
@@ -39,9 +47,9 @@
 
 // out (B,Tq,NH,HD); probs (B,NH,Tq,Tk) or NULL: the softmax weights, kept when
 // a backward pass will need them; q (B,Tq,NH,HD); k,v (B,Tcap,NKV,HD);
-// seg (B,Tcap) or NULL.
+// seg (B,Tcap) or NULL; reach (B,Tcap) or NULL.
 void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
-                           const int32_t *seg, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
+                           const int32_t *seg, const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
                            int q_pos0, bool causal, float scale);
 
 #endif

@@ -415,7 +415,7 @@ void vit_forward(const Vit *m, const float *pix, int B, float *hidden, const Vit
         matmul_forward_cpu(q, ln, y->q_w, y->q_b, (int)BT, C, C);
         matmul_forward_cpu(k, ln, y->k_w, y->k_b, (int)BT, C, C);
         matmul_forward_cpu(v, ln, y->v_w, y->v_b, (int)BT, C, C);
-        attention_forward_cpu(att, NULL, q, k, v, NULL, B, T, T, T, NH, NH, HD, 0, false, scale);
+        attention_forward_cpu(att, NULL, q, k, v, NULL, NULL, B, T, T, T, NH, NH, HD, 0, false, scale);
         matmul_forward_cpu(ln, att, y->o_w, y->o_b, (int)BT, C, C);
         add_inplace(x, ln, (size_t)BT * C);
         // MLP block: x = x + fc2(act(fc1(layer_norm2(x))))

@@ -446,6 +446,14 @@ void qwen_forward(const Qwen *m, QwenState *s, const int *tokens, int B, int T, 
              s->B, s->T);
     NM_CHECK(pos0 + T <= s->Tcap, "qwen_forward: %d + %d positions exceed the cache of %d", pos0, T, s->Tcap);
     const size_t BTC = (size_t)N * C;
+    // A position that looks ahead must find its keys in this call: the caller
+    // runs a whole image in one call.
+    if (s->reach)
+        for (int b = 0; b < B; b++)
+            for (int p = pos0; p < pos0 + T; p++)
+                NM_CHECK(s->reach[(size_t)b * s->Tcap + p] <= pos0 + T,
+                         "qwen_forward: position %d looks ahead to %d, past this call's last position %d", p,
+                         s->reach[(size_t)b * s->Tcap + p] - 1, pos0 + T - 1);
 
     // Embeddings: one row of the table per token. No scaling, no BOS.
     float *h = s->h0;   // (B, T, C)
@@ -491,7 +499,7 @@ void qwen_forward(const Qwen *m, QwenState *s, const int *tokens, int B, int T, 
         rope_forward(qr, qr, s->rope_cos, s->rope_sin, B, T, NH, HD);
 
         // causal GQA attention of the T new queries against the pos0+T cached keys
-        attention_forward_cpu(a->att, a->probs, qr, kc, vc, NULL, B, T, pos0 + T, s->Tcap, NH, NKV, HD, pos0, true,
+        attention_forward_cpu(a->att, a->probs, qr, kc, vc, NULL, s->reach, B, T, pos0 + T, s->Tcap, NH, NKV, HD, pos0, true,
                               scale);
         linear_forward(s->tmp, a->att, w->wo, w->bo, N, QD, C);   // (B, T, C)
         residual_forward(a->h_att, h, s->tmp, BTC);

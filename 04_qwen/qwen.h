@@ -156,6 +156,9 @@ typedef struct {
     float *rstd_f;           // (B, T)
     float *logits;           // (B, T, V) with all_logits, else (B, V)
     int pos;                 // positions already in the KV cache
+    const int32_t *reach;    // (B, Tcap) or NULL (causal): how far each position may look
+                             // (01_tensor/attention.h); borrowed, set by a VLM whose
+                             // image tokens see each other both ways (05_training)
 } QwenState;
 
 // Fills (but does not allocate) the activation table for a plan, so --mem can

@@ -103,7 +103,8 @@ void rope_backward(float *dx, const float *dout, const float *cos_t, const float
 // over blocks of QB queries, which sgemm_cpu does near the CPU's peak; one
 // query row at a time, with HD = 32, this loop was a quarter of a nano
 // training step. For the block of queries i0 .. i0+qb-1 of head h, which
-// together see the keys 0 .. nk-1 (nk = i0 + qb, causal):
+// together see the keys 0 .. nk-1 (nk = i0 + qb, causal; with a reach, the
+// furthest any of them looks):
 //   dP (qb, nk)  = dO (qb, HD) @ V (nk, HD)^T
 //   dS (qb, nk)  = scale * P * (dP - rowsum(P * dP))      in place over dP
 //   dQ (qb, HD) += dS @ K (nk, HD)
@@ -114,8 +115,8 @@ void rope_backward(float *dx, const float *dout, const float *cos_t, const float
 #define BWD_QB 64
 
 void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, const float *probs,
-                            const float *q, const float *k, const float *v, int B, int T, int NH, int NKV,
-                            int HD, float scale) {
+                            const float *q, const float *k, const float *v, const int32_t *reach, int B, int T,
+                            int NH, int NKV, int HD, float scale) {
     const int rep = NH / NKV;
     const int ldq = NH * HD, ldk = NKV * HD;        // row strides of q, dq, dout and of k, v, dk, dv
 #pragma omp parallel
@@ -130,7 +131,13 @@ void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, 
                 float *dvg = dv + (size_t)b * T * ldk + (size_t)g * HD;
                 for (int h = g * rep; h < (g + 1) * rep; h++)
                     for (int i0 = 0; i0 < T; i0 += BWD_QB) {
-                        const int qb = T - i0 < BWD_QB ? T - i0 : BWD_QB, nk = i0 + qb;
+                        const int qb = T - i0 < BWD_QB ? T - i0 : BWD_QB;
+                        int nk = i0 + qb;
+                        if (reach)
+                            for (int r = 0; r < qb; r++) {
+                                const int e = reach[(size_t)b * T + i0 + r];
+                                nk = e > nk ? (e < T ? e : T) : nk;
+                            }
                         const size_t row0 = (size_t)b * T + i0;
                         const float *doh = dout + row0 * ldq + (size_t)h * HD;       // (qb, HD), stride ldq
                         const float *qh = q + row0 * ldq + (size_t)h * HD;

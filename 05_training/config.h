@@ -49,6 +49,8 @@ typedef struct {
                                // tokenizer: as many rows as the tokenizer has ids (a small BPE)
     int patch_merge;           // 1, or 2: concatenate 2x2 windows of ViT patches (nano.h)
     int patch_context;         // 1, 3 or 5: each token also reads its k x k neighbours (nano.h)
+    char image_attention[16];  // causal | bidirectional: the visual tokens of an image also
+                               // see the ones after them (vlm.h)
     bool pos_code;             // append a 2-D position code (one-hot row + column of the
                                // patch) to every ViT feature before the connector
     bool pos_ramp;             // append the position as row and column "thermometers" too (nano.h)

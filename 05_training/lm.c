@@ -148,7 +148,7 @@ static void lm_rope_setup(Lm *lm, int B, int T, const int32_t *pos) {
     free(cs);
 }
 
-void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg) {
+void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg, const int32_t *reach) {
     const Qwen *m = lm->m;
     const QwenConfig *c = &m->cfg;
     NM_CHECK(B <= lm->B && T <= lm->T, "lm_forward: (B=%d, T=%d) exceeds the reserved (%d, %d)", B, T, lm->B,
@@ -156,6 +156,7 @@ void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg) {
     const int BT = B * T, C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD;
     const int QD = NH * HD, KD = NKV * HD;
     lm_rope_setup(lm, B, T, pos);
+    lm->reach = reach;   // the backward widens its key blocks the same way
     const int RB = lm->rope_B, RT = lm->rope_T;   // rope's view of the batch
     float *tmp = lm->dx_final;   // (B,T,C) free during the forward: o_proj/down_proj outputs
     const float *h_in = lm->h0;  // (B,T,C)
@@ -175,7 +176,7 @@ void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg) {
         }
         rope_forward(a->q_rope, a->q_rope, lm->cos_t, lm->sin_t, RB, RT, NH, HD);
         rope_forward(a->k_rope, a->k_rope, lm->cos_t, lm->sin_t, RB, RT, NKV, HD);
-        attention_forward_cpu(a->att, a->probs, a->q_rope, a->k_rope, a->v, seg, B, T, T, T, NH, NKV, HD, 0, true,
+        attention_forward_cpu(a->att, a->probs, a->q_rope, a->k_rope, a->v, seg, reach, B, T, T, T, NH, NKV, HD, 0, true,
                               1.0f / sqrtf((float)HD));
         matmul_forward_cpu(tmp, a->att, w->wo, w->bo, BT, QD, C);
         add_into(a->h_mid, h_in, tmp, (size_t)BT * C);
@@ -240,7 +241,7 @@ void lm_backward(Lm *lm, int B, int T) {
         ZERO(dq, BT * QD);
         ZERO(dk, BT * KD);
         ZERO(dv, BT * KD);
-        attention_backward_cpu(dq, dk, dv, datt, a->probs, a->q_rope, a->k_rope, a->v, B, T, NH, NKV, HD,
+        attention_backward_cpu(dq, dk, dv, datt, a->probs, a->q_rope, a->k_rope, a->v, lm->reach, B, T, NH, NKV, HD,
                                1.0f / sqrtf((float)HD));
         // q_rope = rope(q_n), k_rope = rope(k_n)
         ZERO(dq_n, BT * QD);

@@ -64,6 +64,7 @@ typedef struct {
     float *h0;               // (B,T,C) input embeddings: the caller fills this
     float *cos_t, *sin_t;    // (rope_B * rope_T, HD/2) RoPE tables: positions 0..T-1, or one row per token
     int rope_B, rope_T;      // how the last forward's rope saw the batch: (B, T), or (1, B*T) with position ids
+    const int32_t *reach;    // (B, T) or NULL: the last forward's attention reach (borrowed)
     LmLayerActs *layers;     // (L)
     float *x_final, *rstd_f; // (B,T,C), (B,T) after the final norm
     float *dh;               // (B,T,C) the residual gradient; after backward: d(h0)
@@ -86,10 +87,13 @@ void lm_reserve(Lm *lm, int B, int T);
 //   seg (B, T) or NULL: segments, the attention mask of packed rows
 //       (01_tensor/attention.h): a token sees the earlier tokens of its own
 //       segment and of segment 0. NULL: plain causal attention.
+//   reach (B, T) or NULL: how far each token may look (01_tensor/attention.h):
+//       with it, the visual tokens of an image see each other both ways.
+//       Borrowed until lm_backward.
 // A packed row (data.h's turn blocks) gives the tokens of each question the
 // positions and the view they would have if the question were asked alone,
 // so each block is computed exactly as its own sequence would be.
-void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg);
+void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg, const int32_t *reach);
 // Given lm->dx_final (B, T, C), accumulates every parameter gradient into
 // lm->grads and leaves dL/d(h0) in lm->dh. Must follow lm_forward(B, T).
 void lm_backward(Lm *lm, int B, int T);

@@ -11,6 +11,7 @@
 #include "01_tensor/json.h"
 #include "01_tensor/safetensors.h"
 #include "05_training/eval.h"
+#include "05_training/vlm.h"
 #include "05_training/loss.h"
 #include "05_training/world.h"
 
@@ -225,6 +226,10 @@ void nano_model_load(NanoModel *m, const char *dir) {
     m->feats = xmalloc((size_t)Tf * Df * sizeof(float));
     m->coded = xmalloc((size_t)m->conn.cfg.grid_h * m->conn.cfg.grid_w * (size_t)m->conn.cfg.in_dim * sizeof(float));
     m->cached = xmalloc((size_t)cap * sizeof(int32_t));
+    if (!strcmp(m->cfg.image_attention, "bidirectional")) {
+        m->reach = xmalloc((size_t)cap * sizeof(int32_t));   // filled per prompt (nano_answer)
+        m->st.reach = m->reach;
+    }
 }
 
 void nano_model_free(NanoModel *m) {
@@ -237,6 +242,7 @@ void nano_model_free(NanoModel *m) {
     free(m->feats);
     free(m->coded);
     free(m->cached);
+    free(m->reach);
     free(m->dir);
 }
 
@@ -287,6 +293,12 @@ char *nano_answer(NanoModel *m, const char *question, int max_new) {
     int k = 0;
     for (int t = 0; t < P; t++)
         if (s.ids[t] == m->fmt.image_id) s.ids[t] = m->V + k++;
+    if (m->reach) {   // the image's tokens see each other both ways, as in training (vlm.h)
+        bool *visual = xmalloc((size_t)cap * sizeof(bool));   // (cap) the prompt's visual positions
+        for (int t = 0; t < cap; t++) visual[t] = t < P && s.ids[t] >= m->V;
+        image_reach(m->reach, visual, cap, m->NV);
+        free(visual);
+    }
     // reuse the cached prefix; at least the last prompt token is run again
     int lcp = 0;
     while (lcp < m->ncached && lcp < P - 1 && m->cached[lcp] == s.ids[lcp]) lcp++;

@@ -123,6 +123,7 @@ typedef struct {
     int V, NV, G;           // real vocabulary, visual tokens per image, patch grid side
     int eos[2];             // <|im_end|>, <|endoftext|>
     int32_t *cached;        // prompt ids whose keys and values are in the cache
+    int32_t *reach;         // (Tcap) attention reach with image_attention = bidirectional, else NULL
     int ncached;
     float *pix, *feats, *coded;   // (3,S,S), (Tf,Df), the connector's input: scratch
 } NanoModel;

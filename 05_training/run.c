@@ -338,6 +338,7 @@ static int train(const Args *a, TrainConfig *cfg) {
     chat_format_init(&fmt, tok, cfg->stage, connector_tokens_out(&v.conn.cfg), cfg->max_seq_len, cfg->truncate);
     fmt.turn_blocks = cfg->turn_blocks;
     vlm_setup(&v, fmt.image_id, cfg->batch_size, 64, cfg->loss_chunk, cfg->z_loss);
+    v.image_bidir = !strcmp(cfg->image_attention, "bidirectional");
     AdamW o;
     adamw_init(&o, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->weight_decay);
     adamw_add_group(&o, "connector", &v.conn.params, &v.conn.grads, cfg->lr_connector, !cfg->train_connector);

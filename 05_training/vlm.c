@@ -21,6 +21,7 @@ void vlm_free(Vlm *v) {
     lm_free(&v->lm);
     free(v->loss_ws);
     free(v->vis_grad);
+    free(v->reach);
     connector_free(&v->conn);
     qwen_free(&v->llm);
     if (v->has_vit) vit_free(&v->vit);
@@ -47,6 +48,21 @@ void vlm_image_features(const Vlm *v, const Batch *b, const char *images_dir, fl
     free(pix);
 }
 
+void image_reach(int32_t *reach, const bool *visual, int n, int NV) {
+    int t = 0;
+    while (t < n) {
+        if (!visual[t]) {
+            reach[t] = t + 1;
+            t++;
+            continue;
+        }
+        int e = t;   // the image starting at t ends at e: NV tokens, or where the run stops
+        while (e < n && e - t < NV && visual[e]) e++;
+        for (int p = t; p < e; p++) reach[p] = e;
+        t = e;
+    }
+}
+
 LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float scale, bool backward) {
     const int B = b->B, T = b->T, BT = B * T;
     const QwenConfig *c = &v->llm.cfg;
@@ -70,7 +86,22 @@ LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float
     }
     NM_CHECK(used == NI * NV, "%d <image> placeholders for %d images x %d visual tokens", used, NI, NV);
     embedding_forward(v->lm.h0, v->llm.embed, ids_text, BT, C);
-    lm_forward(&v->lm, B, T, b->seg ? b->pos : NULL, b->seg);   // position ids and the mask only for packed rows
+    int32_t *reach = NULL;   // (B, T) with image_bidir: each image's tokens see the whole image
+    if (v->image_bidir && NI > 0) {
+        if (v->reach_cap < BT) {
+            free(v->reach);
+            v->reach = xmalloc((size_t)BT * sizeof(int32_t));
+            v->reach_cap = BT;
+        }
+        bool *visual = xmalloc((size_t)T * sizeof(bool));   // (T) one row's visual positions
+        for (int r = 0; r < B; r++) {
+            for (int t = 0; t < T; t++) visual[t] = ids_text[(size_t)r * T + t] < 0;
+            image_reach(v->reach + (size_t)r * T, visual, T, NV);
+        }
+        free(visual);
+        reach = v->reach;
+    }
+    lm_forward(&v->lm, B, T, b->seg ? b->pos : NULL, b->seg, reach);   // position ids and the mask only for packed rows
     // the loss, fused with the LM head; its backward writes dx_final and dW
     float *dx = NULL, *dW = NULL;
     if (backward) {

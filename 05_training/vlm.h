@@ -42,6 +42,9 @@ typedef struct {
     Lm lm;
     int image_id;          // the <image> token id
     int n_vis;             // NV
+    bool image_bidir;      // image_attention = bidirectional: an image's tokens see each other
+    int32_t *reach;        // (B, T) attention reach of the current batch (image_reach), grown as needed
+    int reach_cap;         // entries reach holds
     int feat_T, feat_D;    // Tf, Df
     int loss_chunk;        // rows of logits per chunk
     float z_coef;          // z-loss weight (0: off)
@@ -49,6 +52,16 @@ typedef struct {
     float *vis_grad;       // (NI, NV, C) scratch, grown as needed
     int vis_cap;           // images vis_grad holds
 } Vlm;
+
+// Causal attention lets a visual token see only the patches before it in
+// reading order, so the top of a shape never sees its bottom. With
+// image_attention = bidirectional each image's NV tokens see one another
+// both ways, as inside the ViT, while text stays causal (the "prefix"
+// attention of PaliGemma-style VLMs). image_reach writes that rule for one
+// row of n tokens as a reach (01_tensor/attention.h): visual[t] marks the
+// visual positions; each run of them is cut into images of NV tokens, and a
+// token of the image [a, a + NV) reaches a + NV; any other token t reaches t + 1.
+void image_reach(int32_t *reach, const bool *visual, int n, int NV);
 
 // After vit/conn/llm are set up: sizes, activation buffers for (B, T), the loss workspace.
 void vlm_setup(Vlm *v, int image_id, int B, int T, int loss_chunk, float z_coef);

@@ -101,6 +101,7 @@ void world_config_default(WorldConfig *cfg) {
     cfg->size = 64;
     cfg->max_shapes = 4;
     cfg->dense = false;
+    cfg->shuffled_captions = false;
 }
 
 // ----------------------------------------------------------------------------
@@ -239,10 +240,20 @@ static int cmp_reading_order(const void *a, const void *b, void *ctx) {
     return x->cy - y->cy;
 }
 
-void world_caption(const Scene *sc, char *out, size_t cap) {
+void world_caption(const Scene *sc, bool shuffled, char *out, size_t cap) {
     int order[WORLD_MAX_SHAPES];
     for (int i = 0; i < sc->n; i++) order[i] = i;
-    qsort_r(order, (size_t)sc->n, sizeof(int), cmp_reading_order, (void *)sc);
+    if (shuffled) {   // Fisher-Yates from a stream of the scene's own (the scene's draws stay as they were)
+        Rng r;
+        rng_seed(&r, sc->texture_seed, 0xCA9);
+        for (int i = sc->n - 1; i > 0; i--) {
+            int j = (int)rng_below(&r, (uint32_t)(i + 1)), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+    } else {
+        qsort_r(order, (size_t)sc->n, sizeof(int), cmp_reading_order, (void *)sc);
+    }
     size_t len = 0;
     out[0] = '\0';
     for (int j = 0; j < sc->n; j++) {
@@ -378,11 +389,11 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // is slow to learn per image, for a few more tokens in the same conversation.
 // (Tried only together with length buckets, which hurt, so its own effect is
 // not settled: bench/RESULTS.md. make train does not use it.)
-static void ask_questions(Scene *sc, Rng *r, bool dense) {
+static void ask_questions(Scene *sc, Rng *r, bool dense, bool shuffled) {
     sc->nq = 0;
     Question *q = add_question(sc, Q_CAPTION);
     snprintf(q->text, sizeof q->text, "Describe the image.");
-    world_caption(sc, q->answer, sizeof q->answer);
+    world_caption(sc, shuffled, q->answer, sizeof q->answer);
     ask_color(sc, r, dense);
     q = add_question(sc, Q_COUNT);
     snprintf(q->text, sizeof q->text, "How many shapes are there?");
@@ -414,7 +425,7 @@ void world_scene(Scene *sc, const WorldConfig *cfg, WorldSplit split, int index)
     for (int c = 0; c < 3; c++) sc->bg[c] = (uint8_t)(grey + (int)rng_below(&r, 13) - 6);
     sc->textured = rng_below(&r, 2) == 1;
     sc->texture_seed = rng_u32(&r);
-    ask_questions(sc, &r, cfg->dense && split == WORLD_TRAIN);
+    ask_questions(sc, &r, cfg->dense && split == WORLD_TRAIN, cfg->shuffled_captions);
 }
 
 // ----------------------------------------------------------------------------
@@ -899,12 +910,13 @@ int world_generate(const WorldConfig *cfg, const char *dir, bool verbose) {
 static void generate_usage(FILE *f) {
     fprintf(f,
             "usage: run generate --out DIR [--seed S] [--n-train N] [--n-test N] [--size PX] [--max-shapes K]\n"
-            "                    [--dense] [--quiet]\n"
+            "                    [--dense] [--caption-order reading|shuffled] [--quiet]\n"
             "  writes DIR/images/*.png, DIR/stage1.jsonl, DIR/stage2.jsonl, DIR/test.jsonl,\n"
             "  DIR/scenes_train.jsonl and DIR/scenes_test.jsonl (defaults: seed 1, 2000 train,\n"
             "  200 test, 64 px, 1-4 shapes)\n"
             "  --dense: training scenes ask the colour of every shape that can be named without it,\n"
-            "  to point at every shape, and up to 3 position pairs (test scenes: one of each type)\n");
+            "  to point at every shape, and up to 3 position pairs (test scenes: one of each type)\n"
+            "  --caption-order: the shapes of a caption in reading order (default) or shuffled\n");
 }
 
 static long long parse_int_flag(const char *flag, const char *s, long long lo, long long hi) {
@@ -922,7 +934,7 @@ int world_cli_generate(int argc, char **argv) {
         {"n-train", required_argument, 0, 't'}, {"n-test", required_argument, 0, 'e'},
         {"size", required_argument, 0, 'z'},    {"max-shapes", required_argument, 0, 'k'},
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
-        {"dense", no_argument, 0, 'd'},
+        {"dense", no_argument, 0, 'd'},         {"caption-order", required_argument, 0, 'c'},
         {0, 0, 0, 0}};
     WorldConfig cfg;
     world_config_default(&cfg);
@@ -940,6 +952,11 @@ int world_cli_generate(int argc, char **argv) {
         case 'k': cfg.max_shapes = (int)parse_int_flag("--max-shapes", optarg, 1, WORLD_MAX_SHAPES); break;
         case 'q': verbose = false; break;
         case 'd': cfg.dense = true; break;
+        case 'c':
+            if (strcmp(optarg, "reading") && strcmp(optarg, "shuffled"))
+                fail_input("--caption-order", "expected reading or shuffled, got '%s'", optarg);
+            cfg.shuffled_captions = !strcmp(optarg, "shuffled");
+            break;
         case 'h': generate_usage(stdout); return 0;
         default: generate_usage(stderr); return 1;
         }

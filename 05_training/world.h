@@ -149,6 +149,7 @@ typedef struct {
     int size;          // --size: image width = height in pixels (default 64, 16..1024)
     int max_shapes;    // --max-shapes: 1..WORLD_MAX_SHAPES shapes per scene (default 4)
     bool dense;        // --dense: training scenes ask every shape's colour and place (see world.c)
+    bool shuffled_captions; // --caption-order shuffled: captions list the shapes in a random order
 } WorldConfig;
 
 void world_config_default(WorldConfig *cfg);
@@ -171,8 +172,11 @@ bool world_shape_contains(const Shape *sh, double x, double y);
 // image (rows top/middle/bottom, columns left/center/right) its centre is in.
 int world_shape_place(const Shape *sh, int width, int height);
 
-// The caption of a scene in the grammar above (what Q_CAPTION's answer holds).
-void world_caption(const Scene *sc, char *out, size_t cap);
+// The caption of a scene in the grammar above (what Q_CAPTION's answer holds):
+// the shapes in reading order (rows of thirds, then left to right), or with
+// `shuffled` in an order drawn from the scene's own seed (texture_seed), so
+// the same scene always gets the same caption.
+void world_caption(const Scene *sc, bool shuffled, char *out, size_t cap);
 
 // JSON lines (malloc'd, no trailing newline). The scene's metadata, with every
 // shape and question; and its LLaVA-style training row: stage 1 is

@@ -16,6 +16,7 @@
 #include "05_training/lm.h"
 #include "05_training/loss.h"
 #include "05_training/nano.h"
+#include "05_training/vlm.h"
 #include "tests/test_world.h"
 
 // ---- RMSNorm: L = sum w_out * (x * r * w)
@@ -74,7 +75,8 @@ static void test_rope(void) {
 }
 
 // ---- causal GQA attention
-typedef struct { int B, T, NH, NKV, HD; double *q, *k, *v, *dout; } AttCase;
+// reach (B, T) or NULL: query i sees keys j < reach[i] (NULL: j <= i)
+typedef struct { int B, T, NH, NKV, HD; double *q, *k, *v, *dout; const int32_t *reach; } AttCase;
 static double att_loss(void *p) {
     AttCase *c = p;
     double L = 0, sc = 1.0 / sqrt((double)c->HD);
@@ -82,87 +84,125 @@ static double att_loss(void *p) {
     for (int b = 0; b < c->B; b++)
         for (int h = 0; h < c->NH; h++)
             for (int i = 0; i < c->T; i++) {
+                const int n = c->reach ? c->reach[(size_t)b * c->T + i] : i + 1;   // keys 0 .. n-1
                 int g = h / rep;
                 double s[16], mx = -1e300, sum = 0;
                 const double *qi = c->q + (((size_t)b * c->T + i) * c->NH + h) * c->HD;
-                for (int j = 0; j <= i; j++) {
+                for (int j = 0; j < n; j++) {
                     const double *kj = c->k + (((size_t)b * c->T + j) * c->NKV + g) * c->HD;
                     s[j] = 0;
                     for (int d = 0; d < c->HD; d++) s[j] += qi[d] * kj[d] * sc;
                     mx = s[j] > mx ? s[j] : mx;
                 }
-                for (int j = 0; j <= i; j++) sum += (s[j] = exp(s[j] - mx));
+                for (int j = 0; j < n; j++) sum += (s[j] = exp(s[j] - mx));
                 const double *di = c->dout + (((size_t)b * c->T + i) * c->NH + h) * c->HD;
-                for (int j = 0; j <= i; j++) {
+                for (int j = 0; j < n; j++) {
                     const double *vj = c->v + (((size_t)b * c->T + j) * c->NKV + g) * c->HD;
                     for (int d = 0; d < c->HD; d++) L += di[d] * s[j] / sum * vj[d];
                 }
             }
     return L;
 }
-static void test_attention(void) {
+static void test_attention(const char *name, const int32_t *reach) {
     enum { B = 2, T = 5, NH = 4, NKV = 2, HD = 4, NQ = B * T * NH * HD, NK = B * T * NKV * HD };
     double q[NQ], k[NK], v[NK], d[NQ];
     gc_fill(q, NQ, 6, -1, 1); gc_fill(k, NK, 7, -1, 1); gc_fill(v, NK, 8, -1, 1); gc_fill(d, NQ, 9, -1, 1);
     float fq[NQ], fk[NK], fv[NK], fd[NQ], out[NQ], probs[B * NH * T * T], dq[NQ] = {0}, dk[NK] = {0}, dv[NK] = {0};
     gc_to_float(fq, q, NQ); gc_to_float(fk, k, NK); gc_to_float(fv, v, NK); gc_to_float(fd, d, NQ);
     float sc = 1.0f / sqrtf((float)HD);
-    attention_forward_cpu(out, probs, fq, fk, fv, NULL, B, T, T, T, NH, NKV, HD, 0, true, sc);
-    attention_backward_cpu(dq, dk, dv, fd, probs, fq, fk, fv, B, T, NH, NKV, HD, sc);
-    AttCase c = {B, T, NH, NKV, HD, q, k, v, d};
-    gradcheck("attention (causal, GQA 4/2) dq", att_loss, &c, q, NQ, dq, 1e-6, 1e-4);
-    gradcheck("attention (causal, GQA 4/2) dk", att_loss, &c, k, NK, dk, 1e-6, 1e-4);
-    gradcheck("attention (causal, GQA 4/2) dv", att_loss, &c, v, NK, dv, 1e-6, 1e-4);
+    attention_forward_cpu(out, probs, fq, fk, fv, NULL, reach, B, T, T, T, NH, NKV, HD, 0, true, sc);
+    attention_backward_cpu(dq, dk, dv, fd, probs, fq, fk, fv, reach, B, T, NH, NKV, HD, sc);
+    AttCase c = {B, T, NH, NKV, HD, q, k, v, d, reach};
+    char what[128];
+    const char *grad[3] = {"dq", "dk", "dv"};
+    double *x[3] = {q, k, v};
+    const float *g[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; i++) {
+        snprintf(what, sizeof what, "attention (%s, GQA 4/2) %s", name, grad[i]);
+        gradcheck(what, att_loss, &c, x[i], i ? NK : NQ, g[i], 1e-6, 1e-4);
+    }
 }
 
 // ---- attention backward over several query blocks: the blocked GEMM version
 // against the row-at-a-time formulas in double (the gradcheck above proves the
 // formulas at a size finite differences can afford; this proves the blocks:
 // 150 queries are two full blocks of 64 and a partial one of 22)
-static void test_attention_blocks(void) {
+static void test_attention_blocks(const char *name, const int32_t *reach) {
     enum { B = 2, T = 150, NH = 4, NKV = 2, HD = 8, NQ = B * T * NH * HD, NK = B * T * NKV * HD };
     float *q = xmalloc(sizeof(float) * NQ), *k = xmalloc(sizeof(float) * NK), *v = xmalloc(sizeof(float) * NK);
     float *dout = xmalloc(sizeof(float) * NQ), *out = xmalloc(sizeof(float) * NQ);
     float *probs = xmalloc(sizeof(float) * B * NH * T * T);
     float *dq = xcalloc(NQ, sizeof(float)), *dk = xcalloc(NK, sizeof(float)), *dv = xcalloc(NK, sizeof(float));
-    float *wq = xcalloc(NQ, sizeof(float)), *wk = xcalloc(NK, sizeof(float)), *wv = xcalloc(NK, sizeof(float));
+    float *wout = xcalloc(NQ, sizeof(float)), *wq = xcalloc(NQ, sizeof(float)), *wk = xcalloc(NK, sizeof(float)), *wv = xcalloc(NK, sizeof(float));
     Rng r;
     rng_seed(&r, 31, 1);
     rng_fill_uniform(&r, q, NQ, -1, 1); rng_fill_uniform(&r, dout, NQ, -1, 1);
     rng_fill_uniform(&r, k, NK, -1, 1); rng_fill_uniform(&r, v, NK, -1, 1);
     const float sc = 1.0f / sqrtf((float)HD);
-    attention_forward_cpu(out, probs, q, k, v, NULL, B, T, T, T, NH, NKV, HD, 0, true, sc);
-    attention_backward_cpu(dq, dk, dv, dout, probs, q, k, v, B, T, NH, NKV, HD, sc);
+    attention_forward_cpu(out, probs, q, k, v, NULL, reach, B, T, T, T, NH, NKV, HD, 0, true, sc);
+    attention_backward_cpu(dq, dk, dv, dout, probs, q, k, v, reach, B, T, NH, NKV, HD, sc);
     double p[T], dp[T];
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int i = 0; i < T; i++) {
                 const int g = h / (NH / NKV);
                 const float *qi = q + (((size_t)b * T + i) * NH + h) * HD, *di = dout + (((size_t)b * T + i) * NH + h) * HD;
+                const int n = reach ? reach[(size_t)b * T + i] : i + 1;   // keys 0 .. n-1
                 double mx = -1e300, sum = 0, dot = 0;
-                for (int j = 0; j <= i; j++) {
+                for (int j = 0; j < n; j++) {
                     const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD, *vj = v + (((size_t)b * T + j) * NKV + g) * HD;
                     p[j] = 0; dp[j] = 0;
                     for (int d = 0; d < HD; d++) { p[j] += (double)qi[d] * kj[d] * sc; dp[j] += (double)di[d] * vj[d]; }
                     mx = p[j] > mx ? p[j] : mx;
                 }
-                for (int j = 0; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
-                for (int j = 0; j <= i; j++) { p[j] /= sum; dot += p[j] * dp[j]; }
-                for (int j = 0; j <= i; j++) {
+                for (int j = 0; j < n; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int j = 0; j < n; j++) { p[j] /= sum; dot += p[j] * dp[j]; }
+                for (int j = 0; j < n; j++) {
                     const double ds = p[j] * (dp[j] - dot) * sc;
                     const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD;
                     for (int d = 0; d < HD; d++) {
                         wq[(((size_t)b * T + i) * NH + h) * HD + d] += (float)(ds * kj[d]);
                         wk[(((size_t)b * T + j) * NKV + g) * HD + d] += (float)(ds * qi[d]);
                         wv[(((size_t)b * T + j) * NKV + g) * HD + d] += (float)(p[j] * di[d]);
+                        wout[(((size_t)b * T + i) * NH + h) * HD + d] += (float)(p[j] * v[(((size_t)b * T + j) * NKV + g) * HD + d]);
                     }
                 }
             }
-    check_f32("attention backward, 150 queries in 3 blocks: dq", dq, wq, NQ, TOL_GRAD);
-    check_f32("attention backward, 150 queries in 3 blocks: dk", dk, wk, NK, TOL_GRAD);
-    check_f32("attention backward, 150 queries in 3 blocks: dv", dv, wv, NK, TOL_GRAD);
-    free(q); free(k); free(v); free(dout); free(out); free(probs);
+    char what[128];
+    snprintf(what, sizeof what, "attention, 150 queries in 3 blocks (%s): out", name);
+    check_f32(what, out, wout, NQ, TOL_GRAD);
+    snprintf(what, sizeof what, "attention backward, 150 queries in 3 blocks (%s): dq", name);
+    check_f32(what, dq, wq, NQ, TOL_GRAD);
+    snprintf(what, sizeof what, "attention backward, 150 queries in 3 blocks (%s): dk", name);
+    check_f32(what, dk, wk, NK, TOL_GRAD);
+    snprintf(what, sizeof what, "attention backward, 150 queries in 3 blocks (%s): dv", name);
+    check_f32(what, dv, wv, NK, TOL_GRAD);
+    free(q); free(k); free(v); free(dout); free(out); free(probs); free(wout);
     free(dq); free(dk); free(dv); free(wq); free(wk); free(wv);
+}
+
+// ---- attention with a reach: a bidirectional image inside causal text
+// image_reach's rule by hand on a row with two images of 3 tokens (runs of
+// 4 and 2 visual tokens, so the first run holds one image and a part of the
+// next: the cut falls every NV tokens), then the attention's gradients with
+// it and, in the blocked test, an image that crosses two query blocks.
+static void test_attention_reach(void) {
+    const bool visual[10] = {0, 1, 1, 1, 1, 0, 1, 1, 0, 0};
+    const int32_t want[10] = {1, 4, 4, 4, 5, 6, 8, 8, 9, 10};
+    int32_t got[10];
+    image_reach(got, visual, 10, 3);
+    bool same = true;
+    for (int t = 0; t < 10; t++) same = same && got[t] == want[t];
+    check_true("image_reach: images of NV tokens see themselves, text is causal", same, "reach[1] = %d", got[1]);
+    // B = 2, T = 5: row 0 has an image at 1..3, row 1 at 0..1
+    const int32_t r5[10] = {1, 4, 4, 4, 5, 2, 2, 3, 4, 5};
+    test_attention("image both ways", r5);
+    enum { T = 150 };
+    int32_t *r150 = xmalloc(2 * T * sizeof(int32_t));
+    for (int b = 0; b < 2; b++)
+        for (int t = 0; t < T; t++) r150[b * T + t] = (t >= 40 + b && t < 104 + b) ? 104 + b : t + 1;
+    test_attention_blocks("an image across blocks", r150);
+    free(r150);
 }
 
 // ---- turn blocks (data.h): the packed row holds each lone conversation exactly
@@ -284,7 +324,7 @@ static void test_turn_blocks_model(void) {
     lm_init(&lp, &m, 1, Tp);
     lm_init(&ll, &m, NB, Tl);
     embedding_forward(lp.h0, m.embed, ids, Tp, C);
-    lm_forward(&lp, 1, Tp, pos, seg);
+    lm_forward(&lp, 1, Tp, pos, seg, NULL);
     memcpy(lp.dx_final, G, (size_t)Tp * C * sizeof(float));
     lm_backward(&lp, 1, Tp);
 
@@ -295,7 +335,7 @@ static void test_turn_blocks_model(void) {
             lids[k * Tl + t] = src < 0 ? 0 : ids[src];
         }
     embedding_forward(ll.h0, m.embed, lids, NB * Tl, C);
-    lm_forward(&ll, NB, Tl, NULL, NULL);
+    lm_forward(&ll, NB, Tl, NULL, NULL, NULL);
     float *want = xmalloc((size_t)Tp * C * sizeof(float));
     for (int k = 0, o = P; k < NB; o += blen[k++]) {
         if (k == 0) memcpy(want, ll.x_final, (size_t)P * C * sizeof(float));
@@ -483,8 +523,9 @@ static void test_config(void) {
 int main(void) {
     test_rmsnorm();
     test_rope();
-    test_attention();
-    test_attention_blocks();
+    test_attention("causal", NULL);
+    test_attention_blocks("causal", NULL);
+    test_attention_reach();
     test_turn_blocks_encoding();
     test_turn_blocks_model();
     test_length_buckets();

@@ -376,6 +376,36 @@ static void test_world_dense(void) {
                points, shapes, test_diff, img_diff);
 }
 
+// --caption-order shuffled: the same scenes and questions, only the caption's
+// order changes; it still describes every shape exactly (the evaluator's
+// caption score is 100%), it is the same every time the scene is drawn, and
+// it really differs from reading order in many multi-shape scenes.
+static void test_world_shuffled_captions(void) {
+    WorldConfig plain, shuf;
+    world_config_default(&plain);
+    world_config_default(&shuf);
+    shuf.shuffled_captions = true;
+    int other_diff = 0, inexact = 0, unstable = 0, multi = 0, reordered = 0;
+    Scene a, b, c;
+    for (int i = 0; i < 500; i++) {
+        world_scene(&a, &plain, WORLD_TRAIN, i);
+        world_scene(&b, &shuf, WORLD_TRAIN, i);
+        world_scene(&c, &shuf, WORLD_TRAIN, i);
+        other_diff += a.n != b.n || memcmp(a.shapes, b.shapes, sizeof a.shapes) != 0 || a.nq != b.nq ||
+                      memcmp(&a.q[1], &b.q[1], (size_t)(a.nq - 1) * sizeof a.q[0]) != 0;
+        unstable += strcmp(b.q[0].answer, c.q[0].answer) != 0;
+        int ag, st, tr;
+        eval_caption(&b, b.q[0].answer, &ag, &st, &tr);
+        inexact += ag != tr || st != tr;
+        multi += b.n > 1;
+        reordered += strcmp(a.q[0].answer, b.q[0].answer) != 0;
+    }
+    check_true("world: shuffled captions change only the caption's order",
+               other_diff == 0 && inexact == 0 && unstable == 0 && reordered * 3 > multi,
+               "(%d scenes otherwise changed, %d captions not exact, %d unstable, %d of %d multi-shape reordered)",
+               other_diff, inexact, unstable, reordered, multi);
+}
+
 // Generates a small dataset three times (two seeds) and runs every test.
 static void test_world(void) {
     WorldConfig cfg;
@@ -390,6 +420,7 @@ static void test_world(void) {
     test_world_determinism(&cfg, d1, d2, d3);
     test_world_heldout(d1);
     test_world_dense();
+    test_world_shuffled_captions();
     test_world_images(d1);
     test_world_geometry();
     test_world_formats();

@@ -16,7 +16,9 @@
 //     position ids and segments, exactly, against the reference's own packing
 //     of the lone one-question conversations; then the Qwen3 loss and every
 //     gradient on it against HF run with the block mask as a 4-D additive
-//     mask and those position ids (TOL_F32, TOL_GRAD).
+//     mask and those position ids (TOL_F32, TOL_GRAD); and again with
+//     image_attention = bidirectional, the mask opened between the visual
+//     tokens of each image.
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -167,7 +169,7 @@ static void compare_table(const Table *t, const StFile *e, const char *prefix, c
 // loss and every gradient, then, when the file has them, ten AdamW steps.
 // `tag` starts every check's name ("" for the family's own batch).
 static void verify_family(const char *dir, const char *family, const char *expected, const char *tag,
-                          JsonValue *cs, const Batch *b) {
+                          JsonValue *cs, const Batch *b, bool image_bidir) {
     char path[1024], err[512];
     Vlm v;
     memset(&v, 0, sizeof v);
@@ -188,6 +190,7 @@ static void verify_family(const char *dir, const char *family, const char *expec
     if (connector_load(&v.conn, path, err, sizeof err) != 0) fail_input(path, "%s", err);
     int chunk = (int)json_get_int(cs, "loss_chunk", 16);
     vlm_setup(&v, (int)json_get_int(cs, "image_id", -1), b->B, b->T, chunk, 0.0f);
+    v.image_bidir = image_bidir;
     check_true("visual tokens per image", v.n_vis == json_get_int(cs, "n_vis", -1), "%d", v.n_vis);
 
     StFile *e = open_st(dir, expected);
@@ -302,9 +305,10 @@ int main(int argc, char **argv) {
     check_batch(dir, "stage1.jsonl", "expected_stage1.safetensors", 1, false, n_vis, tok, NULL);
     check_batch(dir, "blocks.jsonl", "expected_blocks.safetensors", 2, true, n_vis, tok, &bb);
     verify_ce(dir);
-    verify_family(dir, "qwen3", "expected_qwen3.safetensors", "", cs, &b);
-    verify_family(dir, "qwen2", "expected_qwen2.safetensors", "", cs, &b);
-    verify_family(dir, "qwen3", "expected_blocks.safetensors", "[turn blocks] ", cs, &bb);
+    verify_family(dir, "qwen3", "expected_qwen3.safetensors", "", cs, &b, false);
+    verify_family(dir, "qwen2", "expected_qwen2.safetensors", "", cs, &b, false);
+    verify_family(dir, "qwen3", "expected_blocks.safetensors", "[turn blocks] ", cs, &bb, false);
+    verify_family(dir, "qwen3", "expected_blocks_bidir.safetensors", "[turn blocks, image both ways] ", cs, &bb, true);
     for (int i = 0; i < b.n_images; i++) free((char *)b.images[i]);
     for (int i = 0; i < bb.n_images; i++) free((char *)bb.images[i]);
     batch_free(&b);

@@ -371,6 +371,16 @@ def block_mask(seg, dtype):
     return m[:, None]
 
 
+def image_both_ways(mask4, ids, image_id):
+    """mask4 with the visual tokens of each image (NV in a row) seeing each
+    other in both directions (05_training's image_attention = bidirectional);
+    text keeps its causal view."""
+    vis = ids == image_id                                          # (B, T)
+    img = torch.where(vis, (vis.long().cumsum(1) - 1) // NV, -1)   # (B, T) image index, -1 for text
+    both = vis[:, :, None] & vis[:, None, :] & (img[:, :, None] == img[:, None, :])   # (B, T, T) [b, i, j]
+    return mask4.masked_fill(both[:, None], 0.0)
+
+
 def blocks_case(out, tok):
     ids, labels, pos, seg = blocks_batch(tok, BLOCK_ROWS)
     # targets[t] = labels[t + 1], except where token t + 1 opens another block
@@ -399,8 +409,22 @@ def blocks_case(out, tok):
         for r in BLOCK_ROWS:
             f.write(json.dumps(r) + "\n")
     ok = abs(plain.item() - loss.item()) > 1e-6 and abs(no_pos.item() - loss.item()) > 1e-6
-    return report(ok, "ref_ch05 turn blocks", f"loss={loss.item():.6f} B={ids.shape[0]} T={ids.shape[1]} "
-                  f"blocks={int(seg.max())} supervised={int((tgt != IGNORE).sum())} params={len(params)}")
+    ok = report(ok, "ref_ch05 turn blocks", f"loss={loss.item():.6f} B={ids.shape[0]} T={ids.shape[1]} "
+                f"blocks={int(seg.max())} supervised={int((tgt != IGNORE).sum())} params={len(params)}")
+
+    # the same rows with each image's tokens seeing each other both ways
+    for _, p in params:
+        p.grad = None
+    mask_bi = image_both_ways(mask4, ids, tok.image)
+    loss_bi = vlm_loss(vit, conn, llm, ids, labels, mask_bi, pix, tok.image, pos=pos, tgt=tgt)
+    loss_bi.backward()
+    exp = {"pixels": f32(pix), "loss": f32(loss_bi.reshape(1))}
+    for n, p in params:
+        exp["grad." + n] = f32(p.grad)
+    save_file(exp, os.path.join(out, "expected_blocks_bidir.safetensors"))
+    opened = int((mask_bi != mask4).sum())
+    return ok & report(abs(loss_bi.item() - loss.item()) > 1e-6 and opened > 0, "ref_ch05 turn blocks, image both ways",
+                       f"loss={loss_bi.item():.6f} (causal image {loss.item():.6f}) keys opened={opened}")
 
 
 def main():
