@@ -19,6 +19,8 @@
 #   ci     a minute or two: the learning check of tests/cli_ch05.sh (scenes of one
 #          shape, mostly stage 1: captions are where a model first learns to look)
 # INSTALL=DIR copies the finished model directory there (make train-long: models/nano).
+# SET="key=value ..." adds config overrides to both training stages (05_training/config.h),
+# e.g. SET="image_attention=bidirectional seed=4321".
 # THREADS (default: every core) sets the OpenMP threads of training; the
 # evaluator decodes one token at a time, where one thread is fastest.
 # OpenMP threads sleep instead of spinning while they wait (a shared laptop
@@ -58,6 +60,7 @@ say "4/6 ViT features of every training image, once -> $OUT/cache"
 
 COMMON=(--features "$OUT/cache" --set "tokenizer=$OUT/model/tokenizer.json" --set "vit=$OUT/model/vit"
         --set "batch_size=$BATCH" "${THR[@]}")
+for kv in ${SET:-}; do COMMON+=(--set "$kv"); done
 say "5/6 stage 1 (captions, $S1 steps), then stage 2 (questions, $S2 steps)"
 rm -rf "$OUT/stage1" "$OUT/stage2"
 "$R/05_training/run" train --config 05_training/configs/world_stage1.conf --data "$OUT/data/stage1.jsonl" \
