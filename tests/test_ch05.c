@@ -360,6 +360,60 @@ static void test_turn_blocks_model(void) {
     free(want);
 }
 
+// ---- the image both ways at inference: chapter 04's forward with a KV cache
+// and the reach in QwenState (the chat and the evaluator) gives what the
+// training forward gives with the same reach: a prefill of 10 tokens holding
+// a 6-token image, then two decode steps. Without the reach it must differ.
+static void test_reach_inference(void) {
+    enum { T = 12, P = 10 };
+    QwenConfig c = qwen_nano_config();
+    c.V = 300;
+    Qwen m;
+    qwen_init_random(&m, &c, 78);
+    const int C = c.C, L = c.L;
+    int32_t ids[T];
+    Rng r;
+    rng_seed(&r, 6, 6);
+    for (int t = 0; t < T; t++) ids[t] = (int32_t)rng_below(&r, (uint32_t)c.V);
+    bool visual[T] = {false};
+    for (int t = 2; t < 8; t++) visual[t] = true;
+    int32_t reach[T];
+    image_reach(reach, visual, T, 6);
+
+    Lm lm;
+    lm_init(&lm, &m, 1, T);
+    embedding_forward(lm.h0, m.embed, ids, T, C);
+    lm_forward(&lm, 1, T, NULL, NULL, reach);
+
+    float *hid = xmalloc((size_t)(L + 1) * P * C * sizeof(float));   // (L+1, 1, P, C) one call's hidden states
+    float *got = xmalloc((size_t)T * C * sizeof(float));               // (T, C) the final norm's output
+    for (int pass = 0; pass < 2; pass++) {   // 0: with the reach, 1: causal
+        QwenState s;
+        qwen_state_init(&s, &c, 1, P, T, false, false);
+        s.reach = pass == 0 ? reach : NULL;
+        qwen_forward(&m, &s, ids, 1, P, hid);
+        memcpy(got, hid + (size_t)L * P * C, (size_t)P * C * sizeof(float));
+        for (int t = P; t < T; t++) {
+            qwen_forward(&m, &s, ids + t, 1, 1, hid);
+            memcpy(got + (size_t)t * C, hid + (size_t)L * C, (size_t)C * sizeof(float));
+        }
+        if (pass == 0) {
+            check_f32("image both ways: cached inference == training forward", got, lm.x_final, (size_t)T * C,
+                      TOL_F32_DEEP);
+        } else {
+            float diff = 0;
+            for (int i = 2 * C; i < T * C; i++) diff = fmaxf(diff, fabsf(got[i] - lm.x_final[i]));
+            check_true("image both ways: causal inference differs after the image starts", diff > 1e-3f,
+                       "max |diff| %.3g", diff);
+        }
+        qwen_state_free(&s);
+    }
+    lm_free(&lm);
+    qwen_free(&m);
+    free(hid);
+    free(got);
+}
+
 // ---- embedding backward: repeated ids add
 static void test_embedding(void) {
     float dE[3 * 2] = {0}, dh[4 * 2] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -526,6 +580,7 @@ int main(void) {
     test_attention("causal", NULL);
     test_attention_blocks("causal", NULL);
     test_attention_reach();
+    test_reach_inference();
     test_turn_blocks_encoding();
     test_turn_blocks_model();
     test_length_buckets();
