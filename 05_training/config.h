@@ -51,8 +51,6 @@ typedef struct {
     int patch_context;         // 1, 3 or 5: each token also reads its k x k neighbours (nano.h)
     char image_attention[16];  // causal | bidirectional: the visual tokens of an image also
                                // see the ones after them (vlm.h)
-    bool question_first;       // the prompt puts the question before the image ("Q\n<image>"):
-                               // the layout of the training rows, which chat and eval then use
     bool pos_code;             // append a 2-D position code (one-hot row + column of the
                                // patch) to every ViT feature before the connector
     bool pos_ramp;             // append the position as row and column "thermometers" too (nano.h)

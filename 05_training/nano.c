@@ -276,7 +276,7 @@ static int argmax_below(const float *logits, int V) {
 char *nano_answer(NanoModel *m, const char *question, int max_new) {
     // the prompt: the chat template of one user turn with the image, up to
     // where the assistant's answer would start (its first supervised label)
-    char *user = m->cfg.question_first ? xsprintf("%s\n<image>", question) : xsprintf("<image>\n%s", question);
+    char *user = xsprintf("<image>\n%s", question);
     char *image = "image";
     Role roles[2] = {ROLE_USER, ROLE_ASSISTANT};
     char *texts[2] = {user, "."};

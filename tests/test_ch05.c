@@ -559,8 +559,11 @@ static void test_config(void) {
     cfg_case("config: bad connector", "connector = conv\n", "linear, mlp or molmo");
     cfg_case("config: nothing to train", "train_llm = false\ntrain_connector = false\n", "nothing to train");
     cfg_case("config: unfreezing the ViT", "freeze_vision_encoder = false\n", "not supported");
-    const char *files[] = {"stage1", "stage2", "stage3", "nano_stage1", "nano_stage2", "nano_stage3"};
-    for (int i = 0; i < 6; i++) {
+    cfg_case("config: image attention both ways", "image_attention = bidirectional\n", NULL);
+    cfg_case("config: bad image attention", "image_attention = sideways\n", "causal or bidirectional");
+    const char *files[] = {"stage1", "stage2", "stage3", "nano_stage1", "nano_stage2", "nano_stage3",
+                           "world_stage1", "world_stage2"};
+    for (int i = 0; i < 8; i++) {
         char path[128], err[256];
         snprintf(path, sizeof path, "05_training/configs/%s.conf", files[i]);
         size_t len;
