@@ -50,7 +50,8 @@
 // world_parse_point below are the project's one formatter and one parser.
 //
 // Captions, one grammar: shapes in reading order (top row of the 3x3 grid
-// first, then left to right), each "a SIZE COLOUR KIND at the PLACE", joined by
+// first, then left to right; `generate --caption-order shuffled` draws the
+// order instead), each "a SIZE COLOUR KIND at the PLACE", joined by
 // ", " with " and " before the last; PLACE is one of top left, top, top right,
 // left, center, right, bottom left, bottom, bottom right (the thirds of the
 // image the centre falls in). Example:
