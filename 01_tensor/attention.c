@@ -15,9 +15,10 @@
 //       O (QB, HD) = P (QB, nk) @ V_g (nk, HD)                   outputs
 //
 // where nk is the number of keys the block's last query sees (all Tk without
-// `causal`; with a reach, the most any query of the block sees). With `causal`, the earlier rows of a block see fewer keys: their
-// extra scores are computed (a few wasted flops on the block's diagonal) and
-// then given probability exactly zero, so they add nothing to O. With segments
+// `causal`; with a reach, the most any query of the block sees). With
+// `causal`, the earlier rows of a block see fewer keys: their extra scores are
+// computed (a few wasted flops on the block's diagonal) and then given
+// probability exactly zero, so they add nothing to O. With segments
 // (attention.h) the scores of keys in another segment are set to -FLT_MAX
 // before the softmax, whose exp flushes them to the same exact zero. Q, K and V are
 // read in place, with row strides NH*HD and NKV*HD: no copies, no transposes.
@@ -71,8 +72,8 @@ static void softmax_row(float *s, int n_vis, int nk) {
 }
 
 void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
-                           const int32_t *seg, const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
-                           int q_pos0, bool causal, float scale) {
+                           const int32_t *seg, const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH,
+                           int NKV, int HD, int q_pos0, bool causal, float scale) {
     NM_CHECK(NKV > 0 && NH % NKV == 0, "attention: %d query heads cannot share %d kv heads", NH, NKV);
     NM_CHECK(Tk <= Tcap, "attention: %d keys do not fit a cache of %d", Tk, Tcap);
     const int group = NH / NKV;                     // query heads per kv head
@@ -100,8 +101,7 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
             const float *kg = k + (size_t)b * Tcap * ldk + (size_t)g * HD;           // (Tk, HD), stride ldk
             const float *vg = v + (size_t)b * Tcap * ldk + (size_t)g * HD;           // (Tk, HD), stride ldk
             // keys 0 .. n_vis(i)-1 are visible to query i; the block reads the
-            // keys its last query sees
-            // (with a reach, the furthest any of them looks)
+            // keys its last query sees (with a reach, the furthest any of them looks)
             const int32_t *rb = reach ? reach + (size_t)b * Tcap + q_pos0 + i0 : NULL;   // (qb,) the block's reaches
             int nk = causal ? q_pos0 + i0 + qb : Tk;
             if (causal && rb)

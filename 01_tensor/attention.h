@@ -49,7 +49,7 @@
 // a backward pass will need them; q (B,Tq,NH,HD); k,v (B,Tcap,NKV,HD);
 // seg (B,Tcap) or NULL; reach (B,Tcap) or NULL.
 void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
-                           const int32_t *seg, const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
-                           int q_pos0, bool causal, float scale);
+                           const int32_t *seg, const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH,
+                           int NKV, int HD, int q_pos0, bool causal, float scale);
 
 #endif

@@ -499,8 +499,8 @@ void qwen_forward(const Qwen *m, QwenState *s, const int *tokens, int B, int T, 
         rope_forward(qr, qr, s->rope_cos, s->rope_sin, B, T, NH, HD);
 
         // causal GQA attention of the T new queries against the pos0+T cached keys
-        attention_forward_cpu(a->att, a->probs, qr, kc, vc, NULL, s->reach, B, T, pos0 + T, s->Tcap, NH, NKV, HD, pos0, true,
-                              scale);
+        attention_forward_cpu(a->att, a->probs, qr, kc, vc, NULL, s->reach, B, T, pos0 + T, s->Tcap, NH, NKV, HD,
+                              pos0, true, scale);
         linear_forward(s->tmp, a->att, w->wo, w->bo, N, QD, C);   // (B, T, C)
         residual_forward(a->h_att, h, s->tmp, BTC);
 

@@ -132,12 +132,11 @@ void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, 
                 for (int h = g * rep; h < (g + 1) * rep; h++)
                     for (int i0 = 0; i0 < T; i0 += BWD_QB) {
                         const int qb = T - i0 < BWD_QB ? T - i0 : BWD_QB;
-                        int nk = i0 + qb;
+                        int nk = i0 + qb;   // with a reach: the furthest any query of the block looks
                         if (reach)
-                            for (int r = 0; r < qb; r++) {
-                                const int e = reach[(size_t)b * T + i0 + r];
-                                nk = e > nk ? (e < T ? e : T) : nk;
-                            }
+                            for (int r = 0; r < qb; r++)
+                                if (reach[(size_t)b * T + i0 + r] > nk) nk = reach[(size_t)b * T + i0 + r];
+                        if (nk > T) nk = T;
                         const size_t row0 = (size_t)b * T + i0;
                         const float *doh = dout + row0 * ldq + (size_t)h * HD;       // (qb, HD), stride ldq
                         const float *qh = q + row0 * ldq + (size_t)h * HD;

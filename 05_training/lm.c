@@ -176,8 +176,8 @@ void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg, co
         }
         rope_forward(a->q_rope, a->q_rope, lm->cos_t, lm->sin_t, RB, RT, NH, HD);
         rope_forward(a->k_rope, a->k_rope, lm->cos_t, lm->sin_t, RB, RT, NKV, HD);
-        attention_forward_cpu(a->att, a->probs, a->q_rope, a->k_rope, a->v, seg, reach, B, T, T, T, NH, NKV, HD, 0, true,
-                              1.0f / sqrtf((float)HD));
+        attention_forward_cpu(a->att, a->probs, a->q_rope, a->k_rope, a->v, seg, reach, B, T, T, T, NH, NKV, HD, 0,
+                              true, 1.0f / sqrtf((float)HD));
         matmul_forward_cpu(tmp, a->att, w->wo, w->bo, BT, QD, C);
         add_into(a->h_mid, h_in, tmp, (size_t)BT * C);
         rmsnorm_forward(a->x2, a->rstd2, a->h_mid, w->ln2, BT, C, c->eps);

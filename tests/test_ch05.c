@@ -133,7 +133,8 @@ static void test_attention_blocks(const char *name, const int32_t *reach) {
     float *dout = xmalloc(sizeof(float) * NQ), *out = xmalloc(sizeof(float) * NQ);
     float *probs = xmalloc(sizeof(float) * B * NH * T * T);
     float *dq = xcalloc(NQ, sizeof(float)), *dk = xcalloc(NK, sizeof(float)), *dv = xcalloc(NK, sizeof(float));
-    float *wout = xcalloc(NQ, sizeof(float)), *wq = xcalloc(NQ, sizeof(float)), *wk = xcalloc(NK, sizeof(float)), *wv = xcalloc(NK, sizeof(float));
+    float *wout = xcalloc(NQ, sizeof(float));   // the double-precision formulas' out, dq, dk, dv
+    float *wq = xcalloc(NQ, sizeof(float)), *wk = xcalloc(NK, sizeof(float)), *wv = xcalloc(NK, sizeof(float));
     Rng r;
     rng_seed(&r, 31, 1);
     rng_fill_uniform(&r, q, NQ, -1, 1); rng_fill_uniform(&r, dout, NQ, -1, 1);
@@ -159,12 +160,12 @@ static void test_attention_blocks(const char *name, const int32_t *reach) {
                 for (int j = 0; j < n; j++) { p[j] /= sum; dot += p[j] * dp[j]; }
                 for (int j = 0; j < n; j++) {
                     const double ds = p[j] * (dp[j] - dot) * sc;
-                    const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD;
+                    const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD, *vj = v + (((size_t)b * T + j) * NKV + g) * HD;
                     for (int d = 0; d < HD; d++) {
                         wq[(((size_t)b * T + i) * NH + h) * HD + d] += (float)(ds * kj[d]);
                         wk[(((size_t)b * T + j) * NKV + g) * HD + d] += (float)(ds * qi[d]);
                         wv[(((size_t)b * T + j) * NKV + g) * HD + d] += (float)(p[j] * di[d]);
-                        wout[(((size_t)b * T + i) * NH + h) * HD + d] += (float)(p[j] * v[(((size_t)b * T + j) * NKV + g) * HD + d]);
+                        wout[(((size_t)b * T + i) * NH + h) * HD + d] += (float)(p[j] * vj[d]);
                     }
                 }
             }
