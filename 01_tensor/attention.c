@@ -49,26 +49,70 @@
 // that a 577-token image still makes ten blocks per head to share out.
 #define QB 64
 
-// One row of scores -> probabilities, in place: s (nk) holds scores, the first
-// n_vis are visible; afterwards s[j] = p_j, and 0 for the hidden ones.
-static void softmax_row(float *s, int n_vis, int nk) {
+// One row of scores -> probabilities, in place: s (nk) holds scores in two
+// windows of keys, [0, a) and [c, nk) (the gap between them is not computed);
+// of these the keys before n_vis are visible. Afterwards s[j] = p_j, and 0 for
+// the hidden keys and for the whole gap.
+static void softmax_row(float *s, int a, int c, int n_vis, int nk) {
+    const int e1 = a < n_vis ? a : n_vis;                 // window 1: keys 0 .. e1-1
+    const int b2 = c, e2 = n_vis > c ? n_vis : c;         // window 2: keys b2 .. e2-1
     // (`omp simd` allows the max and the sum below to be taken 16 lanes at a
     // time; without it the compiler must keep the strict left-to-right order)
     float maxs = -FLT_MAX;
 #pragma omp simd reduction(max : maxs)
-    for (int j = 0; j < n_vis; j++) maxs = s[j] > maxs ? s[j] : maxs;
+    for (int j = 0; j < e1; j++) maxs = s[j] > maxs ? s[j] : maxs;
+#pragma omp simd reduction(max : maxs)
+    for (int j = b2; j < e2; j++) maxs = s[j] > maxs ? s[j] : maxs;
     // p_j = exp(s_j - max) / sum: subtracting the max changes nothing
     // mathematically and keeps exp() from overflowing
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < n_vis; j++) {
+    for (int j = 0; j < e1; j++) {
         s[j] = nm_exp_neg(s[j] - maxs);
         sum += s[j];
     }
-    const float inv = n_vis > 0 ? 1.0f / sum : 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = b2; j < e2; j++) {
+        s[j] = nm_exp_neg(s[j] - maxs);
+        sum += s[j];
+    }
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
 #pragma omp simd
-    for (int j = 0; j < n_vis; j++) s[j] *= inv;
-    for (int j = n_vis; j < nk; j++) s[j] = 0.0f;
+    for (int j = 0; j < e1; j++) s[j] *= inv;
+#pragma omp simd
+    for (int j = b2; j < e2; j++) s[j] *= inv;
+    for (int j = e1; j < b2; j++) s[j] = 0.0f;
+    for (int j = e2; j < nk; j++) s[j] = 0.0f;
+}
+
+void attention_key_gap(const int32_t *seg_row, int p0, int qb, int nk, int *a, int *c) {
+    enum { MAXS = 8 };
+    int32_t own[MAXS];   // the block's segments (other than 0)
+    int n_own = 0;
+    *a = *c = nk;
+    for (int r = 0; r < qb; r++) {
+        int32_t sr = seg_row[p0 + r];
+        bool seen = sr == 0;
+        for (int i = 0; i < n_own && !seen; i++) seen = own[i] == sr;
+        if (seen) continue;
+        if (n_own == MAXS) return;   // a block of many short sequences: read all keys
+        own[n_own++] = sr;
+    }
+    int j = 0;
+    for (bool vis = true; j < nk; j++) {   // the first key no query of the block may see
+        int32_t sk = seg_row[j];
+        vis = sk == 0;
+        for (int i = 0; i < n_own && !vis; i++) vis = own[i] == sk;
+        if (!vis) break;
+    }
+    *a = j;
+    for (bool vis = false; j < nk; j++) {   // and the next one some query sees
+        int32_t sk = seg_row[j];
+        vis = sk == 0;
+        for (int i = 0; i < n_own && !vis; i++) vis = own[i] == sk;
+        if (vis) break;
+    }
+    *c = j;
 }
 
 void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
@@ -86,7 +130,8 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
     const long long work = (long long)B * NH * Tq * Tk * HD;
 #pragma omp parallel if (work > 32768)
     {
-        float *S = xmalloc((size_t)QB * (Tk > 0 ? Tk : 1) * sizeof(float));   // (QB, Tk) this thread's block
+        // (QB, Tk) this thread's block of scores, when probs does not hold them
+        float *S_own = probs ? NULL : xmalloc((size_t)QB * (Tk > 0 ? Tk : 1) * sizeof(float));
         // Causal blocks near the end of a sequence see more keys than the first
         // ones, so the items are handed out one at a time, not in equal shares.
 #pragma omp for schedule(dynamic, 1)
@@ -100,6 +145,9 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
             float *ob0 = out + ((size_t)b * Tq + i0) * ldq + (size_t)h * HD;         // (qb, HD), stride ldq
             const float *kg = k + (size_t)b * Tcap * ldk + (size_t)g * HD;           // (Tk, HD), stride ldk
             const float *vg = v + (size_t)b * Tcap * ldk + (size_t)g * HD;           // (Tk, HD), stride ldk
+            // The scores and then the probabilities of the block, (qb, Tk) with
+            // row stride Tk: straight in probs when they are kept.
+            float *S = probs ? probs + (((size_t)b * NH + h) * Tq + i0) * (size_t)Tk : S_own;
             // keys 0 .. n_vis(i)-1 are visible to query i; the block reads the
             // keys its last query sees (with a reach, the furthest any of them looks)
             const int32_t *rb = reach ? reach + (size_t)b * Tcap + q_pos0 + i0 : NULL;   // (qb,) the block's reaches
@@ -107,34 +155,41 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
             if (causal && rb)
                 for (int r = 0; r < qb; r++) nk = rb[r] > nk ? rb[r] : nk;
             if (nk > Tk) nk = Tk;
+            // of which it skips [a, c): keys of segments none of its queries is in
+            int a = nk, c = nk;
+            if (seg && nk > 0) attention_key_gap(seg + (size_t)b * Tcap, q_pos0 + i0, qb, nk, &a, &c);
 
             if (nk > 0) {
-                // S = scale * Q K^T   (qb, nk)
-                sgemm_cpu(false, true, qb, nk, HD, scale, qb0, ldq, kg, ldk, 0.0f, S, nk);
+                // S = scale * Q K^T   (qb, nk), window by window
+                if (a > 0) sgemm_cpu(false, true, qb, a, HD, scale, qb0, ldq, kg, ldk, 0.0f, S, Tk);
+                if (nk > c)
+                    sgemm_cpu(false, true, qb, nk - c, HD, scale, qb0, ldq, kg + (size_t)c * ldk, ldk, 0.0f, S + c, Tk);
                 for (int r = 0; r < qb; r++) {
                     int n_vis = !causal ? Tk : rb ? rb[r] : q_pos0 + i0 + r + 1;
                     if (n_vis > nk) n_vis = nk;
+                    float *sr = S + (size_t)r * Tk;   // (nk) this query's scores
                     if (seg) {   // keys of other segments: a score no exp survives (probability 0)
                         const int32_t *sb = seg + (size_t)b * Tcap, si = sb[q_pos0 + i0 + r];
-                        float *sr = S + (size_t)r * nk;
-                        for (int j = 0; j < n_vis; j++)
-                            if (sb[j] != 0 && sb[j] != si) sr[j] = -FLT_MAX;
+                        // (a select, not a branch: the compiler does 16 keys per instruction)
+                        const int e1 = a < n_vis ? a : n_vis;
+#pragma omp simd
+                        for (int j = 0; j < e1; j++) sr[j] = sb[j] == 0 || sb[j] == si ? sr[j] : -FLT_MAX;
+#pragma omp simd
+                        for (int j = c; j < n_vis; j++) sr[j] = sb[j] == 0 || sb[j] == si ? sr[j] : -FLT_MAX;
                     }
-                    softmax_row(S + (size_t)r * nk, n_vis, nk);
+                    softmax_row(sr, a, c, n_vis, nk);
                 }
                 // O = P V   (qb, HD), written straight into out's rows
-                sgemm_cpu(false, false, qb, HD, nk, 1.0f, S, nk, vg, ldk, 0.0f, ob0, ldq);
+                if (a > 0) sgemm_cpu(false, false, qb, HD, a, 1.0f, S, Tk, vg, ldk, 0.0f, ob0, ldq);
+                if (nk > c)
+                    sgemm_cpu(false, false, qb, HD, nk - c, 1.0f, S + c, Tk, vg + (size_t)c * ldk, ldk,
+                              a > 0 ? 1.0f : 0.0f, ob0, ldq);
             } else {
                 for (int r = 0; r < qb; r++) memset(ob0 + (size_t)r * ldq, 0, (size_t)HD * sizeof(float));
             }
-            if (probs) {
-                for (int r = 0; r < qb; r++) {
-                    float *pr = probs + (((size_t)b * NH + h) * Tq + i0 + r) * (size_t)Tk;   // (Tk,)
-                    if (nk > 0) memcpy(pr, S + (size_t)r * nk, (size_t)nk * sizeof(float));
-                    for (int j = nk; j < Tk; j++) pr[j] = 0.0f;
-                }
-            }
+            if (probs)   // the keys past the block's reach: probability 0
+                for (int r = 0; r < qb; r++) memset(S + (size_t)r * Tk + nk, 0, (size_t)(Tk - nk) * sizeof(float));
         }
-        free(S);
+        free(S_own);
     }
 }

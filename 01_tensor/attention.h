@@ -52,4 +52,13 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
                            const int32_t *seg, const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH,
                            int NKV, int HD, int q_pos0, bool causal, float scale);
 
+// The keys a block of queries can skip. A block of qb queries at positions
+// p0 .. p0+qb-1 of one row, reading keys 0 .. nk-1, needs no key whose
+// segment is neither 0 nor one of the block's own: with questions packed
+// behind a shared image (chapter 05), the earlier questions' keys. The block
+// then reads two windows of keys, [0, a) and [c, nk), and skips [a, c), the
+// first run of such keys (a = c = nk when there is none). Any further
+// invisible keys past c are masked as usual. seg_row (Tcap) is the row's.
+void attention_key_gap(const int32_t *seg_row, int p0, int qb, int nk, int *a, int *c);
+
 #endif

@@ -100,6 +100,15 @@ void swiglu_forward(float *out, const float *gate, const float *up, size_t N) {
 //     d out / d gate = up * silu'(g),  silu'(g) = s + g s (1 - s),  s = sigmoid(g)
 // (sigmoid' = s (1 - s), then the product rule on g * s).
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t N) {
+    if (dgate && dup) {   // both at once: one pass, one sigmoid per element
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < N; i++) {
+            float g = gate[i], s = nm_sigmoid(g);
+            dgate[i] += dout[i] * up[i] * (s + g * s * (1.0f - s));
+            dup[i] += dout[i] * g * s;
+        }
+        return;
+    }
     if (dgate) {
 #pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < N; i++) {

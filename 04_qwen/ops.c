@@ -21,6 +21,7 @@ void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, in
         // transformers takes the mean of x^2 in fp32; we sum in double, which
         // is at least as accurate and independent of the thread count
         double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
         for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
         float var = (float)(ss / C);
         float r = 1.0f / sqrtf(var + eps);

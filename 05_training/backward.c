@@ -5,6 +5,7 @@
 // last line of the derivation, written out as loops.
 #include "05_training/backward.h"
 
+#include "01_tensor/attention.h"
 #include "01_tensor/matmul.h"
 
 #include <stdlib.h>
@@ -23,33 +24,39 @@
 //   dx[c]  = g[c] * r + sum_j g[j] x[j] * dr/dx[c]
 // and since r = (mean(x^2)+eps)^(-1/2), dr/dx[c] = -r^3 x[c] / C, so
 //   dx[c] += r * (g[c] - x[c] * r^2 * mean_j(g[j] x[j])).
-// The rows are independent (parallel); dw sums over rows, so it gets a loop
-// of its own over columns, each summing its rows in order: no races and the
-// same bits for any thread count.
+// The rows are independent. dw sums over rows: each chunk of RB rows sums its
+// own part in order, and the parts are added in chunk order at the end, so the
+// bits do not depend on the thread count (nor on which thread took a chunk).
+// Both happen in one pass over the rows, one parallel region.
+enum { RMS_RB = 256 };   // rows per chunk
 void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                       const float *rstd, int N, int C) {
-#pragma omp parallel for schedule(static) if (N > 16)
-    for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * C;      // (C,)
-        const float *dy = dout + (size_t)n * C;   // (C,)
-        float *dxr = dx + (size_t)n * C;          // (C,)
-        float r = rstd[n];
-        double gx = 0.0;
-        for (int c = 0; c < C; c++) gx += (double)dy[c] * w[c] * xr[c];
-        float mean_gx = (float)(gx / C);
-        for (int c = 0; c < C; c++) dxr[c] += r * (dy[c] * w[c] - xr[c] * r * r * mean_gx);
+    const int chunks = (N + RMS_RB - 1) / RMS_RB;
+    float *part = dw ? xcalloc((size_t)chunks * C, sizeof(float)) : NULL;   // (chunks, C) dw of each chunk
+#pragma omp parallel for schedule(dynamic, 1) if (N > 16)
+    for (int ch = 0; ch < chunks; ch++) {
+        float *pw = part ? part + (size_t)ch * C : NULL;   // (C,) or NULL
+        for (int n = ch * RMS_RB; n < N && n < (ch + 1) * RMS_RB; n++) {
+            const float *restrict xr = x + (size_t)n * C;      // (C,)
+            const float *restrict dy = dout + (size_t)n * C;   // (C,)
+            float *restrict dxr = dx + (size_t)n * C;          // (C,)
+            float r = rstd[n];
+            double gx = 0.0;
+#pragma omp simd reduction(+ : gx)
+            for (int c = 0; c < C; c++) gx += (double)dy[c] * w[c] * xr[c];
+            float mean_gx = (float)(gx / C);
+#pragma omp simd
+            for (int c = 0; c < C; c++) dxr[c] += r * (dy[c] * w[c] - xr[c] * r * r * mean_gx);
+            if (pw) {
+#pragma omp simd
+                for (int c = 0; c < C; c++) pw[c] += dy[c] * xr[c] * r;
+            }
+        }
     }
     if (!dw) return;
-    // dw[c] = sum over n of dout * x * rstd, each column summed in the order
-    // n = 0, 1, ...; walking the rows (not the columns) keeps memory in order
-    float *s = xcalloc((size_t)C, sizeof(float));   // (C,)
-    for (int n = 0; n < N; n++) {
-        const float *restrict dy = dout + (size_t)n * C, *restrict xr = x + (size_t)n * C;
-        const float r = rstd[n];
-        for (int c = 0; c < C; c++) s[c] += dy[c] * xr[c] * r;
-    }
-    for (int c = 0; c < C; c++) dw[c] += s[c];
-    free(s);
+    for (int ch = 0; ch < chunks; ch++)
+        for (int c = 0; c < C; c++) dw[c] += part[(size_t)ch * C + c];
+    free(part);
 }
 
 // ----------------------------------------------------------------------------
@@ -112,11 +119,30 @@ void rope_backward(float *dx, const float *dout, const float *cos_t, const float
 //   dV (nk, HD) += P^T (nk, qb) @ dO (qb, HD)
 // P beyond a row's visible keys is exactly zero (the forward wrote zeros), so
 // the keys a block reads but an earlier row of it cannot see get nothing.
+// With segments, a block skips the same gap of keys [a, c) as the forward
+// (attention_key_gap): P is zero there too, so each product above runs over
+// two windows of keys, [0, a) and [c, nk), and the gap gets nothing.
 #define BWD_QB 64
 
+// The products of one block of queries over one window of keys, j0 .. j0+n-1:
+//   dP (qb, n) = dO @ V_win^T, into dS (row stride lds), scaled later
+static void block_dp(float *dS, int lds, const float *doh, const float *vg, int ldq, int ldk, int qb, int j0,
+                     int n, int HD) {
+    if (n > 0) sgemm_cpu(false, true, qb, n, HD, 1.0f, doh, ldq, vg + (size_t)j0 * ldk, ldk, 0.0f, dS + j0, lds);
+}
+//   dQ += dS_win @ K_win;  dK_win += dS_win^T @ Q;  dV_win += P_win^T @ dO
+static void block_grads(float *dqh, float *dkg, float *dvg, const float *dS, int lds, const float *P, int ldp,
+                        const float *qh, const float *kg, const float *doh, int ldq, int ldk, int qb, int j0, int n,
+                        int HD) {
+    if (n <= 0) return;
+    sgemm_cpu(false, false, qb, HD, n, 1.0f, dS + j0, lds, kg + (size_t)j0 * ldk, ldk, 1.0f, dqh, ldq);
+    sgemm_cpu(true, false, n, HD, qb, 1.0f, dS + j0, lds, qh, ldq, 1.0f, dkg + (size_t)j0 * ldk, ldk);
+    sgemm_cpu(true, false, n, HD, qb, 1.0f, P + j0, ldp, doh, ldq, 1.0f, dvg + (size_t)j0 * ldk, ldk);
+}
+
 void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, const float *probs,
-                            const float *q, const float *k, const float *v, const int32_t *reach, int B, int T,
-                            int NH, int NKV, int HD, float scale) {
+                            const float *q, const float *k, const float *v, const int32_t *seg,
+                            const int32_t *reach, int B, int T, int NH, int NKV, int HD, float scale) {
     const int rep = NH / NKV;
     const int ldq = NH * HD, ldk = NKV * HD;        // row strides of q, dq, dout and of k, v, dk, dv
 #pragma omp parallel
@@ -129,33 +155,40 @@ void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, 
                 const float *vg = v + (size_t)b * T * ldk + (size_t)g * HD;
                 float *dkg = dk + (size_t)b * T * ldk + (size_t)g * HD;
                 float *dvg = dv + (size_t)b * T * ldk + (size_t)g * HD;
-                for (int h = g * rep; h < (g + 1) * rep; h++)
-                    for (int i0 = 0; i0 < T; i0 += BWD_QB) {
-                        const int qb = T - i0 < BWD_QB ? T - i0 : BWD_QB;
-                        int nk = i0 + qb;   // with a reach: the furthest any query of the block looks
-                        if (reach)
-                            for (int r = 0; r < qb; r++)
-                                if (reach[(size_t)b * T + i0 + r] > nk) nk = reach[(size_t)b * T + i0 + r];
-                        if (nk > T) nk = T;
-                        const size_t row0 = (size_t)b * T + i0;
+                for (int i0 = 0; i0 < T; i0 += BWD_QB) {
+                    const int qb = T - i0 < BWD_QB ? T - i0 : BWD_QB;
+                    int nk = i0 + qb;   // with a reach: the furthest any query of the block looks
+                    if (reach)
+                        for (int r = 0; r < qb; r++)
+                            if (reach[(size_t)b * T + i0 + r] > nk) nk = reach[(size_t)b * T + i0 + r];
+                    if (nk > T) nk = T;
+                    int a = nk, c = nk;   // the windows [0, a) and [c, nk)
+                    if (seg) attention_key_gap(seg + (size_t)b * T, i0, qb, nk, &a, &c);
+                    const size_t row0 = (size_t)b * T + i0;
+                    for (int h = g * rep; h < (g + 1) * rep; h++) {
                         const float *doh = dout + row0 * ldq + (size_t)h * HD;       // (qb, HD), stride ldq
                         const float *qh = q + row0 * ldq + (size_t)h * HD;
                         float *dqh = dq + row0 * ldq + (size_t)h * HD;
                         const float *P = probs + (((size_t)b * NH + h) * T + i0) * (size_t)T;   // (qb, nk), stride T
-                        sgemm_cpu(false, true, qb, nk, HD, 1.0f, doh, ldq, vg, ldk, 0.0f, dS, nk);
+                        block_dp(dS, T, doh, vg, ldq, ldk, qb, 0, a, HD);
+                        block_dp(dS, T, doh, vg, ldq, ldk, qb, c, nk - c, HD);
                         for (int r = 0; r < qb; r++) {
                             const float *pr = P + (size_t)r * T;
-                            float *sr = dS + (size_t)r * nk;
+                            float *sr = dS + (size_t)r * T;
                             float dot = 0.0f;   // sum_j p_ij dp_ij
 #pragma omp simd reduction(+ : dot)
-                            for (int j = 0; j < nk; j++) dot += pr[j] * sr[j];
+                            for (int j = 0; j < a; j++) dot += pr[j] * sr[j];
+#pragma omp simd reduction(+ : dot)
+                            for (int j = c; j < nk; j++) dot += pr[j] * sr[j];
 #pragma omp simd
-                            for (int j = 0; j < nk; j++) sr[j] = scale * pr[j] * (sr[j] - dot);
+                            for (int j = 0; j < a; j++) sr[j] = scale * pr[j] * (sr[j] - dot);
+#pragma omp simd
+                            for (int j = c; j < nk; j++) sr[j] = scale * pr[j] * (sr[j] - dot);
                         }
-                        sgemm_cpu(false, false, qb, HD, nk, 1.0f, dS, nk, kg, ldk, 1.0f, dqh, ldq);
-                        sgemm_cpu(true, false, nk, HD, qb, 1.0f, dS, nk, qh, ldq, 1.0f, dkg, ldk);
-                        sgemm_cpu(true, false, nk, HD, qb, 1.0f, P, T, doh, ldq, 1.0f, dvg, ldk);
+                        block_grads(dqh, dkg, dvg, dS, T, P, T, qh, kg, doh, ldq, ldk, qb, 0, a, HD);
+                        block_grads(dqh, dkg, dvg, dS, T, P, T, qh, kg, doh, ldq, ldk, qb, c, nk - c, HD);
                     }
+                }
             }
         free(dS);
     }

@@ -38,13 +38,15 @@ void rope_backward(float *dx, const float *dout, const float *cos_t, const float
 // ---- attention ----------------------------------------------------------------
 // Undoes attention_forward_cpu (01_tensor/attention.h) for the training case
 // Tq = Tk = Tcap = T, q_pos0 = 0, causal, with the probs (B, NH, T, T) it kept
-// and the same reach (B, T) or NULL. Segments need nothing here: a key another
-// segment hides has probability exactly 0, and every gradient through it is a
-// multiple of that 0. A reach only widens the keys a block of queries reads.
+// and the same seg and reach (B, T) or NULL. Segments are only a saving here:
+// a key another segment hides has probability exactly 0, and every gradient
+// through it is a multiple of that 0, so with seg = NULL the result is the
+// same; given seg, a block of queries skips the keys none of its queries sees.
+// A reach only widens the keys a block of queries reads.
 // dq (B, T, NH, HD), dk, dv (B, T, NKV, HD) += the gradients.
 void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, const float *probs,
-                            const float *q, const float *k, const float *v, const int32_t *reach, int B, int T,
-                            int NH, int NKV, int HD, float scale);
+                            const float *q, const float *k, const float *v, const int32_t *seg,
+                            const int32_t *reach, int B, int T, int NH, int NKV, int HD, float scale);
 
 // ---- embedding ----------------------------------------------------------------
 // h (N, C) = E[ids] for rows with ids[n] >= 0; rows with a negative id are

@@ -116,7 +116,9 @@ void lm_free(Lm *lm) {
     memset(lm, 0, sizeof *lm);
 }
 
+// out = a + b: the residual connections (megabytes, so both threads take part)
 static void add_into(float *out, const float *a, const float *b, size_t n) {
+    NM_OMP(parallel for simd schedule(static) if (n > 65536))
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
@@ -157,6 +159,7 @@ void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg, co
     const int QD = NH * HD, KD = NKV * HD;
     lm_rope_setup(lm, B, T, pos);
     lm->reach = reach;   // the backward widens its key blocks the same way
+    lm->seg = seg;       // and skips the same keys
     const int RB = lm->rope_B, RT = lm->rope_T;   // rope's view of the batch
     float *tmp = lm->dx_final;   // (B,T,C) free during the forward: o_proj/down_proj outputs
     const float *h_in = lm->h0;  // (B,T,C)
@@ -191,7 +194,27 @@ void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg, co
     rmsnorm_forward(lm->x_final, lm->rstd_f, h_in, m->norm, BT, C, c->eps);
 }
 
-#define ZERO(p, n) memset((p), 0, (size_t)(n) * sizeof(float))
+// Scratch gradients start at zero, since every backward line adds into its
+// output. The buffers are megabytes, so both threads clear them.
+static void zero_floats(float *p, size_t n) {
+    enum { CH = 16384 };   // floats per task: 64 KB
+    const long chunks = (long)((n + CH - 1) / CH);
+    NM_OMP(parallel for schedule(static) if (n > 4 * CH))
+    for (long ch = 0; ch < chunks; ch++) {
+        size_t i0 = (size_t)ch * CH, len = n - i0 < CH ? n - i0 : CH;
+        memset(p + i0, 0, len * sizeof(float));
+    }
+}
+#define ZERO(p, n) zero_floats((p), (size_t)(n))
+
+// The backward of a Linear layer whose input gradient has no other source:
+// dinp (M,K) = dout (M,N) @ weight (N,K) is *written*, so it needs no
+// zeroing first; dweight (N,K) and dbias (N) are added into, as always.
+static void linear_backward_set(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                const float *weight, int M, int K, int N) {
+    sgemm_cpu(false, false, M, K, N, 1.0f, dout, N, weight, K, 0.0f, dinp, K);
+    matmul_backward_cpu(NULL, dweight, dbias, dout, inp, weight, M, K, N);
+}
 
 void lm_backward(Lm *lm, int B, int T) {
     const Qwen *m = lm->m;
@@ -222,27 +245,24 @@ void lm_backward(Lm *lm, int B, int T) {
         const LmLayerActs *a = &lm->layers[l];
         const float *h_in = l > 0 ? lm->layers[l - 1].h_out : lm->h0;
         // h_out = h_mid + act Wd^T: dh passes to h_mid unchanged, and
-        ZERO(dact, BT * I);
-        matmul_backward_cpu(dact, G(w->wd), NULL, dh, a->act, w->wd, BT, I, C);
+        linear_backward_set(dact, G(w->wd), NULL, dh, a->act, w->wd, BT, I, C);
         // act = silu(gate) * up
         ZERO(dgate, BT * I);
         ZERO(dup, BT * I);
         swiglu_backward(dgate, dup, dact, a->gate, a->up, (size_t)BT * I);
         // gate = x2 Wg^T, up = x2 Wu^T
-        ZERO(dx, BT * C);
-        matmul_backward_cpu(dx, G(w->wg), NULL, dgate, a->x2, w->wg, BT, C, I);
+        linear_backward_set(dx, G(w->wg), NULL, dgate, a->x2, w->wg, BT, C, I);
         matmul_backward_cpu(dx, G(w->wu), NULL, dup, a->x2, w->wu, BT, C, I);
         // x2 = rmsnorm(h_mid) * ln2: dh becomes dL/dh_mid
         rmsnorm_backward(dh, G(w->ln2), dx, a->h_mid, w->ln2, a->rstd2, BT, C);
         // h_mid = h_in + att Wo^T (+ bo)
-        ZERO(datt, BT * QD);
-        matmul_backward_cpu(datt, G(w->wo), G(w->bo), dh, a->att, w->wo, BT, QD, C);
+        linear_backward_set(datt, G(w->wo), G(w->bo), dh, a->att, w->wo, BT, QD, C);
         // att = attention(q_rope, k_rope, v)
         ZERO(dq, BT * QD);
         ZERO(dk, BT * KD);
         ZERO(dv, BT * KD);
-        attention_backward_cpu(dq, dk, dv, datt, a->probs, a->q_rope, a->k_rope, a->v, lm->reach, B, T, NH, NKV, HD,
-                               1.0f / sqrtf((float)HD));
+        attention_backward_cpu(dq, dk, dv, datt, a->probs, a->q_rope, a->k_rope, a->v, lm->seg, lm->reach, B, T, NH,
+                               NKV, HD, 1.0f / sqrtf((float)HD));
         // q_rope = rope(q_n), k_rope = rope(k_n)
         ZERO(dq_n, BT * QD);
         ZERO(dk_n, BT * KD);
@@ -259,8 +279,7 @@ void lm_backward(Lm *lm, int B, int T) {
             dk_pre = dk;
         }
         // q = x1 Wq^T + bq, k = x1 Wk^T + bk, v = x1 Wv^T + bv
-        ZERO(dx, BT * C);
-        matmul_backward_cpu(dx, G(w->wq), G(w->bq), dq_pre, a->x1, w->wq, BT, C, QD);
+        linear_backward_set(dx, G(w->wq), G(w->bq), dq_pre, a->x1, w->wq, BT, C, QD);
         matmul_backward_cpu(dx, G(w->wk), G(w->bk), dk_pre, a->x1, w->wk, BT, C, KD);
         matmul_backward_cpu(dx, G(w->wv), G(w->bv), dv, a->x1, w->wv, BT, C, KD);
         // x1 = rmsnorm(h_in) * ln1: dh becomes dL/dh_in

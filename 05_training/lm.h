@@ -65,6 +65,7 @@ typedef struct {
     float *cos_t, *sin_t;    // (rope_B * rope_T, HD/2) RoPE tables: positions 0..T-1, or one row per token
     int rope_B, rope_T;      // how the last forward's rope saw the batch: (B, T), or (1, B*T) with position ids
     const int32_t *reach;    // (B, T) or NULL: the last forward's attention reach (borrowed)
+    const int32_t *seg;      // (B, T) or NULL: its segments (borrowed), which the backward skips by
     LmLayerActs *layers;     // (L)
     float *x_final, *rstd_f; // (B,T,C), (B,T) after the final norm
     float *dh;               // (B,T,C) the residual gradient; after backward: d(h0)

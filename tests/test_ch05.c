@@ -111,7 +111,7 @@ static void test_attention(const char *name, const int32_t *reach) {
     gc_to_float(fq, q, NQ); gc_to_float(fk, k, NK); gc_to_float(fv, v, NK); gc_to_float(fd, d, NQ);
     float sc = 1.0f / sqrtf((float)HD);
     attention_forward_cpu(out, probs, fq, fk, fv, NULL, reach, B, T, T, T, NH, NKV, HD, 0, true, sc);
-    attention_backward_cpu(dq, dk, dv, fd, probs, fq, fk, fv, reach, B, T, NH, NKV, HD, sc);
+    attention_backward_cpu(dq, dk, dv, fd, probs, fq, fk, fv, NULL, reach, B, T, NH, NKV, HD, sc);
     AttCase c = {B, T, NH, NKV, HD, q, k, v, d, reach};
     char what[128];
     const char *grad[3] = {"dq", "dk", "dv"};
@@ -127,7 +127,7 @@ static void test_attention(const char *name, const int32_t *reach) {
 // against the row-at-a-time formulas in double (the gradcheck above proves the
 // formulas at a size finite differences can afford; this proves the blocks:
 // 150 queries are two full blocks of 64 and a partial one of 22)
-static void test_attention_blocks(const char *name, const int32_t *reach) {
+static void test_attention_blocks(const char *name, const int32_t *reach, const int32_t *seg) {
     enum { B = 2, T = 150, NH = 4, NKV = 2, HD = 8, NQ = B * T * NH * HD, NK = B * T * NKV * HD };
     float *q = xmalloc(sizeof(float) * NQ), *k = xmalloc(sizeof(float) * NK), *v = xmalloc(sizeof(float) * NK);
     float *dout = xmalloc(sizeof(float) * NQ), *out = xmalloc(sizeof(float) * NQ);
@@ -140,8 +140,8 @@ static void test_attention_blocks(const char *name, const int32_t *reach) {
     rng_fill_uniform(&r, q, NQ, -1, 1); rng_fill_uniform(&r, dout, NQ, -1, 1);
     rng_fill_uniform(&r, k, NK, -1, 1); rng_fill_uniform(&r, v, NK, -1, 1);
     const float sc = 1.0f / sqrtf((float)HD);
-    attention_forward_cpu(out, probs, q, k, v, NULL, reach, B, T, T, T, NH, NKV, HD, 0, true, sc);
-    attention_backward_cpu(dq, dk, dv, dout, probs, q, k, v, reach, B, T, NH, NKV, HD, sc);
+    attention_forward_cpu(out, probs, q, k, v, seg, reach, B, T, T, T, NH, NKV, HD, 0, true, sc);
+    attention_backward_cpu(dq, dk, dv, dout, probs, q, k, v, seg, reach, B, T, NH, NKV, HD, sc);
     double p[T], dp[T];
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
@@ -149,10 +149,12 @@ static void test_attention_blocks(const char *name, const int32_t *reach) {
                 const int g = h / (NH / NKV);
                 const float *qi = q + (((size_t)b * T + i) * NH + h) * HD, *di = dout + (((size_t)b * T + i) * NH + h) * HD;
                 const int n = reach ? reach[(size_t)b * T + i] : i + 1;   // keys 0 .. n-1
+                const int32_t *sb = seg ? seg + (size_t)b * T : NULL;     // and of those, segment 0 or the query's
                 double mx = -1e300, sum = 0, dot = 0;
                 for (int j = 0; j < n; j++) {
                     const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD, *vj = v + (((size_t)b * T + j) * NKV + g) * HD;
                     p[j] = 0; dp[j] = 0;
+                    if (sb && sb[j] != 0 && sb[j] != sb[i]) { p[j] = -INFINITY; continue; }   // exp gives 0
                     for (int d = 0; d < HD; d++) { p[j] += (double)qi[d] * kj[d] * sc; dp[j] += (double)di[d] * vj[d]; }
                     mx = p[j] > mx ? p[j] : mx;
                 }
@@ -202,7 +204,19 @@ static void test_attention_reach(void) {
     int32_t *r150 = xmalloc(2 * T * sizeof(int32_t));
     for (int b = 0; b < 2; b++)
         for (int t = 0; t < T; t++) r150[b * T + t] = (t >= 40 + b && t < 104 + b) ? 104 + b : t + 1;
-    test_attention_blocks("an image across blocks", r150);
+    test_attention_blocks("an image across blocks", r150, NULL);
+    // Segments: row 0 is turn blocks (a shared prefix 0..39, then questions
+    // of 25 tokens), so the last query block skips the first three questions;
+    // row 1 packs three whole sequences (no segment 0), so its later blocks
+    // skip from key 0. With the image's reach too, as the nano VLM trains.
+    int32_t *s150 = xmalloc(2 * T * sizeof(int32_t));
+    for (int t = 0; t < T; t++) {
+        s150[t] = t < 40 ? 0 : 1 + (t - 40) / 25;
+        s150[T + t] = 1 + t / 50;
+    }
+    test_attention_blocks("segments", NULL, s150);
+    test_attention_blocks("segments and an image", r150, s150);
+    free(s150);
     free(r150);
 }
 
@@ -582,7 +596,7 @@ int main(void) {
     test_rmsnorm();
     test_rope();
     test_attention("causal", NULL);
-    test_attention_blocks("causal", NULL);
+    test_attention_blocks("causal", NULL, NULL);
     test_attention_reach();
     test_reach_inference();
     test_turn_blocks_encoding();
