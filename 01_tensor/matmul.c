@@ -88,6 +88,8 @@
 #include "01_tensor/matmul.h"
 
 #include <limits.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -160,6 +162,15 @@ static inline void vstoreu(float *p, vec v) { memcpy(p, &v, sizeof v); }
 #define NC 1024
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
+
+// The number of threads in the calling team (1 outside a parallel region).
+static inline int omp_team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
 
 // ---------------------------------------------------------------------------
 // The micro-kernel: an MR x NR tile of C from a packed sliver of each operand.
@@ -401,6 +412,47 @@ static int column_splits(int a_slivers, int b_slivers, int threads) {
     return best;
 }
 
+// ---------------------------------------------------------------------------
+// A barrier that waits by spinning first.
+//
+// The team meets once per block of B (the driver below), and a product of
+// 4,000 x 384 x 128 still has 17 blocks of K. An OpenMP barrier under
+// OMP_WAIT_POLICY=passive (train_nano.sh's choice: on a shared laptop, idle
+// threads should sleep) puts the first thread to arrive to sleep in the
+// kernel, and waking it takes tens of microseconds, as long as a block's
+// work. The threads of one product arrive within a few microseconds of each
+// other, so this barrier spins first, watching a shared flag (with the
+// `pause` hint between looks), and only after SPIN_LIMIT looks gives its core
+// to whoever else wants it (sched_yield) between further looks. Sense
+// reversal: every round flips the value the flag must reach, so a fast thread
+// cannot run through the next round's barrier on the last round's signal.
+enum { SPIN_LIMIT = 4000 };
+typedef struct {
+    atomic_int arrived;  // threads at the barrier this round
+    atomic_int sense;    // flips when the last one arrives
+    int n;               // team size
+} SpinBarrier;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+// my_sense: the calling thread's own copy of the sense, flipped every round.
+static void spin_barrier(SpinBarrier *b, int *my_sense) {
+    const int s = *my_sense = !*my_sense;
+    if (atomic_fetch_add(&b->arrived, 1) == b->n - 1) {   // the last to arrive releases the rest
+        atomic_store(&b->arrived, 0);
+        atomic_store(&b->sense, s);
+        return;
+    }
+    for (int looks = 0; atomic_load(&b->sense) != s; looks++) {
+        if (looks < SPIN_LIMIT) cpu_relax();
+        else sched_yield();
+    }
+}
+
 // Everything one call needs to know, so that the steps below can be functions.
 typedef struct {
     bool transA, transB;
@@ -412,6 +464,7 @@ typedef struct {
     int k_blocks;               // passes over K per column block: ceil(K / KC)
     int a_slivers, splits;      // slivers of A; column splits per sliver (see column_splits)
     bool team;                  // run by a team of threads (OpenMP worksharing), or by the caller alone
+    SpinBarrier bar;            // the team's barrier between blocks
 } Gemm;
 
 // Block number `blk` covers columns jc .. jc+nc of C and steps pc .. pc+kc of K.
@@ -518,17 +571,25 @@ static void workspace(size_t floats, float **out) {
 
 // The blocks of B, in order, by every thread of the team (or the caller alone):
 //   bp  two buffers of one packed block of B each, used in turn.
-static void run_blocks(const Gemm *g, int blocks, float *bp[2]) {
+static void run_blocks(Gemm *g, int blocks, float *bp[2]) {
     _Alignas(64) float ap[KC * MR];    // (KC, MR) this thread's packed sliver of A
     _Alignas(64) float edge[MR * NR];  // (MR, NR) scratch for ragged tiles (without masks)
+    int sense = 0;                     // this thread's side of the spin barrier
+    // The spin barrier counts on every thread the driver asked for; should
+    // OpenMP have given fewer, its own barrier is the one that knows.
+    bool spin = g->team && omp_team_size() == g->bar.n;
     pack_b_block(g, 0, bp[0]);
-    if (g->team) {
+    if (spin) {
+        spin_barrier(&g->bar, &sense);
+    } else if (g->team) {
         NM_OMP(barrier)
     }
     for (int blk = 0; blk < blocks; blk++) {
         multiply_block(g, blk, bp[blk % 2], ap, edge);
         if (blk + 1 < blocks) pack_b_block(g, blk + 1, bp[(blk + 1) % 2]);
-        if (g->team) {
+        if (spin) {
+            spin_barrier(&g->bar, &sense);
+        } else if (g->team) {
             NM_OMP(barrier)
         }
     }
@@ -555,8 +616,9 @@ static void gemm(bool transA, bool transB, int M, int N, int K, float alpha, con
         return;
     }
 
-    Gemm g = {transA, transB, M, N, K, alpha, beta, A, B, bias, lda, ldb, ldc, C, (K + KC - 1) / KC,
-              (M + MR - 1) / MR, 1, false};
+    Gemm g = {.transA = transA, .transB = transB, .M = M, .N = N, .K = K, .alpha = alpha, .beta = beta,
+              .A = A, .B = B, .bias = bias, .lda = lda, .ldb = ldb, .ldc = ldc, .C = C,
+              .k_blocks = (K + KC - 1) / KC, .a_slivers = (M + MR - 1) / MR, .splits = 1};
     int blocks = ((N + NC - 1) / NC) * g.k_blocks;
     int threads = 1;
 #ifdef _OPENMP
@@ -573,6 +635,9 @@ static void gemm(bool transA, bool transB, int M, int N, int K, float alpha, con
     // from inside another parallel region, such as attention's blocks) runs on
     // the caller, with no OpenMP region to open and close around it.
     g.team = threads > 1;
+    atomic_init(&g.bar.arrived, 0);
+    atomic_init(&g.bar.sense, 0);
+    g.bar.n = threads;
     if (!g.team) {
         run_blocks(&g, blocks, bp);
         return;
