@@ -53,36 +53,76 @@
 // windows of keys, [0, a) and [c, nk) (the gap between them is not computed);
 // of these the keys before n_vis are visible. Afterwards s[j] = p_j, and 0 for
 // the hidden keys and for the whole gap.
+//
+// Three passes over each window: the max, exp(s - max) and its sum, the
+// scaling by 1/sum. With AVX-512 they are written out 16 keys at a time, the
+// ragged end of a window through a lane mask: rows are short (tens to a few
+// hundred keys), and the compiler's own vectorisation of these loops spent
+// more time on its scalar remainders and reductions than on the keys.
+#if defined(__AVX512F__)
+static inline __mmask16 lanes_upto(int n) { return (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u); }
+
+static float window_max(const float *s, int j0, int j1, float m) {
+    __m512 vm = _mm512_set1_ps(m);
+    for (int j = j0; j < j1; j += 16) vm = _mm512_mask_max_ps(vm, lanes_upto(j1 - j), vm, _mm512_loadu_ps(s + j));
+    return _mm512_reduce_max_ps(vm);
+}
+
+static float window_exp(float *s, int j0, int j1, float maxs) {   // s = exp(s - max); returns the sum
+    __m512 vmax = _mm512_set1_ps(maxs), vsum = _mm512_setzero_ps();
+    for (int j = j0; j < j1; j += 16) {
+        __mmask16 m = lanes_upto(j1 - j);
+        __m512 e = nm_exp_neg16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), vmax));
+        _mm512_mask_storeu_ps(s + j, m, e);
+        vsum = _mm512_mask_add_ps(vsum, m, vsum, e);
+    }
+    return _mm512_reduce_add_ps(vsum);
+}
+
+static void window_scale(float *s, int j0, int j1, float inv) {
+    __m512 vinv = _mm512_set1_ps(inv);
+    for (int j = j0; j < j1; j += 16) {
+        __mmask16 m = lanes_upto(j1 - j);
+        _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), vinv));
+    }
+}
+#else
+static float window_max(const float *s, int j0, int j1, float m) {
+    // (`omp simd` allows the max to be taken 16 lanes at a time; without it
+    // the compiler must keep the strict left-to-right order)
+#pragma omp simd reduction(max : m)
+    for (int j = j0; j < j1; j++) m = s[j] > m ? s[j] : m;
+    return m;
+}
+
+static float window_exp(float *s, int j0, int j1, float maxs) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = j0; j < j1; j++) {
+        s[j] = nm_exp_neg(s[j] - maxs);
+        sum += s[j];
+    }
+    return sum;
+}
+
+static void window_scale(float *s, int j0, int j1, float inv) {
+#pragma omp simd
+    for (int j = j0; j < j1; j++) s[j] *= inv;
+}
+#endif
+
 static void softmax_row(float *s, int a, int c, int n_vis, int nk) {
     const int e1 = a < n_vis ? a : n_vis;                 // window 1: keys 0 .. e1-1
     const int b2 = c, e2 = n_vis > c ? n_vis : c;         // window 2: keys b2 .. e2-1
-    // (`omp simd` allows the max and the sum below to be taken 16 lanes at a
-    // time; without it the compiler must keep the strict left-to-right order)
-    float maxs = -FLT_MAX;
-#pragma omp simd reduction(max : maxs)
-    for (int j = 0; j < e1; j++) maxs = s[j] > maxs ? s[j] : maxs;
-#pragma omp simd reduction(max : maxs)
-    for (int j = b2; j < e2; j++) maxs = s[j] > maxs ? s[j] : maxs;
     // p_j = exp(s_j - max) / sum: subtracting the max changes nothing
     // mathematically and keeps exp() from overflowing
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < e1; j++) {
-        s[j] = nm_exp_neg(s[j] - maxs);
-        sum += s[j];
-    }
-#pragma omp simd reduction(+ : sum)
-    for (int j = b2; j < e2; j++) {
-        s[j] = nm_exp_neg(s[j] - maxs);
-        sum += s[j];
-    }
+    const float maxs = window_max(s, b2, e2, window_max(s, 0, e1, -FLT_MAX));
+    const float sum = window_exp(s, 0, e1, maxs) + window_exp(s, b2, e2, maxs);
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-#pragma omp simd
-    for (int j = 0; j < e1; j++) s[j] *= inv;
-#pragma omp simd
-    for (int j = b2; j < e2; j++) s[j] *= inv;
-    for (int j = e1; j < b2; j++) s[j] = 0.0f;
-    for (int j = e2; j < nk; j++) s[j] = 0.0f;
+    window_scale(s, 0, e1, inv);
+    window_scale(s, b2, e2, inv);
+    if (b2 > e1) memset(s + e1, 0, (size_t)(b2 - e1) * sizeof(float));
+    if (nk > e2) memset(s + e2, 0, (size_t)(nk - e2) * sizeof(float));
 }
 
 void attention_key_gap(const int32_t *seg_row, int p0, int qb, int nk, int *a, int *c) {
