@@ -602,8 +602,9 @@ static void run_blocks(Gemm *g, int blocks, float *bp[2]) {
 // The blocks of B, (KC, NC) each, are taken in order: all passes over K for
 // the first NC columns of C, then the next NC columns, and so on. Two buffers
 // alternate, so that a thread that is done with block b can already pack its
-// share of block b+1 while the others finish b. One barrier per block then
-// separates "b+1 is packed, b is no longer read" from the next round.
+// share of block b+1 while the others finish b. One barrier per block
+// (spin_barrier, above) then separates "b+1 is packed, b is no longer read"
+// from the next round.
 static void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc, const float *bias) {
     if (M == 0 || N == 0) return;

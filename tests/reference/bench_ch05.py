@@ -65,6 +65,10 @@ on the same models and the same batches on both sides:
   cached features and merging them is inside, as it is in C's log, whose step seconds
   also include rendering the batch's text (well under a millisecond in C).
   Both sides run with OMP_WAIT_POLICY=passive, as train_nano.sh sets it.
+  The work is not the same in one respect: C's attention skips the keys the block mask
+  hides from a whole block of 64 queries (the earlier questions' keys, attention_key_gap
+  in 01_tensor/attention.h), where PyTorch's attention computes every score of the
+  (T, T) square and masks it (a FlexAttention block mask would let PyTorch skip them too).
 
 A step is timed from the batch to the updated weights; the figure is the best step after
 the first (warm-up) over --reps alternating runs of each side, so that load on a shared
