@@ -65,7 +65,7 @@ typedef struct {
     float *cos_t, *sin_t;    // (rope_B * rope_T, HD/2) RoPE tables: positions 0..T-1, or one row per token
     int rope_B, rope_T;      // how the last forward's rope saw the batch: (B, T), or (1, B*T) with position ids
     const int32_t *reach;    // (B, T) or NULL: the last forward's attention reach (borrowed)
-    const int32_t *seg;      // (B, T) or NULL: its segments (borrowed), which the backward skips by
+    const int32_t *seg;      // (B, T) or NULL: its segments (borrowed): the backward skips the keys they hide
     LmLayerActs *layers;     // (L)
     float *x_final, *rstd_f; // (B,T,C), (B,T) after the final norm
     float *dh;               // (B,T,C) the residual gradient; after backward: d(h0)
@@ -87,7 +87,8 @@ void lm_reserve(Lm *lm, int B, int T);
 //       (NULL: 0..T-1 in every row);
 //   seg (B, T) or NULL: segments, the attention mask of packed rows
 //       (01_tensor/attention.h): a token sees the earlier tokens of its own
-//       segment and of segment 0. NULL: plain causal attention.
+//       segment and of segment 0. NULL: plain causal attention. Borrowed
+//       until lm_backward, which skips the keys it hides.
 //   reach (B, T) or NULL: how far each token may look (01_tensor/attention.h):
 //       with it, the visual tokens of an image see each other both ways.
 //       Borrowed until lm_backward.
