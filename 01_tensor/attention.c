@@ -20,12 +20,17 @@
 // computed (a few wasted flops on the block's diagonal) and then given
 // probability exactly zero, so they add nothing to O. With segments
 // (attention.h) the scores of keys in another segment are set to -FLT_MAX
-// before the softmax, whose exp flushes them to the same exact zero. Q, K and V are
-// read in place, with row strides NH*HD and NKV*HD: no copies, no transposes.
+// before the softmax, whose exp flushes them to the same exact zero; and the
+// first run of keys that *no* query of the block may see is not computed at
+// all (attention_key_gap): the block reads two windows of keys around it.
+// Q, K and V are read in place, with row strides NH*HD and NKV*HD: no copies,
+// no transposes.
 //
-// The (b, h, block) items are independent, so OpenMP shares them out; each
-// thread keeps one (QB, Tk) scratch block of scores, and sgemm_cpu, called from
-// inside the parallel region, runs on the calling thread alone.
+// The (b, h, block) items are independent, so OpenMP shares them out. The
+// scores go straight into `probs` when it is kept (the softmax then turns them
+// into probabilities in place), else into a (QB, Tk) scratch block of the
+// thread's own; sgemm_cpu, called from inside the parallel region, runs on the
+// calling thread alone.
 //
 // The sums are taken in another order than the row-at-a-time definition, so
 // the results differ in the last bits (well inside the fp32 tolerance of
