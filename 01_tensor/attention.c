@@ -130,6 +130,15 @@ static void softmax_row(float *s, int a, int c, int n_vis, int nk) {
     if (nk > e2) memset(s + e2, 0, (size_t)(nk - e2) * sizeof(float));
 }
 
+// Whether a key of segment sk is visible to some query of a block whose own
+// segments (other than 0) are own[0 .. n_own-1].
+static bool block_sees(int32_t sk, const int32_t *own, int n_own) {
+    if (sk == 0) return true;
+    for (int i = 0; i < n_own; i++)
+        if (own[i] == sk) return true;
+    return false;
+}
+
 void attention_key_gap(const int32_t *seg_row, int p0, int qb, int nk, int *a, int *c) {
     enum { MAXS = 8 };
     int32_t own[MAXS];   // the block's segments (other than 0)
@@ -137,26 +146,14 @@ void attention_key_gap(const int32_t *seg_row, int p0, int qb, int nk, int *a, i
     *a = *c = nk;
     for (int r = 0; r < qb; r++) {
         int32_t sr = seg_row[p0 + r];
-        bool seen = sr == 0;
-        for (int i = 0; i < n_own && !seen; i++) seen = own[i] == sr;
-        if (seen) continue;
+        if (block_sees(sr, own, n_own)) continue;   // 0, or already listed
         if (n_own == MAXS) return;   // a block of many short sequences: read all keys
         own[n_own++] = sr;
     }
     int j = 0;
-    for (bool vis = true; j < nk; j++) {   // the first key no query of the block may see
-        int32_t sk = seg_row[j];
-        vis = sk == 0;
-        for (int i = 0; i < n_own && !vis; i++) vis = own[i] == sk;
-        if (!vis) break;
-    }
+    while (j < nk && block_sees(seg_row[j], own, n_own)) j++;    // the first key no query may see
     *a = j;
-    for (bool vis = false; j < nk; j++) {   // and the next one some query sees
-        int32_t sk = seg_row[j];
-        vis = sk == 0;
-        for (int i = 0; i < n_own && !vis; i++) vis = own[i] == sk;
-        if (vis) break;
-    }
+    while (j < nk && !block_sees(seg_row[j], own, n_own)) j++;   // and the next one some query sees
     *c = j;
 }
 

@@ -20,18 +20,27 @@
 // ones adjusted for this interval: Cephes' expf), good to about 1 ulp; 2^n is
 // built directly in the exponent bits of a float. Below -87 the result would
 // be a denormal; it is flushed to 0, which a probability cannot tell apart.
+// The constants, shared with the 16-wide version below.
+#define NM_EXP_LOG2E 1.44269504088896341f
+#define NM_EXP_LN2_HI 0.693359375f       // ln 2 in two parts: hi has few bits, so n * hi is exact
+#define NM_EXP_LN2_LO -2.12194440e-4f
+#define NM_EXP_BIG 12582912.0f            // 1.5 * 2^23: adding it rounds to an integer
+#define NM_EXP_P5 1.9875691500e-4f        // the polynomial, highest power first
+#define NM_EXP_P4 1.3981999507e-3f
+#define NM_EXP_P3 8.3334519073e-3f
+#define NM_EXP_P2 4.1665795894e-2f
+#define NM_EXP_P1 1.6666665459e-1f
+#define NM_EXP_P0 5.0000001201e-1f
 static inline float nm_exp_neg(float x) {
-    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-    const float big = 12582912.0f;              // 1.5 * 2^23: adding it rounds to an integer
     float xc = x < -87.0f ? -87.0f : x;
-    float n = (xc * log2e + big) - big;          // round(x / ln 2)
-    float r = (xc - n * ln2_hi) - n * ln2_lo;    // x - n ln 2, in two steps to keep the bits
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    float n = (xc * NM_EXP_LOG2E + NM_EXP_BIG) - NM_EXP_BIG;     // round(x / ln 2)
+    float r = (xc - n * NM_EXP_LN2_HI) - n * NM_EXP_LN2_LO;      // x - n ln 2, in two steps to keep the bits
+    float p = NM_EXP_P5;
+    p = p * r + NM_EXP_P4;
+    p = p * r + NM_EXP_P3;
+    p = p * r + NM_EXP_P2;
+    p = p * r + NM_EXP_P1;
+    p = p * r + NM_EXP_P0;
     p = p * r * r + r + 1.0f;
     int32_t e = ((int32_t)n + 127) << 23;        // the float 2^n, bit by bit
     float two_n;
@@ -55,19 +64,18 @@ static inline float nm_sigmoid(float x) {
 // For loops the compiler vectorises poorly: short rows, two windows of keys
 // and reductions in the same pass (attention.c's softmax).
 static inline __m512 nm_exp_neg16(__m512 x) {
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f), big = _mm512_set1_ps(12582912.0f);
-    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    const __m512 lo = _mm512_set1_ps(-87.0f);
+    const __m512 lo = _mm512_set1_ps(-87.0f), big = _mm512_set1_ps(NM_EXP_BIG);
     __mmask16 ok = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);   // x >= -87 (or NaN): not flushed to 0
     __m512 xc = _mm512_max_ps(x, lo);
-    __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(xc, log2e), big), big);
-    __m512 r = _mm512_sub_ps(_mm512_sub_ps(xc, _mm512_mul_ps(n, ln2_hi)), _mm512_mul_ps(n, ln2_lo));
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+    __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(NM_EXP_LOG2E)), big), big);
+    __m512 r = _mm512_sub_ps(_mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(NM_EXP_LN2_HI))),
+                             _mm512_mul_ps(n, _mm512_set1_ps(NM_EXP_LN2_LO)));
+    __m512 p = _mm512_set1_ps(NM_EXP_P5);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(NM_EXP_P4));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(NM_EXP_P3));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(NM_EXP_P2));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(NM_EXP_P1));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(NM_EXP_P0));
     p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r), _mm512_set1_ps(1.0f));
     __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
     return _mm512_maskz_mul_ps(ok, p, _mm512_castsi512_ps(e));

@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "01_tensor/common.h"
-#include "01_tensor/matmul.h"
 
 // ----------------------------------------------------------------------------
 // RMSNorm

@@ -303,7 +303,8 @@ static void test_pooling(void) {
     gc_compare("pool attention forward", of, od, AM * A, FTOL);
     // the same numbers through chapter 01's general attention (Tq = 1, Tk = 4)
     float of01[AM * A], probs01[AM * NH * 4];
-    attention_forward_cpu(of01, probs01, qf, kf, vf, NULL, NULL, AM, 1, 4, 4, NH, NH, HD, 0, false, 1.0f / sqrtf((float)HD));
+    attention_forward_cpu(of01, probs01, qf, kf, vf, NULL, NULL, AM, 1, 4, 4, NH, NH, HD, 0, false,
+                          1.0f / sqrtf((float)HD));
     check_f32("pool attention == 01_tensor attention (Tq=1, Tk=4)", of, of01, AM * A, TOL_F32);
     check_f32("pool attention probs == 01_tensor attention probs", probs, probs01, AM * NH * 4, TOL_F32);
     pool_attention_backward(dq, dk, dv, wf, probs, qf, kf, vf, AM, NH, HD);

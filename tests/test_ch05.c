@@ -152,7 +152,8 @@ static void test_attention_blocks(const char *name, const int32_t *reach, const 
                 const int32_t *sb = seg ? seg + (size_t)b * T : NULL;     // and of those, segment 0 or the query's
                 double mx = -1e300, sum = 0, dot = 0;
                 for (int j = 0; j < n; j++) {
-                    const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD, *vj = v + (((size_t)b * T + j) * NKV + g) * HD;
+                    const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD;
+                    const float *vj = v + (((size_t)b * T + j) * NKV + g) * HD;
                     p[j] = 0; dp[j] = 0;
                     if (sb && sb[j] != 0 && sb[j] != sb[i]) { p[j] = -INFINITY; continue; }   // exp gives 0
                     for (int d = 0; d < HD; d++) { p[j] += (double)qi[d] * kj[d] * sc; dp[j] += (double)di[d] * vj[d]; }
@@ -162,7 +163,8 @@ static void test_attention_blocks(const char *name, const int32_t *reach, const 
                 for (int j = 0; j < n; j++) { p[j] /= sum; dot += p[j] * dp[j]; }
                 for (int j = 0; j < n; j++) {
                     const double ds = p[j] * (dp[j] - dot) * sc;
-                    const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD, *vj = v + (((size_t)b * T + j) * NKV + g) * HD;
+                    const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD;
+                    const float *vj = v + (((size_t)b * T + j) * NKV + g) * HD;
                     for (int d = 0; d < HD; d++) {
                         wq[(((size_t)b * T + i) * NH + h) * HD + d] += (float)(ds * kj[d]);
                         wk[(((size_t)b * T + j) * NKV + g) * HD + d] += (float)(ds * qi[d]);

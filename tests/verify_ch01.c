@@ -454,7 +454,8 @@ static void verify_attention(void) {
             size_t n = (size_t)B * Tq * NH * HD;
             float *out = xmalloc(n * sizeof(float));
             float *probs = xmalloc((size_t)B * NH * Tq * Tk * sizeof(float));
-            attention_forward_cpu(out, probs, q, k, v, NULL, NULL, B, Tq, Tk, Tk, NH, NKV, HD, q0, causal, 1.0f / sqrtf((float)HD));
+            attention_forward_cpu(out, probs, q, k, v, NULL, NULL, B, Tq, Tk, Tk, NH, NKV, HD, q0, causal,
+                                  1.0f / sqrtf((float)HD));
             snprintf(name, sizeof name, "attention.case%d B%d Tq%d Tk%d NH%d NKV%d%s", c, B, Tq, Tk, NH, NKV,
                      causal ? " causal" : "");
             check_f32(name, out, want, n, TOL_F32);
