@@ -26,6 +26,7 @@ void config_defaults(TrainConfig *c) {
     c->max_grad_norm = 1.0f;
     c->z_loss = 0.0f;
     c->loss_chunk = 64;
+    snprintf(c->loss_weight, sizeof c->loss_weight, "token");
     c->max_seq_len = 256;
     c->truncate = false;
     c->turn_blocks = false;
@@ -67,7 +68,7 @@ static const Key KEYS[] = {
     I(stage, 1, 3), I(batch_size, 1, 1 << 20), I(grad_accum, 1, 1 << 20), I(max_steps, 1, 1e9),
     I(warmup_steps, 0, 1e9), F(lr, 0, 10), F(lr_connector, 0, 10), F(min_lr_ratio, 0, 1),
     F(weight_decay, 0, 10), F(beta1, 0, 0.999999), F(beta2, 0, 0.999999), F(adam_eps, 0, 1),
-    F(max_grad_norm, 0, 1e9), F(z_loss, 0, 1), I(loss_chunk, 1, 1 << 20), I(max_seq_len, 2, 1 << 24),
+    F(max_grad_norm, 0, 1e9), F(z_loss, 0, 1), I(loss_chunk, 1, 1 << 20), S(loss_weight), I(max_seq_len, 2, 1 << 24),
     B(truncate), B(turn_blocks), B(freeze_vision_encoder), B(train_connector), B(train_llm), S(connector), S(vit_feature),
     S(vit), S(llm), S(tokenizer), S(llm_vocab), I(patch_merge, 1, 2), I(patch_context, 1, 5), S(image_attention), B(pos_code), B(pos_ramp), S(init), B(shuffle), I(bucket, 0, 1024), {"seed", K_U64, offsetof(TrainConfig, seed), 0, 0, 0},
     I(log_every, 1, 1e9), I(save_every, 0, 1e9),
@@ -159,6 +160,9 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
     if (!rc) {
         if (strcmp(c->image_attention, "causal") && strcmp(c->image_attention, "bidirectional")) {
             snprintf(err, errlen, "image_attention must be causal or bidirectional (got '%s')", c->image_attention);
+            rc = -1;
+        } else if (strcmp(c->loss_weight, "token") && strcmp(c->loss_weight, "answer")) {
+            snprintf(err, errlen, "loss_weight must be token or answer (got '%s')", c->loss_weight);
             rc = -1;
         } else if (strcmp(c->connector, "linear") && strcmp(c->connector, "mlp") && strcmp(c->connector, "molmo")) {
             snprintf(err, errlen, "connector must be linear, mlp or molmo (got '%s')", c->connector);

@@ -35,6 +35,8 @@ typedef struct {
     float max_grad_norm;       // 0: no clipping
     float z_loss;              // 0: off
     int loss_chunk;            // positions per chunk of logits
+    char loss_weight[16];      // token: the loss is the mean over supervised tokens (HF's);
+                               // answer: over answers, each its tokens' mean (data.h)
     int max_seq_len;           // longest row in tokens
     bool truncate;             // rows longer than max_seq_len: truncate (true) or skip
     bool turn_blocks;          // stage 2: each question its own block behind the image (data.h)

@@ -375,6 +375,7 @@ bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, co
     int NI = 0;
     for (int i = 0; i < B; i++) NI += s[i].n_images;
     b->images = xcalloc((size_t)NI + 1, sizeof(char *));
+    b->weights = NULL;
     for (int i = 0; i < B; i++) {
         b->len[i] = s[i].n;
         b->rows[i] = rows ? rows[i] : i;
@@ -396,7 +397,27 @@ bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, co
         }
         b->n_tokens += s[i].n;
     }
+    b->sup_weight = b->n_sup;
     return b->n_sup > 0;
+}
+
+void batch_weight_answers(Batch *b) {
+    size_t BT = (size_t)b->B * b->T;
+    free(b->weights);
+    b->weights = xcalloc(BT, sizeof(float));
+    b->sup_weight = 0;
+    for (int i = 0; i < b->B; i++) {
+        const int32_t *tg = b->targets + (size_t)i * b->T;   // (T) one row's targets
+        float *w = b->weights + (size_t)i * b->T;
+        for (int t = 0; t < b->T;) {
+            if (tg[t] == LOSS_IGNORE) { t++; continue; }
+            int end = t;   // the answer's run of targets: [t, end)
+            while (end < b->T && tg[end] != LOSS_IGNORE) end++;
+            for (int k = t; k < end; k++) w[k] = 1.0f / (float)(end - t);
+            b->sup_weight += 1;
+            t = end;
+        }
+    }
 }
 
 void batch_free(Batch *b) {
@@ -409,6 +430,7 @@ void batch_free(Batch *b) {
     free(b->len);
     free(b->rows);
     free(b->images);
+    free(b->weights);
     memset(b, 0, sizeof *b);
 }
 
@@ -516,6 +538,7 @@ void data_next_batch(Batch *b, DataOrder *o, const ChatFormat *f, int B, int64_t
     if (!batch_build(b, s, convs, rows, B, f->pad_id))
         fail_input(o->d->path, "a batch (rows ending at stream position %lld) has no supervised token",
                    (long long)*cursor);
+    if (f->answer_weights) batch_weight_answers(b);
     for (int i = 0; i < B; i++) sample_free(&s[i]);
     free(s);
     free(convs);

@@ -99,6 +99,7 @@ typedef struct {
     int max_len;        // longest row, in tokens
     bool truncate;      // policy for longer rows: truncate (true) or skip
     bool turn_blocks;   // stage 2: pack each question as its own block behind the image (above)
+    bool answer_weights;// weigh the loss per answer, not per token (batch_weight_answers)
     int image_id, im_start, im_end, eos_id, pad_id;
 } ChatFormat;
 
@@ -134,6 +135,8 @@ typedef struct {
     const char **images;// (NI) image paths in order of appearance (borrowed from the dataset)
     int n_sup;          // supervised targets in the batch
     int n_tokens;       // real tokens
+    float *weights;     // (B, T) each target's loss weight, or NULL: every target weighs 1
+    double sup_weight;  // the sum of the weights over supervised targets (n_sup when NULL)
 } Batch;
 
 // Pads B samples into a batch (T = the longest). A target crosses no block
@@ -143,6 +146,16 @@ typedef struct {
 // no target is supervised.
 bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int B, int pad_id);
 void batch_free(Batch *b);
+
+// Loss weights per answer (`loss_weight = answer`, config.h). The usual loss
+// is a mean over supervised tokens, so an answer weighs as much as it is long:
+// in a row of the world's questions the caption is 40 tokens and "left" is
+// one, and the caption gets 40 times the gradient of the position question.
+// Weighted per answer, every answer (a run of consecutive supervised targets:
+// an assistant turn) weighs 1 in all, spread evenly over its tokens, and the
+// loss becomes the mean over answers of each answer's mean cross-entropy.
+// Sets b->weights and b->sup_weight (= the number of answers).
+void batch_weight_answers(Batch *b);
 
 // ---- the data order -----------------------------------------------------------
 // The g-th row of the endless stream (g = 0, 1, ...): epoch e = g / n reads

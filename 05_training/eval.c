@@ -160,12 +160,28 @@ void eval_caption(const Scene *sc, const char *caption, int *agree, int *stated,
 // ----------------------------------------------------------------------------
 // Scoring
 
+// A worked answer (world.c, walk_answer) names shapes before it answers:
+// "a small red circle at the top left, a large blue square at the center: left".
+// The examiner reads its conclusion, the text after the last ':' (the whole
+// answer when there is none), and of pointing answers the last point.
+static const char *conclusion(const char *a) {
+    const char *c = strrchr(a, ':');
+    return c ? c + 1 : a;
+}
+
+static const char *last_point(const char *a) {
+    const char *p = strstr(a, "<point>"), *next;
+    while (p && (next = strstr(p + 1, "<point>"))) p = next;
+    return p ? p : a;
+}
+
 static bool answer_right(const Scene *sc, const Question *q, const char *a) {
+    a = conclusion(a);
     switch (q->type) {
     case Q_COLOR: return first_of(a, world_color_from_name) == sc->shapes[q->target].color;
     case Q_COUNT:
     case Q_COUNT_COLOR: return first_of(a, number_word) == atoi(q->answer);
-    case Q_POSITION: return first_of(a, direction_word) == direction_word(q->answer);
+    case Q_POSITION: return first_of(a, direction_word) == first_of(conclusion(q->answer), direction_word);
     case Q_LARGEST: {
         const Shape *sh = &sc->shapes[q->target];
         return first_of(a, world_color_from_name) == sh->color && first_of(a, world_kind_from_name) == sh->kind;
@@ -238,7 +254,7 @@ EvalResult eval_score(const Scene *scenes, int n, const Answer *answers, int na)
             } else if (q->type == Q_POINT) {
                 const Shape *sh = &sc->shapes[q->target];
                 float xp, yp;
-                if (a && world_parse_point(a, &xp, &yp) == 0) {
+                if (a && world_parse_point(last_point(a), &xp, &yp) == 0) {
                     double x = xp * sc->width / 100.0, y = yp * sc->height / 100.0;
                     ok = world_shape_contains(sh, x, y);
                     dist_sum += hypot(x - sh->cx, y - sh->cy);

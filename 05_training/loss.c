@@ -14,8 +14,9 @@
 #include "01_tensor/common.h"
 #include "01_tensor/matmul.h"
 
-LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_t *targets, int N, int C, int V,
-                                    int chunk, float scale, float z_coef, float *dx, float *dW, float *ws) {
+LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_t *targets, const float *weights,
+                                    int N, int C, int V, int chunk, float scale, float z_coef, float *dx, float *dW,
+                                    float *ws) {
     LossStats st = {0};
     NM_CHECK(chunk >= 1, "loss chunk must be >= 1 (got %d)", chunk);
     float *logits = ws;                                  // (chunk, V)
@@ -50,19 +51,22 @@ LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_
         // the loss, in row order (a fixed summation order for any thread count)
         for (int r = 0; r < n; r++) {
             int y = targets[rows[r]];
-            st.ce_sum += lse[r] - (double)logits[(size_t)r * V + y];
-            st.z_sum += lse[r] * lse[r];
+            double w = weights ? (double)weights[rows[r]] : 1.0;
+            st.ce_sum += w * (lse[r] - (double)logits[(size_t)r * V + y]);
+            st.z_sum += w * lse[r] * lse[r];
+            st.w_sum += w;
             st.n++;
         }
         if (dx || dW) {
-            // logits -> dlogits in place: scale * (p (1 + 2 z lse) - onehot)
+            // logits -> dlogits in place: scale w (p (1 + 2 z lse) - onehot)
 #pragma omp parallel for schedule(static)
             for (int r = 0; r < n; r++) {
                 float *l = logits + (size_t)r * V;   // (V,)
                 float ls = (float)lse[r];
+                float sw = weights ? scale * weights[rows[r]] : scale;
                 float zf = 1.0f + 2.0f * z_coef * ls;
-                for (int v = 0; v < V; v++) l[v] = scale * zf * expf(l[v] - ls);
-                l[targets[rows[r]]] -= scale;
+                for (int v = 0; v < V; v++) l[v] = sw * zf * expf(l[v] - ls);
+                l[targets[rows[r]]] -= sw;
             }
             memset(dxs, 0, (size_t)n * C * sizeof(float));
             matmul_backward_cpu(dx ? dxs : NULL, dW, NULL, logits, xs, W, n, C, V);

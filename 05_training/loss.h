@@ -34,17 +34,20 @@
 #define LOSS_IGNORE (-100)   // PyTorch's ignore_index; also what our labels hold
 
 typedef struct {
-    double ce_sum;   // sum over supervised rows of -log p(target)
-    double z_sum;    // sum over supervised rows of lse^2 (always computed, logged)
+    double ce_sum;   // sum over supervised rows of w * -log p(target)
+    double z_sum;    // sum over supervised rows of w * lse^2 (always computed, logged)
+    double w_sum;    // sum over supervised rows of w (= n without weights)
     int n;           // supervised rows
 } LossStats;
 
 // x (N, C) final hidden states, W (V, C), targets (N): the id each row must
-// predict, or LOSS_IGNORE. Gradients of  scale * sum_rows (ce + z_coef lse^2)
-// are ADDED to dx (N, C) (may be NULL) and dW (V, C) (may be NULL).
+// predict, or LOSS_IGNORE; weights (N): each row's weight w, or NULL for 1.
+// Gradients of  scale * sum_rows w (ce + z_coef lse^2)  are ADDED to dx (N, C)
+// (may be NULL) and dW (V, C) (may be NULL).
 // ws: a (chunk, V + C) float workspace (loss_workspace_floats); chunk >= 1.
-LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_t *targets, int N, int C, int V,
-                                    int chunk, float scale, float z_coef, float *dx, float *dW, float *ws);
+LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_t *targets, const float *weights,
+                                    int N, int C, int V, int chunk, float scale, float z_coef, float *dx, float *dW,
+                                    float *ws);
 
 static inline size_t loss_workspace_floats(int chunk, int V, int C) {
     return (size_t)chunk * ((size_t)V + 2 * (size_t)C);

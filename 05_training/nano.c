@@ -329,7 +329,7 @@ static void answer_scene(NanoModel *m, const Scene *sc, Answer *ans) {
         snprintf(ans[q].id, sizeof ans[q].id, "%s", sc->id);
         ans[q].q = q;
         ans[q].type = sc->q[q].type;
-        ans[q].text = nano_answer(m, sc->q[q].text, sc->q[q].type == Q_CAPTION ? 96 : 24);
+        ans[q].text = nano_answer(m, sc->q[q].text, NANO_MAX_ANSWER);
     }
 }
 
@@ -462,7 +462,7 @@ int nano_cli_chat(int argc, char **argv) {
     NanoModel m;
     nano_model_load(&m, model);
     nano_set_image(&m, &img);
-    char *a = nano_answer(&m, question, 96);
+    char *a = nano_answer(&m, question, NANO_MAX_ANSWER);
     printf("model: %s\nimage: %s\nuser: %s\nassistant: %s\n", model, image, question, a);
     free(a);
     image_free(&img);

@@ -133,7 +133,10 @@ void nano_model_load(NanoModel *m, const char *dir);
 void nano_model_free(NanoModel *m);
 // Encodes an image (any size: CLIP preprocessing resizes it) into the visual rows.
 void nano_set_image(NanoModel *m, const Image *img);
-// The model's greedy answer to a question about the current image (malloc'd).
+// The model's greedy answer to a question about the current image (malloc'd),
+// at most max_new tokens. NANO_MAX_ANSWER fits the longest answer of the world:
+// a caption, or a worked answer that walks every shape (generate --answers walk).
+#define NANO_MAX_ANSWER 128
 char *nano_answer(NanoModel *m, const char *question, int max_new);
 
 // The default model directory: the shipped checkpoint.

@@ -337,6 +337,7 @@ static int train(const Args *a, TrainConfig *cfg) {
     dataset_load(&d, a->data, a->images);
     chat_format_init(&fmt, tok, cfg->stage, connector_tokens_out(&v.conn.cfg), cfg->max_seq_len, cfg->truncate);
     fmt.turn_blocks = cfg->turn_blocks;
+    fmt.answer_weights = !strcmp(cfg->loss_weight, "answer");
     vlm_setup(&v, fmt.image_id, cfg->batch_size, 64, cfg->loss_chunk, cfg->z_loss);
     v.image_bidir = !strcmp(cfg->image_attention, "bidirectional");
     AdamW o;
@@ -394,9 +395,11 @@ static int train(const Args *a, TrainConfig *cfg) {
         double ts = now_seconds();
         int64_t cursor0 = st.cursor;
         int sup = 0, toks = 0, all = 0;
+        double wsum = 0;   // what the loss is a mean over: supervised tokens, or answers
         for (int k = 0; k < GA; k++) {
             data_next_batch(&bs[k], &order, &fmt, cfg->batch_size, &st.cursor, stderr);
             sup += bs[k].n_sup;
+            wsum += bs[k].sup_weight;
             toks += bs[k].n_tokens;
             all += bs[k].B * bs[k].T;
         }
@@ -406,12 +409,12 @@ static int train(const Args *a, TrainConfig *cfg) {
             float *feats = xmalloc(((size_t)bs[k].n_images * connector_tokens_in(&v.conn.cfg) * v.conn.cfg.in_dim + 1) *
                                    sizeof(float));
             batch_features(&v, &fs, &bs[k], feats);
-            LossStats ls = vlm_forward_backward(&v, &bs[k], feats, 1.0f / (float)sup, true);
+            LossStats ls = vlm_forward_backward(&v, &bs[k], feats, 1.0f / (float)wsum, true);
             ce += ls.ce_sum;
             z += ls.z_sum;
             free(feats);
         }
-        float loss = (float)(ce / sup);
+        float loss = (float)(ce / wsum);
         if (a->nan_at == st.step + 1) loss = NAN;
         if (!isfinite(loss)) {
             fail_input(a->data, "step %lld: loss is %s on the batch of data positions %lld..%lld (rows %d..); "
@@ -429,7 +432,7 @@ static int train(const Args *a, TrainConfig *cfg) {
         fprintf(logf, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %d, "
                       "\"supervised\": %d, \"supervised_frac\": %.4f, \"padded\": %d, \"seconds\": %.4f, \"z\": %.6g}\n",
                 (long long)st.step, (double)loss, (double)(cfg->lr * lrf), norm, toks, sup, (double)sup / toks, all, dt,
-                z / sup);
+                z / wsum);
         fflush(logf);
         curve[ncurve++] = (Point){st.step, loss};
         if (st.step % cfg->log_every == 0 || st.step == cfg->max_steps) {

@@ -44,7 +44,7 @@ say() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 say "1/6 the synthetic world: $NTRAIN training scenes, $NTEST held-out -> $OUT/data"
 mkdir -p "$OUT"
-"$R/05_training/run" generate --out "$OUT/data" --n-train "$NTRAIN" --n-test "$NTEST" --max-shapes "$SHAPES"
+"$R/05_training/run" generate --out "$OUT/data" --n-train "$NTRAIN" --n-test "$NTEST" --max-shapes "$SHAPES" ${GEN:-}
 
 say "2/6 a BPE vocabulary from the world's text (its first 1000 scenes) -> $OUT/model/tokenizer.json"
 mkdir -p "$OUT/model"

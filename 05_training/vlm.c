@@ -109,8 +109,8 @@ LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float
         memset(dx, 0, (size_t)BT * C * sizeof(float));
         dW = lm_grad_of(&v->lm, v->llm.lm_head);
     }
-    LossStats st = fused_ce_forward_backward(v->lm.x_final, v->llm.lm_head, b->targets, BT, C, c->V, v->loss_chunk,
-                                             scale, v->z_coef, dx, dW, v->loss_ws);
+    LossStats st = fused_ce_forward_backward(v->lm.x_final, v->llm.lm_head, b->targets, b->weights, BT, C, c->V,
+                                             v->loss_chunk, scale, v->z_coef, dx, dW, v->loss_ws);
     if (backward) {
         lm_backward(&v->lm, B, T);
         // h0 was assembled from two sources; its gradient goes back to both

@@ -75,7 +75,8 @@ void vlm_image_features(const Vlm *v, const Batch *b, const char *images_dir, fl
 
 // One forward + backward over a batch, feats (NI, Tf, Df) its images' features
 // in order. Gradients of scale * (sum of CE + z * lse^2 over supervised
-// targets) are ADDED to the connector's and the LLM's gradient tables.
+// targets, each times its weight when b->weights is set) are ADDED to the
+// connector's and the LLM's gradient tables.
 // With backward = false only the loss is computed.
 LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float scale, bool backward);
 

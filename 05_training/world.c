@@ -102,6 +102,7 @@ void world_config_default(WorldConfig *cfg) {
     cfg->max_shapes = 4;
     cfg->dense = false;
     cfg->shuffled_captions = false;
+    cfg->walk = false;
 }
 
 // ----------------------------------------------------------------------------
@@ -240,8 +241,9 @@ static int cmp_reading_order(const void *a, const void *b, void *ctx) {
     return x->cy - y->cy;
 }
 
-void world_caption(const Scene *sc, bool shuffled, char *out, size_t cap) {
-    int order[WORLD_MAX_SHAPES];
+// The order a caption lists the shapes in: reading order, or a shuffle drawn
+// from the scene's own seed.
+static void caption_order(const Scene *sc, bool shuffled, int *order) {
     for (int i = 0; i < sc->n; i++) order[i] = i;
     if (shuffled) {   // Fisher-Yates from a stream of the scene's own (the scene's draws stay as they were)
         Rng r;
@@ -254,17 +256,62 @@ void world_caption(const Scene *sc, bool shuffled, char *out, size_t cap) {
     } else {
         qsort_r(order, (size_t)sc->n, sizeof(int), cmp_reading_order, (void *)sc);
     }
+}
+
+// One shape as a caption names it: "a small red circle at the top left".
+static int caption_item(const Scene *sc, int i, const char *sep, char *out, size_t cap) {
+    const Shape *sh = &sc->shapes[i];
+    return snprintf(out, cap, "%sa %s %s %s at the %s", sep, WORLD_SIZE_NAMES[sh->size],
+                    WORLD_COLOR_NAMES[sh->color], WORLD_KIND_NAMES[sh->kind],
+                    WORLD_PLACE_NAMES[world_shape_place(sh, sc->width, sc->height)]);
+}
+
+void world_caption(const Scene *sc, bool shuffled, char *out, size_t cap) {
+    int order[WORLD_MAX_SHAPES];
+    caption_order(sc, shuffled, order);
     size_t len = 0;
     out[0] = '\0';
     for (int j = 0; j < sc->n; j++) {
-        const Shape *sh = &sc->shapes[order[j]];
         const char *sep = j == 0 ? "" : j == sc->n - 1 ? " and " : ", ";
-        int w = snprintf(out + len, cap - len, "%sa %s %s %s at the %s", sep, WORLD_SIZE_NAMES[sh->size],
-                         WORLD_COLOR_NAMES[sh->color], WORLD_KIND_NAMES[sh->kind],
-                         WORLD_PLACE_NAMES[world_shape_place(sh, sc->width, sc->height)]);
+        int w = caption_item(sc, order[j], sep, out + len, cap - len);
         if (w < 0 || (size_t)w >= cap - len) return;   // truncated (cap too small)
         len += (size_t)w;
     }
+}
+
+// A worked answer (generate --answers walk): the shapes in reading order, as
+// the caption names them, up to the last one the question refers to; a shape
+// the answer needs the place of (position, pointing) carries its point; then
+// ": " and the short answer (colour, position), or nothing more (pointing:
+// the last point is the answer). For example, "Point to the square." in a
+// scene of a circle above a square:
+//     a large red circle at the top, a small blue square at the center <point>50.0 53.1
+// The model then never has to find a shape by its name in one step: it walks
+// the image as it does when it writes a caption, and stops at the shape that
+// matches the question's words.
+static void walk_answer(const Scene *sc, Question *q) {
+    int order[WORLD_MAX_SHAPES], last = 0;
+    caption_order(sc, false, order);
+    for (int j = 0; j < sc->n; j++)
+        if (order[j] == q->target || order[j] == q->other) last = j;
+    char out[WORLD_CAPTION_LEN];
+    size_t len = 0;
+    for (int j = 0; j <= last && len < sizeof out; j++) {
+        const int i = order[j];
+        int w = caption_item(sc, i, j ? ", " : "", out + len, sizeof out - len);
+        if (w > 0) len += (size_t)w;
+        if (len < sizeof out && q->type != Q_COLOR && (i == q->target || i == q->other)) {
+            const Shape *sh = &sc->shapes[i];
+            out[len++] = ' ';
+            w = world_format_point(out + len, sizeof out - len, (float)(100.0 * sh->cx / sc->width),
+                                   (float)(100.0 * sh->cy / sc->height));
+            if (w > 0) len += (size_t)w;
+        }
+    }
+    int w = len >= sizeof out ? -1 : q->type == Q_POINT ? 0 : snprintf(out + len, sizeof out - len, ": %s", q->answer);
+    NM_CHECK(w >= 0 && (size_t)w < sizeof out - len, "scene %s: a worked answer longer than %d bytes", sc->id,
+             (int)sizeof out - 1);
+    memcpy(q->answer, out, sizeof out);
 }
 
 static Question *add_question(Scene *sc, QuestionType t) {
@@ -389,7 +436,7 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // is slow to learn per image, for a few more tokens in the same conversation.
 // (Tried only together with length buckets, which hurt, so its own effect is
 // not settled: bench/RESULTS.md. make train does not use it.)
-static void ask_questions(Scene *sc, Rng *r, bool dense, bool shuffled) {
+static void ask_questions(Scene *sc, Rng *r, bool dense, bool shuffled, bool walk) {
     sc->nq = 0;
     Question *q = add_question(sc, Q_CAPTION);
     snprintf(q->text, sizeof q->text, "Describe the image.");
@@ -402,6 +449,9 @@ static void ask_questions(Scene *sc, Rng *r, bool dense, bool shuffled) {
     ask_position(sc, r, dense ? 3 : 1);
     ask_largest(sc);
     ask_point(sc, r, dense);
+    for (int j = 0; walk && j < sc->nq; j++)
+        if (sc->q[j].type == Q_COLOR || sc->q[j].type == Q_POSITION || sc->q[j].type == Q_POINT)
+            walk_answer(sc, &sc->q[j]);
 }
 
 // ----------------------------------------------------------------------------
@@ -425,7 +475,7 @@ void world_scene(Scene *sc, const WorldConfig *cfg, WorldSplit split, int index)
     for (int c = 0; c < 3; c++) sc->bg[c] = (uint8_t)(grey + (int)rng_below(&r, 13) - 6);
     sc->textured = rng_below(&r, 2) == 1;
     sc->texture_seed = rng_u32(&r);
-    ask_questions(sc, &r, cfg->dense && split == WORLD_TRAIN, cfg->shuffled_captions);
+    ask_questions(sc, &r, cfg->dense && split == WORLD_TRAIN, cfg->shuffled_captions, cfg->walk);
 }
 
 // ----------------------------------------------------------------------------
@@ -910,13 +960,15 @@ int world_generate(const WorldConfig *cfg, const char *dir, bool verbose) {
 static void generate_usage(FILE *f) {
     fprintf(f,
             "usage: run generate --out DIR [--seed S] [--n-train N] [--n-test N] [--size PX] [--max-shapes K]\n"
-            "                    [--dense] [--caption-order reading|shuffled] [--quiet]\n"
+            "                    [--dense] [--caption-order reading|shuffled] [--answers short|walk] [--quiet]\n"
             "  writes DIR/images/*.png, DIR/stage1.jsonl, DIR/stage2.jsonl, DIR/test.jsonl,\n"
             "  DIR/scenes_train.jsonl and DIR/scenes_test.jsonl (defaults: seed 1, 2000 train,\n"
             "  200 test, 64 px, 1-4 shapes)\n"
             "  --dense: training scenes ask the colour of every shape that can be named without it,\n"
             "  to point at every shape, and up to 3 position pairs (test scenes: one of each type)\n"
-            "  --caption-order: the shapes of a caption in reading order (default) or shuffled\n");
+            "  --caption-order: the shapes of a caption in reading order (default) or shuffled\n"
+            "  --answers walk: colour, position and pointing answers name the shapes in reading order\n"
+            "  up to the one asked about, then answer (default short: the answer alone)\n");
 }
 
 static long long parse_int_flag(const char *flag, const char *s, long long lo, long long hi) {
@@ -935,7 +987,7 @@ int world_cli_generate(int argc, char **argv) {
         {"size", required_argument, 0, 'z'},    {"max-shapes", required_argument, 0, 'k'},
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
         {"dense", no_argument, 0, 'd'},         {"caption-order", required_argument, 0, 'c'},
-        {0, 0, 0, 0}};
+        {"answers", required_argument, 0, 'a'}, {0, 0, 0, 0}};
     WorldConfig cfg;
     world_config_default(&cfg);
     const char *out = NULL;
@@ -956,6 +1008,11 @@ int world_cli_generate(int argc, char **argv) {
             if (strcmp(optarg, "reading") && strcmp(optarg, "shuffled"))
                 fail_input("--caption-order", "expected reading or shuffled, got '%s'", optarg);
             cfg.shuffled_captions = !strcmp(optarg, "shuffled");
+            break;
+        case 'a':
+            if (strcmp(optarg, "short") && strcmp(optarg, "walk"))
+                fail_input("--answers", "expected short or walk, got '%s'", optarg);
+            cfg.walk = !strcmp(optarg, "walk");
             break;
         case 'h': generate_usage(stdout); return 0;
         default: generate_usage(stderr); return 1;

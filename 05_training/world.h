@@ -57,6 +57,12 @@
 // image the centre falls in). Example:
 //     a large red circle at the top left and a small blue square at the bottom
 //
+// Answers are short ("red", "left", "<point>12.5 23.4"), or with `generate
+// --answers walk` worked: the colour, position and pointing answers first
+// name the shapes in reading order up to the one asked about (world.c,
+// walk_answer), then answer after a ':' (the evaluator reads what follows
+// the last ':', and the last point).
+//
 // What it does not do: moving shapes and clips (stage 3, later), rotation,
 // occlusion, text in images. The evaluator that scores answers is eval.h.
 #ifndef NM_WORLD_H
@@ -151,6 +157,7 @@ typedef struct {
     int max_shapes;    // --max-shapes: 1..WORLD_MAX_SHAPES shapes per scene (default 4)
     bool dense;        // --dense: training scenes ask every shape's colour and place (see world.c)
     bool shuffled_captions; // --caption-order shuffled: captions list the shapes in a random order
+    bool walk;         // --answers walk: worked answers (world.c, walk_answer)
 } WorldConfig;
 
 void world_config_default(WorldConfig *cfg);

@@ -172,6 +172,9 @@ expect_error "bad config: an even patch_context" "patch_context must be odd" $RU
 expect_error "generate: an unknown caption order" "expected reading or shuffled" $RUN generate --out "$T/w0" --caption-order sideways
 printf 'image_attention = sideways\n' > "$T/badatt.conf"
 expect_error "bad config: an unknown image_attention" "image_attention must be causal or bidirectional" $RUN train --config "$T/badatt.conf" --data "$DATA" --images "$IMG" --out "$T/o9c"
+expect_error "generate: an unknown answer form" "expected short or walk" $RUN generate --out "$T/w0" --answers long
+printf 'loss_weight = sentence\n' > "$T/badlw.conf"
+expect_error "bad config: an unknown loss_weight" "loss_weight must be token or answer" $RUN train --config "$T/badlw.conf" --data "$DATA" --images "$IMG" --out "$T/o9d"
 touch "$T/afile"
 expect_error "unwritable output directory" "cannot create" $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/afile/sub"
 printf 'stage = 1\nbatch_size = 2\nmax_steps = 4\nsave_every = 1\n%s\n' "$SMALL" > "$T/nan.conf"

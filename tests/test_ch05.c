@@ -222,6 +222,52 @@ static void test_attention_reach(void) {
     free(r150);
 }
 
+// ---- the fused cross-entropy with per-row weights (loss.h), against a double-precision
+// version of its formula written out here: loss = sum_r w_r (lse_r - l_r[y_r]),
+// dlogits_r = scale w_r (softmax_r - onehot_r), dx = dlogits W, dW = dlogits^T x.
+// Chunks of 3 over 8 rows with 2 ignored, so weights must follow their rows across chunks.
+static void test_weighted_ce(void) {
+    enum { N = 8, C = 5, V = 11, CH = 3 };
+    float x[N * C], W[V * C], w[N], dx[N * C] = {0}, dW[V * C] = {0};
+    int32_t tg[N];
+    Rng r;
+    rng_seed(&r, 77, 3);
+    rng_fill_uniform(&r, x, N * C, -1, 1);
+    rng_fill_uniform(&r, W, V * C, -1, 1);
+    rng_fill_uniform(&r, w, N, 0.1f, 1);
+    for (int n = 0; n < N; n++) tg[n] = n == 2 || n == 5 ? LOSS_IGNORE : (int32_t)rng_below(&r, V);
+    const float scale = 0.37f;
+    float *ws = xmalloc(loss_workspace_floats(CH, V, C) * sizeof(float));
+    LossStats st = fused_ce_forward_backward(x, W, tg, w, N, C, V, CH, scale, 0.0f, dx, dW, ws);
+    free(ws);
+    double loss = 0, wsum = 0, err = 0, gdx[N * C] = {0}, gdW[V * C] = {0};
+    for (int n = 0; n < N; n++) {
+        if (tg[n] == LOSS_IGNORE) continue;
+        double l[V], mx = -1e300, s = 0;
+        for (int v = 0; v < V; v++) {
+            l[v] = 0;
+            for (int c = 0; c < C; c++) l[v] += (double)x[n * C + c] * W[v * C + c];
+            mx = l[v] > mx ? l[v] : mx;
+        }
+        for (int v = 0; v < V; v++) s += exp(l[v] - mx);
+        double lse = mx + log(s);
+        loss += w[n] * (lse - l[tg[n]]);
+        wsum += w[n];
+        for (int v = 0; v < V; v++) {
+            double g = scale * w[n] * (exp(l[v] - lse) - (v == tg[n]));
+            for (int c = 0; c < C; c++) {
+                gdx[n * C + c] += g * W[v * C + c];
+                gdW[v * C + c] += g * x[n * C + c];
+            }
+        }
+    }
+    for (int i = 0; i < N * C; i++) err = fmax(err, fabs(dx[i] - gdx[i]));
+    for (int i = 0; i < V * C; i++) err = fmax(err, fabs(dW[i] - gdW[i]));
+    check_true("fused CE with row weights: loss and gradients", fabs(st.ce_sum - loss) < 1e-5 &&
+                   fabs(st.w_sum - wsum) < 1e-6 && st.n == N - 2 && err < 1e-5,
+               "loss %.7f vs %.7f, weight %.6f vs %.6f, max grad error %.2e", st.ce_sum, loss, st.w_sum, wsum, err);
+}
+
 // ---- turn blocks (data.h): the packed row holds each lone conversation exactly
 // Encodes a three-question conversation packed, and each question alone as
 // the one-turn conversation the evaluator sends; the tokens of the prefix and
@@ -251,7 +297,7 @@ static void test_turn_blocks_encoding(void) {
     Sample p;
     check_true("turn blocks: encodes", chat_encode(&f, &conv, &p, why, sizeof why) == 0, "%s", why);
     f.turn_blocks = false;
-    int total_sup = 0;
+    int total_sup = 0, lone_sup[3] = {0};
     for (int k = 0; k < 3; k++) {
         char *u = xsprintf("<image>\n%s", q[k]);
         Role r2[2] = {ROLE_USER, ROLE_ASSISTANT};
@@ -264,6 +310,7 @@ static void test_turn_blocks_encoding(void) {
             continue;
         }
         total_sup += s.n_sup;
+        lone_sup[k] = s.n_sup;
         int n = 0, bad = 0;
         for (int t = 0; t < p.n; t++) {
             if (p.seg[t] != 0 && p.seg[t] != k + 1) continue;
@@ -287,6 +334,17 @@ static void test_turn_blocks_encoding(void) {
     }
     check_true("turn blocks: no target crosses a block edge, none lost", cross == 0 && sup == total_sup,
                "%d crossing, %d of %d supervised", cross, sup, total_sup);
+    // weighted per answer: every supervised target of block k weighs 1 / (lone question k's
+    // supervised count), the others 0, and the batch counts 3 answers
+    batch_weight_answers(&b);
+    int wrong = 0;
+    for (int t = 0; t < b.T; t++) {
+        int k = b.seg[t] - 1;   // the block (the prefix's targets are never supervised)
+        float want = b.targets[t] == LOSS_IGNORE ? 0.0f : k >= 0 && lone_sup[k] > 0 ? 1.0f / (float)lone_sup[k] : -1;
+        wrong += fabsf(b.weights[t] - want) > 1e-7f;
+    }
+    check_true("loss weights per answer: 1/length within each block, 3 answers", wrong == 0 && b.sup_weight == 3,
+               "%d weights wrong, %g answers", wrong, b.sup_weight);
     batch_free(&b);
     // an image after the first question cannot share the prefix: the row is refused, with a reason
     free(texts[2]);
@@ -578,6 +636,8 @@ static void test_config(void) {
     cfg_case("config: unfreezing the ViT", "freeze_vision_encoder = false\n", "not supported");
     cfg_case("config: image attention both ways", "image_attention = bidirectional\n", NULL);
     cfg_case("config: bad image attention", "image_attention = sideways\n", "causal or bidirectional");
+    cfg_case("config: loss weighted per answer", "loss_weight = answer\n", NULL);
+    cfg_case("config: bad loss weight", "loss_weight = sentence\n", "token or answer");
     const char *files[] = {"stage1", "stage2", "stage3", "nano_stage1", "nano_stage2", "nano_stage3",
                            "world_stage1", "world_stage2"};
     for (int i = 0; i < 8; i++) {
@@ -601,6 +661,7 @@ int main(void) {
     test_attention_blocks("causal", NULL, NULL);
     test_attention_reach();
     test_reach_inference();
+    test_weighted_ce();
     test_turn_blocks_encoding();
     test_turn_blocks_model();
     test_length_buckets();

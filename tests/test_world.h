@@ -252,6 +252,9 @@ static void test_world_formats(void) {
 }
 
 // Builds an answer set for scenes: the reference answers (perfect) or wrong ones.
+// A worked answer (--answers walk) is made wrong in its conclusion only: the
+// walk before it still names the right colour and the right point, which the
+// examiner must not read.
 static Answer *tw_answers(const Scene *scenes, int n, bool perfect, int *na) {
     Answer *a = xmalloc(sizeof(Answer) * (size_t)n * WORLD_MAX_QUESTIONS);
     int k = 0;
@@ -267,10 +270,12 @@ static Answer *tw_answers(const Scene *scenes, int n, bool perfect, int *na) {
                 break;
             case Q_COUNT:
             case Q_COUNT_COLOR: snprintf(buf, sizeof buf, "%d", atoi(q->answer) + 1); wrong = buf; break;
-            case Q_POSITION:
-                wrong = !strcmp(q->answer, "left") ? "right" : !strcmp(q->answer, "right") ? "left"
-                        : !strcmp(q->answer, "above") ? "below" : "above";
+            case Q_POSITION: {
+                const char *c = strrchr(q->answer, ':'), *d = c ? c + 2 : q->answer;
+                wrong = !strcmp(d, "left") ? "right" : !strcmp(d, "right") ? "left" : !strcmp(d, "above") ? "below"
+                                                                                                         : "above";
                 break;
+            }
             case Q_LARGEST: wrong = "the shape"; break;
             case Q_POINT: wrong = "<point>100.0 100.0"; break;   // the corner: inside no shape
             default: break;
@@ -278,16 +283,25 @@ static Answer *tw_answers(const Scene *scenes, int n, bool perfect, int *na) {
             snprintf(a[k].id, sizeof a[k].id, "%s", scenes[s].id);
             a[k].q = (k % 2) ? j : -1;   // both ways of naming the question
             a[k].type = q->type;
-            a[k].text = xstrdup(perfect ? q->answer : wrong);
+            const char *colon = strrchr(q->answer, ':');
+            if (perfect) a[k].text = xstrdup(q->answer);
+            else if (q->type == Q_POINT && strstr(q->answer, " at the "))
+                a[k].text = xsprintf("%s, %s", q->answer, wrong);
+            else if (colon && q->type != Q_CAPTION)
+                a[k].text = xsprintf("%.*s %s", (int)(colon - q->answer + 1), q->answer, wrong);
+            else a[k].text = xstrdup(wrong);
             k++;
         }
     *na = k;
     return a;
 }
 
-static void test_world_eval(void) {
+static void test_world_eval(bool walk) {
     WorldConfig cfg;
     world_config_default(&cfg);
+    cfg.walk = walk;
+    const char *form = walk ? " (worked answers)" : "";
+    char name[80];
     int n = 300, na = 0;
     Scene *scenes = xmalloc(sizeof(Scene) * (size_t)n);
     for (int i = 0; i < n; i++) world_scene(&scenes[i], &cfg, WORLD_TEST, i);
@@ -297,7 +311,8 @@ static void test_world_eval(void) {
     bool all = r.count_acc == 1 && r.color_acc == 1 && r.position_acc == 1 && r.largest_acc == 1 &&
                r.point_hit == 1 && r.caption_f1 == 1 && r.heldout_color_acc == 1 && r.heldout_point_hit == 1 &&
                r.point_dist < 0.1 && r.unknown_answers == 0;
-    check_true("eval: perfect answers score 100%", all,
+    snprintf(name, sizeof name, "eval: perfect answers score 100%%%s", form);
+    check_true(name, all,
                "(count %.3f color %.3f position %.3f largest %.3f point %.3f / %.2f px caption %.3f)", r.count_acc,
                r.color_acc, r.position_acc, r.largest_acc, r.point_hit, r.point_dist, r.caption_f1);
     eval_free_answers(a, na);
@@ -306,7 +321,8 @@ static void test_world_eval(void) {
     r = eval_score(scenes, n, a, na);
     bool none = r.count_acc == 0 && r.color_acc == 0 && r.position_acc == 0 && r.largest_acc == 0 &&
                 r.point_hit == 0 && r.caption_f1 == 0 && r.point_dist > 10;
-    check_true("eval: wrong answers score 0%", none,
+    snprintf(name, sizeof name, "eval: wrong answers score 0%%%s", form);
+    check_true(name, none,
                "(count %.3f color %.3f position %.3f largest %.3f point %.3f / %.2f px caption %.3f)", r.count_acc,
                r.color_acc, r.position_acc, r.largest_acc, r.point_hit, r.point_dist, r.caption_f1);
     eval_free_answers(a, na);
@@ -406,6 +422,78 @@ static void test_world_shuffled_captions(void) {
                other_diff, inexact, unstable, reordered, multi);
 }
 
+// --answers walk: only the colour, position and pointing answers change. Each
+// is the caption's shapes in reading order, cut after the last shape the
+// question names (the caption's own words, so eval_caption finds every item
+// right and the last item is that shape); the shapes whose place the answer
+// needs carry their point (pointing: one, position: two, colour: none); the
+// conclusion after ':' is the short answer (pointing: the last point is).
+static void test_world_walk(void) {
+    WorldConfig plain, walk;
+    world_config_default(&plain);
+    world_config_default(&walk);
+    walk.walk = true;
+    int other_diff = 0, bad_items = 0, bad_end = 0, bad_points = 0, bad_conclusion = 0, walked = 0, long_walks = 0;
+    Scene a, b;
+    for (int i = 0; i < 500; i++) {
+        world_scene(&a, &plain, WORLD_TRAIN, i);
+        world_scene(&b, &walk, WORLD_TRAIN, i);
+        other_diff += a.n != b.n || memcmp(a.shapes, b.shapes, sizeof a.shapes) != 0 || a.nq != b.nq;
+        for (int j = 0; j < b.nq && j < a.nq; j++) {
+            const Question *qa = &a.q[j], *qb = &b.q[j];
+            bool walks = qb->type == Q_COLOR || qb->type == Q_POSITION || qb->type == Q_POINT;
+            if (!walks) { other_diff += memcmp(qa, qb, sizeof *qa) != 0; continue; }
+            other_diff += qa->type != qb->type || qa->target != qb->target || qa->other != qb->other ||
+                          strcmp(qa->text, qb->text) != 0;
+            walked++;
+            // the items: strip the points and the conclusion, score them as a caption of
+            // the shapes they name (every stated attribute must agree with a shape)
+            char items[WORLD_CAPTION_LEN];
+            snprintf(items, sizeof items, "%s", qb->answer);
+            char *colon = strrchr(items, ':');
+            if (colon) *colon = '\0';
+            int npoints = 0;
+            for (char *p; (p = strstr(items, "<point>")) != NULL; npoints++)
+                while (*p && *p != ',') *p++ = ' ';   // the point and its numbers
+            int ag, st, tr;
+            eval_caption(&b, items, &ag, &st, &tr);
+            int n_items = st / 4;
+            bad_items += ag != st || st % 4 != 0 || n_items < 1;
+            long_walks += n_items > 1;
+            // the last item names the target (or the other shape of a position pair)
+            const char *last = strrchr(items, ',');
+            last = last ? last + 1 : items;
+            int kind = -1, color = -1, size = -1;   // size, colour and kind: no two shapes share all three
+            char tok[16];
+            for (const char *p = last; sscanf(p, "%15s", tok) == 1; p = strstr(p, tok) + strlen(tok)) {
+                if (world_kind_from_name(tok) >= 0) kind = world_kind_from_name(tok);
+                if (world_color_from_name(tok) >= 0) color = world_color_from_name(tok);
+                if (world_size_from_name(tok) >= 0) size = world_size_from_name(tok);
+            }
+            const Shape *t = &b.shapes[qb->target], *o = qb->other >= 0 ? &b.shapes[qb->other] : NULL;
+            bool end_target = kind == t->kind && color == t->color && size == t->size;
+            bool end_other = o && kind == o->kind && color == o->color && size == o->size;
+            bad_end += !end_target && !end_other;
+            int want_points = qb->type == Q_POINT ? 1 : qb->type == Q_POSITION ? 2 : 0;
+            bad_points += npoints != want_points;
+            if (qb->type == Q_POINT) {
+                const char *lp = strstr(qb->answer, "<point>"), *nx;
+                while (lp && (nx = strstr(lp + 1, "<point>"))) lp = nx;
+                bad_conclusion += !lp || strcmp(lp, qa->answer) != 0;
+            } else {
+                const char *c = strrchr(qb->answer, ':');
+                bad_conclusion += !c || strcmp(c + 2, qa->answer) != 0;
+            }
+        }
+    }
+    check_true("world: worked answers walk to the asked shape and conclude with the short answer",
+               other_diff == 0 && bad_items == 0 && bad_end == 0 && bad_points == 0 && bad_conclusion == 0 &&
+                   walked > 1000 && long_walks * 4 > walked,
+               "(%d other changes, %d walks with a wrong item, %d ending elsewhere, %d with the wrong points, "
+               "%d wrong conclusions; %d walks, %d longer than one shape)",
+               other_diff, bad_items, bad_end, bad_points, bad_conclusion, walked, long_walks);
+}
+
 // Generates a small dataset three times (two seeds) and runs every test.
 static void test_world(void) {
     WorldConfig cfg;
@@ -421,10 +509,12 @@ static void test_world(void) {
     test_world_heldout(d1);
     test_world_dense();
     test_world_shuffled_captions();
+    test_world_walk();
     test_world_images(d1);
     test_world_geometry();
     test_world_formats();
-    test_world_eval();
+    test_world_eval(false);
+    test_world_eval(true);
     tw_rmtree(d1);
     tw_rmtree(d2);
     tw_rmtree(d3);

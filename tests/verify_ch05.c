@@ -266,7 +266,7 @@ static void verify_ce(const char *dir) {
         int ch = chunks[k];
         float *ws = xmalloc(loss_workspace_floats(ch, V, C) * sizeof(float));
         float *dx = xcalloc(nx, sizeof(float)), *dW = xcalloc(nw, sizeof(float));
-        LossStats st = fused_ce_forward_backward(x, W, tg, N, C, V, ch, 1.0f / nsup, zc[0], dx, dW, ws);
+        LossStats st = fused_ce_forward_backward(x, W, tg, NULL, N, C, V, ch, 1.0f / nsup, zc[0], dx, dW, ws);
         float got[2] = {(float)(st.ce_sum / st.n), (float)(zc[0] * st.z_sum / st.n)};
         float exp2[2] = {ce[0], zl[0]};
         char name[96];
