@@ -2,9 +2,10 @@
 //
 // The scoring reads an answer the way a strict but fair examiner would: it
 // looks for the first word of the kind the question asks for (a number, a
-// colour, a direction, a point) and ignores the rest, so "3" and "There are 3
-// shapes." both count, and "red or blue" counts as "red". The rules per
-// question type are listed in eval.h.
+// colour, a direction) and ignores the rest, so "3" and "There are 3
+// shapes." both count, and "red or blue" counts as "red". A worked answer is
+// read from its conclusion, after its last ':', and a pointing answer by its
+// last point. The rules per question type are listed in eval.h.
 #define _GNU_SOURCE
 #include "05_training/eval.h"
 

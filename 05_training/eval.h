@@ -19,15 +19,17 @@
 //   position_acc  the first of left/right/above/below equals the truth.
 //   largest_acc   the first colour and the first kind named are the largest
 //                 shape's.
-//   point_hit     the answer's `<point>x y` falls inside the asked-for shape
-//                 (world_shape_contains: exact circle, square and triangle).
+//   point_hit     the answer's last `<point>x y` falls inside the asked-for
+//                 shape (world_shape_contains: exact circle, square and triangle).
 //   point_dist    mean distance from the point to the shape's centre, pixels;
 //                 an answer with no well-formed point counts as the image's
 //                 diagonal, so silence is never rewarded.
 //   heldout_*     color_acc and point_hit restricted to shapes whose (kind,
 //                 colour) was held out of training: composition.
 //
-// A question with no answer counts as wrong. Every figure is a fraction in
+// Every rule but the caption's and the point's reads only the answer's
+// conclusion: what follows its last ':' (a worked answer, world.h), or all
+// of it when it has none. A question with no answer counts as wrong. Every figure is a fraction in
 // [0, 1] except point_dist (pixels); a type that was never asked is NaN in the
 // struct and null in the JSON.
 //

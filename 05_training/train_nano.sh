@@ -20,7 +20,8 @@
 #          shape, mostly stage 1: captions are where a model first learns to look)
 # INSTALL=DIR copies the finished model directory there (make train-long: models/nano).
 # SET="key=value ..." adds config overrides to both training stages (05_training/config.h),
-# e.g. SET="image_attention=bidirectional seed=4321".
+# e.g. SET="image_attention=bidirectional seed=4321"; GEN="..." adds flags to the generator,
+# e.g. GEN="--answers walk" (worked answers, world.h).
 # THREADS (default: every core) sets the OpenMP threads of training; the
 # evaluator decodes one token at a time, where one thread is fastest.
 # OpenMP threads sleep instead of spinning while they wait (a shared laptop
