@@ -15,7 +15,10 @@
 #   quick  the `make train` run: about 17 minutes on a 2-core laptop CPU
 #          (a long stage 1: caption steps are short and cheap, and they are where the
 #          model learns to find a shape and name its kind, colour, size and place)
-#   long   the shipped checkpoint's schedule (models/nano)
+#   long   the shipped checkpoint's schedule (models/nano): a longer stage 2, then
+#          CONT more question steps from its end at half the learning rate, with
+#          another data order (finding a shape by its name is learned late:
+#          bench/RESULTS.md, seventh session)
 #   ci     a minute or two: the learning check of tests/cli_ch05.sh (scenes of one
 #          shape, mostly stage 1: captions are where a model first learns to look)
 # INSTALL=DIR copies the finished model directory there (make train-long: models/nano).
@@ -32,11 +35,12 @@ cd "$(dirname "$0")/.."
 PRESET=${1:-quick}
 OUT=${2:-build/world}
 case "$PRESET" in
-    quick) NTRAIN=10000; NTEST=200; S1=1500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16 ;;
-    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16 ;;
-    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16 ;;
+    quick) NTRAIN=10000; NTEST=200; S1=1500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; C=0 ;;
+    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16; C=6000 ;;
+    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; C=0 ;;
     *) echo "error: $PRESET: unknown preset (quick, long or ci)" >&2; exit 1 ;;
 esac
+CONT=${CONT:-$C}   # question steps after stage 2 (the long preset's second half); 0: none
 R=${RUNDIR:-.}
 THR=()
 if [ -n "${THREADS:-}" ]; then THR=(--threads "$THREADS"); fi
@@ -63,13 +67,20 @@ COMMON=(--features "$OUT/cache" --set "tokenizer=$OUT/model/tokenizer.json" --se
         --set "batch_size=$BATCH" "${THR[@]}")
 for kv in ${SET:-}; do COMMON+=(--set "$kv"); done
 say "5/6 stage 1 (captions, $S1 steps), then stage 2 (questions, $S2 steps)"
-rm -rf "$OUT/stage1" "$OUT/stage2"
+rm -rf "$OUT/stage1" "$OUT/stage2" "$OUT/stage2b"
 "$R/05_training/run" train --config 05_training/configs/world_stage1.conf --data "$OUT/data/stage1.jsonl" \
     --out "$OUT/stage1" --steps "$S1" "${COMMON[@]}"
 CK1=$(ls -d "$OUT"/stage1/step_* | tail -1)
 "$R/05_training/run" train --config 05_training/configs/world_stage2.conf --data "$OUT/data/stage2.jsonl" \
     --out "$OUT/stage2" --steps "$S2" --set "init=$CK1" "${COMMON[@]}"
 CK2=$(ls -d "$OUT"/stage2/step_* | tail -1)
+if [ "$CONT" -gt 0 ]; then
+    say "5b/6 $CONT more question steps from stage 2's end (learning rate 1e-3, data order seed 99)"
+    "$R/05_training/run" train --config 05_training/configs/world_stage2.conf --data "$OUT/data/stage2.jsonl" \
+        --out "$OUT/stage2b" --steps "$CONT" --set "init=$CK2" "${COMMON[@]}" --set lr=1e-3 --set lr_connector=1e-3 \
+        --set seed=99
+    CK2=$(ls -d "$OUT"/stage2b/step_* | tail -1)
+fi
 
 say "6/6 the model directory $OUT/model, the evaluator on $NEVAL held-out scenes, a sample answer"
 cp "$CK2/config.json" "$CK2/model.safetensors" "$CK2/connector.safetensors" "$CK2/train.conf" "$OUT/model/"
