@@ -154,7 +154,9 @@ void batch_free(Batch *b);
 // Weighted per answer, every answer (a run of consecutive supervised targets:
 // an assistant turn) weighs 1 in all, spread evenly over its tokens, and the
 // loss becomes the mean over answers of each answer's mean cross-entropy.
-// Sets b->weights and b->sup_weight (= the number of answers).
+// Sets b->weights and b->sup_weight (= the number of answers). Measured on
+// the world, it did not lift the short answers (bench/RESULTS.md, seventh
+// session), so the world configs keep `token`.
 void batch_weight_answers(Batch *b);
 
 // ---- the data order -----------------------------------------------------------

@@ -35,12 +35,12 @@ cd "$(dirname "$0")/.."
 PRESET=${1:-quick}
 OUT=${2:-build/world}
 case "$PRESET" in
-    quick) NTRAIN=10000; NTEST=200; S1=1500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; C=0 ;;
-    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16; C=6000 ;;
-    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; C=0 ;;
+    quick) NTRAIN=10000; NTEST=200; S1=1500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; S2B=0 ;;
+    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16; S2B=6000 ;;
+    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; S2B=0 ;;
     *) echo "error: $PRESET: unknown preset (quick, long or ci)" >&2; exit 1 ;;
 esac
-CONT=${CONT:-$C}   # question steps after stage 2 (the long preset's second half); 0: none
+CONT=${CONT:-$S2B}   # question steps after stage 2 (the long preset's second half); 0: none
 R=${RUNDIR:-.}
 THR=()
 if [ -n "${THREADS:-}" ]; then THR=(--threads "$THREADS"); fi
