@@ -16,9 +16,9 @@
 #          (a long stage 1: caption steps are short and cheap, and they are where the
 #          model learns to find a shape and name its kind, colour, size and place)
 #   long   the shipped checkpoint's schedule (models/nano): a longer stage 2, then
-#          CONT more question steps from its end at half the learning rate, with
-#          another data order (finding a shape by its name is learned late:
-#          bench/RESULTS.md, seventh session)
+#          the question phases of PHASES, each from the end of the one before, at half
+#          the learning rate (finding a shape by its name is learned late, and fastest
+#          on scenes the model has not seen: bench/RESULTS.md, seventh and eighth sessions)
 #   ci     a minute or two: the learning check of tests/cli_ch05.sh (scenes of one
 #          shape, mostly stage 1: captions are where a model first learns to look)
 # INSTALL=DIR copies the finished model directory there (make train-long: models/nano).
@@ -35,12 +35,21 @@ cd "$(dirname "$0")/.."
 PRESET=${1:-quick}
 OUT=${2:-build/world}
 case "$PRESET" in
-    quick) NTRAIN=10000; NTEST=200; S1=1500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; S2B=0 ;;
-    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16; S2B=6000 ;;
-    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; S2B=0 ;;
+    quick) NTRAIN=10000; NTEST=200; S1=1500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; P="" ;;
+    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16
+           P="6000:99:0 3000:7:0 6000:11:2 6000:13:3" ;;
+    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; P="" ;;
     *) echo "error: $PRESET: unknown preset (quick, long or ci)" >&2; exit 1 ;;
 esac
-CONT=${CONT:-$S2B}   # question steps after stage 2 (the long preset's second half); 0: none
+# The question phases after stage 2, each STEPS:ORDER:WORLD. STEPS more question steps
+# from the end of the phase before, at learning rate 1e-3, in the data order of seed ORDER;
+# WORLD 0 is this run's own scenes, WORLD N > 0 a fresh set of NFRESH scenes drawn with
+# generator seed N (its images cached like the first). PHASES="" runs none.
+PHASES=${PHASES-$P}
+NFRESH=${NFRESH:-24000}
+for ph in $PHASES; do
+    [[ "$ph" =~ ^[0-9]+:[0-9]+:[0-9]+$ ]] || { echo "error: PHASES: '$ph' is not STEPS:ORDER:WORLD" >&2; exit 1; }
+done
 R=${RUNDIR:-.}
 THR=()
 if [ -n "${THREADS:-}" ]; then THR=(--threads "$THREADS"); fi
@@ -67,20 +76,33 @@ COMMON=(--features "$OUT/cache" --set "tokenizer=$OUT/model/tokenizer.json" --se
         --set "batch_size=$BATCH" "${THR[@]}")
 for kv in ${SET:-}; do COMMON+=(--set "$kv"); done
 say "5/6 stage 1 (captions, $S1 steps), then stage 2 (questions, $S2 steps)"
-rm -rf "$OUT/stage1" "$OUT/stage2" "$OUT/stage2b"
+rm -rf "$OUT/stage1" "$OUT/stage2" "$OUT"/phase_* "$OUT"/fresh_*
 "$R/05_training/run" train --config 05_training/configs/world_stage1.conf --data "$OUT/data/stage1.jsonl" \
     --out "$OUT/stage1" --steps "$S1" "${COMMON[@]}"
 CK1=$(ls -d "$OUT"/stage1/step_* | tail -1)
 "$R/05_training/run" train --config 05_training/configs/world_stage2.conf --data "$OUT/data/stage2.jsonl" \
     --out "$OUT/stage2" --steps "$S2" --set "init=$CK1" "${COMMON[@]}"
 CK2=$(ls -d "$OUT"/stage2/step_* | tail -1)
-if [ "$CONT" -gt 0 ]; then
-    say "5b/6 $CONT more question steps from stage 2's end (learning rate 1e-3, data order seed 99)"
-    "$R/05_training/run" train --config 05_training/configs/world_stage2.conf --data "$OUT/data/stage2.jsonl" \
-        --out "$OUT/stage2b" --steps "$CONT" --set "init=$CK2" "${COMMON[@]}" --set lr=1e-3 --set lr_connector=1e-3 \
-        --set seed=99
-    CK2=$(ls -d "$OUT"/stage2b/step_* | tail -1)
-fi
+k=0
+for ph in $PHASES; do
+    IFS=: read -r STEPS ORDER WORLD <<< "$ph"
+    k=$((k + 1))
+    DATA="$OUT/data"; CACHE="$OUT/cache"
+    if [ "$WORLD" -gt 0 ]; then   # fresh scenes, same generator, same frozen ViT
+        DATA="$OUT/fresh_$WORLD/data"; CACHE="$OUT/fresh_$WORLD/cache"
+        say "5.$k/6 $NFRESH fresh scenes (generator seed $WORLD) and their ViT features -> $OUT/fresh_$WORLD"
+        mkdir -p "$OUT/fresh_$WORLD"
+        "$R/05_training/run" generate --out "$DATA" --seed "$WORLD" --n-train "$NFRESH" --n-test 10 \
+            --max-shapes "$SHAPES" --quiet ${GEN:-}
+        (cd "$DATA" && ls images | grep '^train_' | sed 's|^|images/|') > "$DATA/train_images.txt"
+        "$R/02_vit/run" cache --model "$OUT/model/vit" --list "$DATA/train_images.txt" --out "$CACHE" "${THR[@]}"
+    fi
+    say "5.$k/6 $STEPS more question steps (learning rate 1e-3, data order seed $ORDER, scenes: $DATA)"
+    "$R/05_training/run" train --config 05_training/configs/world_stage2.conf --data "$DATA/stage2.jsonl" \
+        --out "$OUT/phase_$k" --steps "$STEPS" --set "init=$CK2" "${COMMON[@]}" --features "$CACHE" \
+        --set lr=1e-3 --set lr_connector=1e-3 --set seed="$ORDER"
+    CK2=$(ls -d "$OUT"/phase_$k/step_* | tail -1)
+done
 
 say "6/6 the model directory $OUT/model, the evaluator on $NEVAL held-out scenes, a sample answer"
 cp "$CK2/config.json" "$CK2/model.safetensors" "$CK2/connector.safetensors" "$CK2/train.conf" "$OUT/model/"
