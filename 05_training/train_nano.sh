@@ -88,8 +88,8 @@ for ph in $PHASES; do
     IFS=: read -r STEPS ORDER WORLD <<< "$ph"
     k=$((k + 1))
     DATA="$OUT/data"; CACHE="$OUT/cache"
-    if [ "$WORLD" -gt 0 ]; then   # fresh scenes, same generator, same frozen ViT
-        DATA="$OUT/fresh_$WORLD/data"; CACHE="$OUT/fresh_$WORLD/cache"
+    if [ "$WORLD" -gt 0 ]; then DATA="$OUT/fresh_$WORLD/data"; CACHE="$OUT/fresh_$WORLD/cache"; fi
+    if [ "$WORLD" -gt 0 ] && [ ! -d "$OUT/fresh_$WORLD" ]; then   # fresh scenes, same generator and ViT
         say "5.$k/6 $NFRESH fresh scenes (generator seed $WORLD) and their ViT features -> $OUT/fresh_$WORLD"
         mkdir -p "$OUT/fresh_$WORLD"
         "$R/05_training/run" generate --out "$DATA" --seed "$WORLD" --n-train "$NFRESH" --n-test 10 \
