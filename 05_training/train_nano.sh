@@ -37,18 +37,21 @@ OUT=${2:-build/world}
 case "$PRESET" in
     quick) NTRAIN=10000; NTEST=200; S1=1500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; P="" ;;
     long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16
-           P="6000:99:0 3000:7:0 6000:11:2 6000:13:3" ;;
+           P="6000:99:0 3000:7:0 6000:11:2 6000:13:3 6000:17:4:bidirectional" ;;
     ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; P="" ;;
     *) echo "error: $PRESET: unknown preset (quick, long or ci)" >&2; exit 1 ;;
 esac
-# The question phases after stage 2, each STEPS:ORDER:WORLD. STEPS more question steps
-# from the end of the phase before, at learning rate 1e-3, in the data order of seed ORDER;
-# WORLD 0 is this run's own scenes, WORLD N > 0 a fresh set of NFRESH scenes drawn with
-# generator seed N (its images cached like the first). PHASES="" runs none.
+# The question phases after stage 2, each STEPS:ORDER:WORLD[:ATTENTION]. STEPS more question
+# steps from the end of the phase before, at learning rate 1e-3, in the data order of seed
+# ORDER; WORLD 0 is this run's own scenes, WORLD N > 0 a fresh set of NFRESH scenes drawn
+# with generator seed N (its images cached like the first); ATTENTION, causal or
+# bidirectional, the phase's image_attention (config.h; default: the config's, causal).
+# PHASES="" runs none.
 PHASES=${PHASES-$P}
 NFRESH=${NFRESH:-24000}
 for ph in $PHASES; do
-    [[ "$ph" =~ ^[0-9]+:[0-9]+:[0-9]+$ ]] || { echo "error: PHASES: '$ph' is not STEPS:ORDER:WORLD" >&2; exit 1; }
+    [[ "$ph" =~ ^[0-9]+:[0-9]+:[0-9]+(:causal|:bidirectional)?$ ]] ||
+        { echo "error: PHASES: '$ph' is not STEPS:ORDER:WORLD[:causal|:bidirectional]" >&2; exit 1; }
 done
 R=${RUNDIR:-.}
 THR=()
@@ -85,7 +88,9 @@ CK1=$(ls -d "$OUT"/stage1/step_* | tail -1)
 CK2=$(ls -d "$OUT"/stage2/step_* | tail -1)
 k=0
 for ph in $PHASES; do
-    IFS=: read -r STEPS ORDER WORLD <<< "$ph"
+    IFS=: read -r STEPS ORDER WORLD ATTN <<< "$ph"
+    EXTRA=()
+    if [ -n "$ATTN" ]; then EXTRA=(--set "image_attention=$ATTN"); fi
     k=$((k + 1))
     DATA="$OUT/data"; CACHE="$OUT/cache"
     if [ "$WORLD" -gt 0 ]; then DATA="$OUT/fresh_$WORLD/data"; CACHE="$OUT/fresh_$WORLD/cache"; fi
@@ -97,10 +102,10 @@ for ph in $PHASES; do
         (cd "$DATA" && ls images | grep '^train_' | sed 's|^|images/|') > "$DATA/train_images.txt"
         "$R/02_vit/run" cache --model "$OUT/model/vit" --list "$DATA/train_images.txt" --out "$CACHE" "${THR[@]}"
     fi
-    say "5.$k/6 $STEPS more question steps (learning rate 1e-3, data order seed $ORDER, scenes: $DATA)"
+    say "5.$k/6 $STEPS more question steps (learning rate 1e-3, data order seed $ORDER, scenes: $DATA${ATTN:+, image attention $ATTN})"
     "$R/05_training/run" train --config 05_training/configs/world_stage2.conf --data "$DATA/stage2.jsonl" \
         --out "$OUT/phase_$k" --steps "$STEPS" --set "init=$CK2" "${COMMON[@]}" --features "$CACHE" \
-        --set lr=1e-3 --set lr_connector=1e-3 --set seed="$ORDER"
+        --set lr=1e-3 --set lr_connector=1e-3 --set seed="$ORDER" "${EXTRA[@]}"
     CK2=$(ls -d "$OUT"/phase_$k/step_* | tail -1)
 done
 

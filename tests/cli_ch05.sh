@@ -43,16 +43,19 @@ jnum() { sed -n "s/^ *\"$2\": \([0-9.]*\),*\$/\1/p" "$1"; }   # jnum FILE KEY: a
 W=$T/w
 LEARN=${RUNDIR:-.}
 if [ -x ./05_training/run ] && [ -x ./04_qwen/run ] && [ -x ./02_vit/run ]; then LEARN=.; fi
-# PHASES adds one short question phase on 200 fresh scenes (generator seed 5): the
-# mechanism of the long preset's continuation (make train-long), at the smallest size.
-if PHASES="10:7:5" NFRESH=200 RUNDIR=$LEARN 05_training/train_nano.sh ci "$W" >"$T/w.log" 2>&1; then
+# PHASES adds one short question phase on 200 fresh scenes (generator seed 5), with the
+# image attention switched to both ways: the mechanism of the long preset's continuation
+# (make train-long), at the smallest size.
+if PHASES="10:7:5:bidirectional" NFRESH=200 RUNDIR=$LEARN 05_training/train_nano.sh ci "$W" >"$T/w.log" 2>&1; then
     pass "train_nano.sh ci runs" "$(grep -c '^step' "$T/w.log") progress lines"
     nph=$(losses "$W/phase_1/log.jsonl" | wc -l)
     ck2=$(ls -d "$W"/stage2/step_* | tail -1)
     if [ "$nph" = 10 ] && grep -q "^training: stage 2, 200 rows" "$T/w.log" &&
-        grep -qx "seed = 7" "$W/model/train.conf" && grep -qx "init = $ck2" "$W/model/train.conf"; then
-        pass "train_nano.sh PHASES: a phase on fresh scenes from stage 2's end" "$nph steps on 200 new scenes"
-    else fail "train_nano.sh PHASES" "steps $nph, $(grep -E '^(seed|init) ' "$W/model/train.conf" | tr '\n' ' ')"; fi
+        grep -qx "seed = 7" "$W/model/train.conf" && grep -qx "init = $ck2" "$W/model/train.conf" &&
+        grep -qx "image_attention = bidirectional" "$W/model/train.conf" &&
+        grep -qx "image_attention = causal" "$W/stage2/$(basename "$ck2")/train.conf"; then
+        pass "train_nano.sh PHASES: a phase on fresh scenes from stage 2's end" "$nph steps on 200 new scenes, image both ways"
+    else fail "train_nano.sh PHASES" "steps $nph, $(grep -E '^(seed|init|image_attention) ' "$W/model/train.conf" | tr '\n' ' ')"; fi
     s1=$(losses "$W/stage1/log.jsonl" | tail -10 | awk '{s += $1} END {printf "%.4f", s / NR}')
     s1first=$(losses "$W/stage1/log.jsonl" | head -1)
     if awk -v l="$s1" 'BEGIN{exit !(l < 0.35)}'; then
@@ -87,6 +90,8 @@ else
 fi
 expect_error "train_nano.sh: a bad PHASES entry" "PHASES: '20:x:0' is not STEPS:ORDER:WORLD" \
     env PHASES="20:x:0" 05_training/train_nano.sh ci "$T/badph"
+expect_error "train_nano.sh: a bad PHASES attention" "PHASES: '20:1:0:sideways' is not" \
+    env PHASES="20:1:0:sideways" 05_training/train_nano.sh ci "$T/badph"
 expect_error "eval: a directory without a model" "no trained model here" $RUN eval --model "$T" --n 1
 expect_error "chat: no --image" "--image" $RUN chat --model "$W/model" "hi"
 
