@@ -29,9 +29,9 @@
 //
 // Every rule but the caption's and the point's reads only the answer's
 // conclusion: what follows its last ':' (a worked answer, world.h), or all
-// of it when it has none. A question with no answer counts as wrong. Every figure is a fraction in
-// [0, 1] except point_dist (pixels); a type that was never asked is NaN in the
-// struct and null in the JSON.
+// of it when it has none. A question with no answer counts as wrong. Every
+// figure is a fraction in [0, 1] except point_dist (pixels); a type that was
+// never asked is NaN in the struct and null in the JSON.
 //
 // The noise control (the image replaced by noise) is the same scoring applied
 // to a second set of answers: a model that uses the image should drop to

@@ -60,8 +60,9 @@
 // Answers are short ("red", "left", "<point>12.5 23.4"), or with `generate
 // --answers walk` worked: the colour, position and pointing answers first
 // name the shapes in reading order up to the one asked about (world.c,
-// walk_answer), then answer after a ':' (the evaluator reads what follows
-// the last ':', and the last point).
+// walk_answer); a colour or position walk then answers after a ':', and a
+// pointing walk ends at the asked shape's point (the evaluator reads what
+// follows the last ':', and the last point).
 //
 // What it does not do: moving shapes and clips (stage 3, later), rotation,
 // occlusion, text in images. The evaluator that scores answers is eval.h.
