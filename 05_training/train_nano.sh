@@ -12,7 +12,7 @@
 #   5. stage 1, captions, then stage 2, every question         "$R/05_training/run" train
 #   6. the model directory, the evaluator, a sample answer    ./05_training/run eval | chat
 # The presets differ only in the amount of data and steps:
-#   quick  the `make train` run: about 19 minutes on a 2-core laptop CPU
+#   quick  the `make train` run: about 18 minutes on a 2-core laptop CPU
 #          (a long stage 1: caption steps are short and cheap, and they are where the
 #          model learns to find a shape and name its kind, colour, size and place;
 #          4,500 of them instead of 1,500 lifted colour answers from 71.5/82.5% to
@@ -39,7 +39,8 @@ OUT=${2:-build/world}
 case "$PRESET" in
     quick) NTRAIN=10000; NTEST=200; S1=4500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; P="" ;;
     long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16
-           P="6000:99:0 3000:7:0 6000:11:2 6000:13:3 6000:17:4:bidirectional" ;;
+           P="6000:99:0 3000:7:0 6000:11:2 6000:13:3 6000:17:4:bidirectional
+              6000:19:5:bidirectional 6000:23:6:bidirectional" ;;
     ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; P="" ;;
     *) echo "error: $PRESET: unknown preset (quick, long or ci)" >&2; exit 1 ;;
 esac
