@@ -101,6 +101,7 @@ void world_config_default(WorldConfig *cfg) {
     cfg->size = 64;
     cfg->max_shapes = 4;
     cfg->dense = false;
+    cfg->point_all = false;
     cfg->shuffled_captions = false;
     cfg->walk = false;
 }
@@ -436,8 +437,12 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // shape, a point at every shape and up to three position pairs: more of what
 // is slow to learn per image, for a few more tokens in the same conversation.
 // (Tried only together with length buckets, which hurt, so its own effect is
-// not settled: bench/RESULTS.md. make train does not use it.)
-static void ask_questions(Scene *sc, Rng *r, bool dense, bool shuffled, bool walk) {
+// not settled: bench/RESULTS.md. make train does not use it.) With `point_all`
+// (the training split of `generate --point-all`, which make train uses) only
+// the pointing is dense: every shape of the scene is pointed at, one question
+// each, so a row asks "Point to the circle." and "Point to the square." of the
+// same picture and the two answers differ only by which shape the name picks.
+static void ask_questions(Scene *sc, Rng *r, bool dense, bool point_all, bool shuffled, bool walk) {
     sc->nq = 0;
     Question *q = add_question(sc, Q_CAPTION);
     snprintf(q->text, sizeof q->text, "Describe the image.");
@@ -449,7 +454,7 @@ static void ask_questions(Scene *sc, Rng *r, bool dense, bool shuffled, bool wal
     ask_count_color(sc, r);
     ask_position(sc, r, dense ? 3 : 1);
     ask_largest(sc);
-    ask_point(sc, r, dense);
+    ask_point(sc, r, dense || point_all);
     for (int j = 0; walk && j < sc->nq; j++)
         if (sc->q[j].type == Q_COLOR || sc->q[j].type == Q_POSITION || sc->q[j].type == Q_POINT)
             walk_answer(sc, &sc->q[j]);
@@ -476,7 +481,8 @@ void world_scene(Scene *sc, const WorldConfig *cfg, WorldSplit split, int index)
     for (int c = 0; c < 3; c++) sc->bg[c] = (uint8_t)(grey + (int)rng_below(&r, 13) - 6);
     sc->textured = rng_below(&r, 2) == 1;
     sc->texture_seed = rng_u32(&r);
-    ask_questions(sc, &r, cfg->dense && split == WORLD_TRAIN, cfg->shuffled_captions, cfg->walk);
+    ask_questions(sc, &r, cfg->dense && split == WORLD_TRAIN, cfg->point_all && split == WORLD_TRAIN,
+                  cfg->shuffled_captions, cfg->walk);
 }
 
 // ----------------------------------------------------------------------------
@@ -961,12 +967,14 @@ int world_generate(const WorldConfig *cfg, const char *dir, bool verbose) {
 static void generate_usage(FILE *f) {
     fprintf(f,
             "usage: run generate --out DIR [--seed S] [--n-train N] [--n-test N] [--size PX] [--max-shapes K]\n"
-            "                    [--dense] [--caption-order reading|shuffled] [--answers short|walk] [--quiet]\n"
+            "                    [--dense] [--point-all] [--caption-order reading|shuffled] [--answers short|walk]\n"
+            "                    [--quiet]\n"
             "  writes DIR/images/*.png, DIR/stage1.jsonl, DIR/stage2.jsonl, DIR/test.jsonl,\n"
             "  DIR/scenes_train.jsonl and DIR/scenes_test.jsonl (defaults: seed 1, 2000 train,\n"
             "  200 test, 64 px, 1-4 shapes)\n"
             "  --dense: training scenes ask the colour of every shape that can be named without it,\n"
             "  to point at every shape, and up to 3 position pairs (test scenes: one of each type)\n"
+            "  --point-all: training scenes ask to point at every shape (test scenes: at one)\n"
             "  --caption-order: the shapes of a caption in reading order (default) or shuffled\n"
             "  --answers walk: colour, position and pointing answers name the shapes in reading order\n"
             "  up to the one asked about, then answer (default short: the answer alone)\n");
@@ -988,7 +996,8 @@ int world_cli_generate(int argc, char **argv) {
         {"size", required_argument, 0, 'z'},    {"max-shapes", required_argument, 0, 'k'},
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
         {"dense", no_argument, 0, 'd'},         {"caption-order", required_argument, 0, 'c'},
-        {"answers", required_argument, 0, 'a'}, {0, 0, 0, 0}};
+        {"answers", required_argument, 0, 'a'}, {"point-all", no_argument, 0, 'p'},
+        {0, 0, 0, 0}};
     WorldConfig cfg;
     world_config_default(&cfg);
     const char *out = NULL;
@@ -1005,6 +1014,7 @@ int world_cli_generate(int argc, char **argv) {
         case 'k': cfg.max_shapes = (int)parse_int_flag("--max-shapes", optarg, 1, WORLD_MAX_SHAPES); break;
         case 'q': verbose = false; break;
         case 'd': cfg.dense = true; break;
+        case 'p': cfg.point_all = true; break;
         case 'c':
             if (strcmp(optarg, "reading") && strcmp(optarg, "shuffled"))
                 fail_input("--caption-order", "expected reading or shuffled, got '%s'", optarg);

@@ -157,6 +157,7 @@ typedef struct {
     int size;          // --size: image width = height in pixels (default 64, 16..1024)
     int max_shapes;    // --max-shapes: 1..WORLD_MAX_SHAPES shapes per scene (default 4)
     bool dense;        // --dense: training scenes ask every shape's colour and place (see world.c)
+    bool point_all;    // --point-all: training scenes ask to point at every shape (world.c)
     bool shuffled_captions; // --caption-order shuffled: captions list the shapes in a random order
     bool walk;         // --answers walk: worked answers (world.c, walk_answer)
 } WorldConfig;
@@ -236,6 +237,7 @@ int world_parse_timestamp(const char *s, float *t_sec);
 //     --n-test N         held-out test scenes (default 200)
 //     --size PX          image side in pixels (default 64, 16..1024)
 //     --max-shapes K     shapes per scene are 1..K (default 4, at most 6)
+//     --point-all        training scenes ask to point at every shape (make train)
 //     --quiet            no progress line
 //     --help
 // Returns the process exit code (0 ok, 1 bad arguments); bad paths end the

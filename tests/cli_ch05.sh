@@ -188,6 +188,17 @@ expect_error "generate: an unknown caption order" "expected reading or shuffled"
 printf 'image_attention = sideways\n' > "$T/badatt.conf"
 expect_error "bad config: an unknown image_attention" "image_attention must be causal or bidirectional" $RUN train --config "$T/badatt.conf" --data "$DATA" --images "$IMG" --out "$T/o9c"
 expect_error "generate: an unknown answer form" "expected short or walk" $RUN generate --out "$T/w0" --answers long
+# --point-all: every training scene asks to point at each of its shapes, a test scene at one
+if $RUN generate --out "$T/wp" --n-train 40 --n-test 10 --max-shapes 4 --quiet --point-all; then
+    want=$(awk -F'"kind":' '{ s += NF - 1 } END { print s }' "$T/wp/scenes_train.jsonl")
+    got=$(grep -o 'Point to ' "$T/wp/stage2.jsonl" | wc -l)
+    bad=$(paste -d'\t' "$T/wp/scenes_train.jsonl" "$T/wp/stage2.jsonl" |
+          awk -F'\t' '{ k = gsub(/"kind":/, "", $1); p = gsub(/Point to /, "", $2); if (k != p) n++ } END { print n + 0 }')
+    tq=$(awk '{ n += gsub(/Point to /, "") } END { print n }' "$T/wp/test.jsonl")
+    if [ "$want" -gt 40 ] && [ "$got" -eq "$want" ] && [ "$bad" -eq 0 ] && [ "$tq" -eq 10 ]; then
+        pass "generate --point-all" "$got points for $want training shapes, every row its own shapes; 10 in 10 test scenes"
+    else fail "generate --point-all" "points $got for $want shapes, $bad rows off, $tq test points"; fi
+else fail "generate --point-all" "generate failed"; fi
 printf 'loss_weight = sentence\n' > "$T/badlw.conf"
 expect_error "bad config: an unknown loss_weight" "loss_weight must be token or answer" $RUN train --config "$T/badlw.conf" --data "$DATA" --images "$IMG" --out "$T/o9d"
 touch "$T/afile"
