@@ -16,9 +16,8 @@
 #          (a long stage 1: caption steps are short and cheap, and they are where the
 #          model learns to find a shape and name its kind, colour, size and place;
 #          4,500 of them instead of 1,500 lifted colour answers from 71.5/82.5% to
-#          85.0/88.0% for two seeds), and every training scene asks to point at each
-#          of its shapes (generate --point-all: pointing 37.0 -> 40.0%, position
-#          52.1 -> 56.8%; bench/RESULTS.md, ninth session)
+#          85.0/88.0% for two seeds: bench/RESULTS.md, ninth session; GEN="--point-all"
+#          points at every shape too, better, but over 20 minutes on this CPU)
 #   long   the shipped checkpoint's schedule (models/nano): a longer stage 2, then
 #          the question phases of PHASES, each from the end of the one before, at half
 #          the learning rate (finding a shape by its name is learned late, and fastest
@@ -39,12 +38,11 @@ cd "$(dirname "$0")/.."
 PRESET=${1:-quick}
 OUT=${2:-build/world}
 case "$PRESET" in
-    quick) NTRAIN=10000; NTEST=200; S1=4500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; P=""
-           WGEN="--point-all" ;;
-    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16; WGEN=""
+    quick) NTRAIN=10000; NTEST=200; S1=4500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; P="" ;;
+    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16
            P="6000:99:0 3000:7:0 6000:11:2 6000:13:3 6000:17:4:bidirectional
               6000:19:5:bidirectional 6000:23:6:bidirectional" ;;
-    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; P=""; WGEN="" ;;
+    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; P="" ;;
     *) echo "error: $PRESET: unknown preset (quick, long or ci)" >&2; exit 1 ;;
 esac
 # The question phases after stage 2, each STEPS:ORDER:WORLD[:ATTENTION]. STEPS more question
@@ -67,7 +65,7 @@ say() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 say "1/6 the synthetic world: $NTRAIN training scenes, $NTEST held-out -> $OUT/data"
 mkdir -p "$OUT"
-"$R/05_training/run" generate --out "$OUT/data" --n-train "$NTRAIN" --n-test "$NTEST" --max-shapes "$SHAPES" $WGEN ${GEN:-}
+"$R/05_training/run" generate --out "$OUT/data" --n-train "$NTRAIN" --n-test "$NTEST" --max-shapes "$SHAPES" ${GEN:-}
 
 say "2/6 a BPE vocabulary from the world's text (its first 1000 scenes) -> $OUT/model/tokenizer.json"
 mkdir -p "$OUT/model"

@@ -438,7 +438,7 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // is slow to learn per image, for a few more tokens in the same conversation.
 // (Tried only together with length buckets, which hurt, so its own effect is
 // not settled: bench/RESULTS.md. make train does not use it.) With `point_all`
-// (the training split of `generate --point-all`, which make train uses) only
+// (the training split of `generate --point-all`) only
 // the pointing is dense: every shape of the scene is pointed at, one question
 // each, so a row asks "Point to the circle." and "Point to the square." of the
 // same picture and the two answers differ only by which shape the name picks.
