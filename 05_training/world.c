@@ -438,10 +438,12 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // is slow to learn per image, for a few more tokens in the same conversation.
 // (Tried only together with length buckets, which hurt, so its own effect is
 // not settled: bench/RESULTS.md. make train does not use it.) With `point_all`
-// (the training split of `generate --point-all`) only
-// the pointing is dense: every shape of the scene is pointed at, one question
-// each, so a row asks "Point to the circle." and "Point to the square." of the
-// same picture and the two answers differ only by which shape the name picks.
+// (the training split of `generate --point-all`) only the pointing is dense:
+// every shape of the scene is pointed at, one question each, so a row asks
+// "Point to the circle." and "Point to the square." of the same picture, and
+// the two answers differ only by which shape the name picks. (Measured: more
+// pointing and position at equal steps, longer rows; an option, off in
+// make train: bench/RESULTS.md, ninth session.)
 static void ask_questions(Scene *sc, Rng *r, bool dense, bool point_all, bool shuffled, bool walk) {
     sc->nq = 0;
     Question *q = add_question(sc, Q_CAPTION);
