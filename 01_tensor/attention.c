@@ -131,22 +131,23 @@ static void softmax_row(float *s, int a, int c, int n_vis, int nk) {
 }
 
 // Whether a key of segment sk is visible to some query of a block whose own
-// segments (other than 0) are own[0 .. n_own-1].
+// segments are own[0 .. n_own-1]: it is one of them or one of their prefixes.
 static bool block_sees(int32_t sk, const int32_t *own, int n_own) {
-    if (sk == 0) return true;
     for (int i = 0; i < n_own; i++)
-        if (own[i] == sk) return true;
+        if (own[i] == sk || seg_prefix(own[i]) == sk) return true;
     return false;
 }
 
 void attention_key_gap(const int32_t *seg_row, int p0, int qb, int nk, int *a, int *c) {
     enum { MAXS = 8 };
-    int32_t own[MAXS];   // the block's segments (other than 0)
+    int32_t own[MAXS];   // the block's segments
     int n_own = 0;
     *a = *c = nk;
     for (int r = 0; r < qb; r++) {
         int32_t sr = seg_row[p0 + r];
-        if (block_sees(sr, own, n_own)) continue;   // 0, or already listed
+        bool listed = false;
+        for (int i = 0; i < n_own && !listed; i++) listed = own[i] == sr;
+        if (listed) continue;
         if (n_own == MAXS) return;   // a block of many short sequences: read all keys
         own[n_own++] = sr;
     }
@@ -212,12 +213,13 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
                     float *sr = S + (size_t)r * Tk;   // (nk) this query's scores
                     if (seg) {   // keys of other segments: a score no exp survives (probability 0)
                         const int32_t *sb = seg + (size_t)b * Tcap, si = sb[q_pos0 + i0 + r];
+                        const int32_t pi = seg_prefix(si);   // its group's prefix
                         // (a select, not a branch: the compiler does 16 keys per instruction)
                         const int e1 = a < n_vis ? a : n_vis;
 #pragma omp simd
-                        for (int j = 0; j < e1; j++) sr[j] = sb[j] == 0 || sb[j] == si ? sr[j] : -FLT_MAX;
+                        for (int j = 0; j < e1; j++) sr[j] = sb[j] == pi || sb[j] == si ? sr[j] : -FLT_MAX;
 #pragma omp simd
-                        for (int j = c; j < n_vis; j++) sr[j] = sb[j] == 0 || sb[j] == si ? sr[j] : -FLT_MAX;
+                        for (int j = c; j < n_vis; j++) sr[j] = sb[j] == pi || sb[j] == si ? sr[j] : -FLT_MAX;
                     }
                     softmax_row(sr, a, c, n_vis, nk);
                 }

@@ -25,6 +25,15 @@
 // sequences packed in a row use segments 1, 2, ... A query's own position is
 // always visible, so no row of probabilities is empty.
 //
+// Groups. A row may also hold several such sequences *each with its own
+// shared prefix* (chapter 05's batch packing: several scenes, each an image
+// and its questions, one after another in one row). The upper bits of a
+// segment number name its group, the low SEG_GROUP_BITS its part: part 0 is
+// the group's prefix. The rule in full: a key is visible to a query if its
+// segment is the query's, or is the query's group's prefix, seg_prefix(query
+// segment). Group 0's prefix is segment 0, so a row of one group reads
+// exactly as described above.
+//
 // Reach (reach, or NULL for none): with `causal`, the query at absolute
 // position p sees keys 0 .. reach[p]-1 instead of 0 .. p. reach (B, Tcap)
 // holds p + 1 for an ordinary token and more for a token that may look
@@ -45,6 +54,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#define SEG_GROUP_BITS 16   // a segment number: group << SEG_GROUP_BITS | part (part 0: the prefix)
+// The prefix segment of s's group: s with its part cleared.
+static inline int32_t seg_prefix(int32_t s) { return (int32_t)((uint32_t)s & ~((1u << SEG_GROUP_BITS) - 1u)); }
+
 // out (B,Tq,NH,HD); probs (B,NH,Tq,Tk) or NULL: the softmax weights, kept when
 // a backward pass will need them; q (B,Tq,NH,HD); k,v (B,Tcap,NKV,HD);
 // seg (B,Tcap) or NULL; reach (B,Tcap) or NULL.
@@ -54,8 +67,9 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
 
 // The keys a block of queries can skip. A block of qb queries at positions
 // p0 .. p0+qb-1 of one row, reading keys 0 .. nk-1, needs no key whose
-// segment is neither 0 nor one of the block's own: with questions packed
-// behind a shared image (chapter 05), the earlier questions' keys. The block
+// segment is neither one of the block's own nor their group's prefix: with
+// questions packed behind a shared image (chapter 05), the earlier questions'
+// keys; with scenes packed in a row, the earlier scenes' keys too. The block
 // then reads two windows of keys, [0, a) and [c, nk), and skips [a, c), the
 // first run of such keys (a = c = nk when there is none). Any further
 // invisible keys past c are masked as usual. seg_row (Tcap) is the row's.

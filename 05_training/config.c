@@ -47,6 +47,7 @@ void config_defaults(TrainConfig *c) {
     snprintf(c->init, sizeof c->init, "none");
     c->shuffle = true;
     c->bucket = 0;
+    c->pack_len = 0;
     c->seed = 1234;
     c->log_every = 1;
     c->save_every = 0;
@@ -70,7 +71,7 @@ static const Key KEYS[] = {
     F(weight_decay, 0, 10), F(beta1, 0, 0.999999), F(beta2, 0, 0.999999), F(adam_eps, 0, 1),
     F(max_grad_norm, 0, 1e9), F(z_loss, 0, 1), I(loss_chunk, 1, 1 << 20), S(loss_weight), I(max_seq_len, 2, 1 << 24),
     B(truncate), B(turn_blocks), B(freeze_vision_encoder), B(train_connector), B(train_llm), S(connector), S(vit_feature),
-    S(vit), S(llm), S(tokenizer), S(llm_vocab), I(patch_merge, 1, 2), I(patch_context, 1, 5), S(image_attention), B(pos_code), B(pos_ramp), S(init), B(shuffle), I(bucket, 0, 1024), {"seed", K_U64, offsetof(TrainConfig, seed), 0, 0, 0},
+    S(vit), S(llm), S(tokenizer), S(llm_vocab), I(patch_merge, 1, 2), I(patch_context, 1, 5), S(image_attention), B(pos_code), B(pos_ramp), S(init), B(shuffle), I(bucket, 0, 1024), I(pack_len, 0, 65536), {"seed", K_U64, offsetof(TrainConfig, seed), 0, 0, 0},
     I(log_every, 1, 1e9), I(save_every, 0, 1e9),
 };
 #undef I

@@ -59,6 +59,7 @@ typedef struct {
     char init[512];            // a checkpoint to start from (LLM + connector), or "none"
     bool shuffle;
     int bucket;                // length buckets: sort windows of this many batches by length (data.h); 0 off
+    int pack_len;              // batch packing: samples share rows of up to this many tokens (data.h); 0 off
     uint64_t seed;
     int log_every;             // optimizer steps between log lines
     int save_every;            // optimizer steps between checkpoints (0: only at the end)

@@ -1,11 +1,12 @@
 // data.c: reading LLaVA-style rows, the chat template, labels and batches (see data.h).
-#define _GNU_SOURCE   // qsort_r, for the length buckets
+#define _GNU_SOURCE   // qsort_r, for the length buckets and batch packing
 #include "05_training/data.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "01_tensor/attention.h"
 #include "01_tensor/common.h"
 #include "01_tensor/json.h"
 #include "01_tensor/rng.h"
@@ -353,50 +354,119 @@ void sample_free(Sample *s) {
 // ----------------------------------------------------------------------------
 // Batches
 
-bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int B, int pad_id) {
-    memset(b, 0, sizeof *b);
-    int T = 1;
-    bool packed = false;
-    for (int i = 0; i < B; i++) {
-        T = s[i].n > T ? s[i].n : T;
-        for (int t = 0; t < s[i].n && !packed; t++) packed = s[i].seg[t] != 0;
+// First fit, longest first: sample order[k] (longest first) goes into the
+// first row with room for it within cap tokens, else a new row. Writes each
+// sample's row into row_of (NS) and returns the number of rows; *T gets the
+// longest row's length.
+static int first_fit(const Sample *s, const int *order, int NS, int cap, int *row_of, int *T) {
+    int *fill = xcalloc((size_t)NS, sizeof(int));   // tokens in each row so far
+    int R = 0;
+    for (int k = 0; k < NS; k++) {
+        int i = order[k], r = 0;
+        while (r < R && fill[r] + s[i].n > cap) r++;
+        if (r == R) R++;
+        fill[r] += s[i].n;
+        row_of[i] = r;
     }
+    *T = 0;
+    for (int r = 0; r < R; r++) *T = fill[r] > *T ? fill[r] : *T;
+    free(fill);
+    return R;
+}
+
+static int longer_first(const void *a, const void *b, void *ctx) {
+    const Sample *s = ctx;
+    int i = *(const int *)a, j = *(const int *)b;
+    return s[i].n != s[j].n ? s[j].n - s[i].n : i - j;   // ties keep the samples' order
+}
+
+bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int NS, int pad_id,
+                 int pack_len) {
+    memset(b, 0, sizeof *b);
+    int longest = 1;
+    bool blocks = false;   // some sample has turn blocks
+    for (int i = 0; i < NS; i++) {
+        longest = s[i].n > longest ? s[i].n : longest;
+        for (int t = 0; t < s[i].n && !blocks; t++) blocks = s[i].seg[t] != 0;
+    }
+    // ---- the layout: which row each sample goes into, in what order
+    int *row_of = xmalloc((size_t)NS * sizeof(int));   // (NS) each sample's row
+    int *order = xmalloc((size_t)NS * sizeof(int));    // (NS) samples, longest first
+    for (int i = 0; i < NS; i++) order[i] = row_of[i] = i;
+    int B = NS, T = longest;
+    if (pack_len > 0 && NS > 1) {
+        qsort_r(order, (size_t)NS, sizeof(int), longer_first, (void *)s);
+        // every row length from the longest sample to pack_len, in steps of 8:
+        // the layout with the fewest positions (B * T) wins, the shorter T on a tie
+        int *trial = xmalloc((size_t)NS * sizeof(int));
+        for (int cap = longest; cap <= (pack_len > longest ? pack_len : longest); cap += 8) {
+            int Tc, R = first_fit(s, order, NS, cap, trial, &Tc);
+            if ((int64_t)R * Tc < (int64_t)B * T) {
+                B = R;
+                T = Tc;
+                memcpy(row_of, trial, (size_t)NS * sizeof(int));
+            }
+        }
+        free(trial);
+    }
+    const bool packed = B < NS;
+    NM_CHECK(NS < (1 << (31 - SEG_GROUP_BITS)), "batch: %d samples are too many to pack", NS);
     b->B = B;
     b->T = T;
+    b->n_samples = NS;
     size_t BT = (size_t)B * T;
     b->ids = xmalloc(BT * sizeof(int32_t));
     b->labels = xmalloc(BT * sizeof(int32_t));
     b->targets = xmalloc(BT * sizeof(int32_t));
     b->pos = xmalloc(BT * sizeof(int32_t));
-    b->seg = packed ? xmalloc(BT * sizeof(int32_t)) : NULL;
-    b->mask = xmalloc(BT);
-    b->len = xmalloc((size_t)B * sizeof(int));
-    b->rows = xmalloc((size_t)B * sizeof(int));
+    b->seg = blocks || packed ? xmalloc(BT * sizeof(int32_t)) : NULL;
+    b->mask = xcalloc(BT, 1);
+    b->len = xcalloc((size_t)B, sizeof(int));
+    b->rows = xmalloc((size_t)NS * sizeof(int));
     int NI = 0;
-    for (int i = 0; i < B; i++) NI += s[i].n_images;
+    for (int i = 0; i < NS; i++) NI += s[i].n_images;
     b->images = xcalloc((size_t)NI + 1, sizeof(char *));
     b->weights = NULL;
-    for (int i = 0; i < B; i++) {
-        b->len[i] = s[i].n;
-        b->rows[i] = rows ? rows[i] : i;
-        for (int k = 0; k < s[i].n_images; k++) b->images[b->n_images++] = convs[i]->images[k];
-        for (int t = 0; t < T; t++) {
-            size_t o = (size_t)i * T + t;
-            bool real = t < s[i].n;
-            b->ids[o] = real ? s[i].ids[t] : pad_id;
-            b->labels[o] = real ? s[i].labels[t] : LOSS_IGNORE;
-            b->pos[o] = real ? s[i].pos[t] : 0;
-            if (packed) b->seg[o] = real ? s[i].seg[t] : -1;
-            b->mask[o] = real;
-        }
-        for (int t = 0; t < T; t++) {
-            size_t o = (size_t)i * T + t;
-            bool same_block = !packed || t + 1 >= T || b->seg[o + 1] == b->seg[o] || b->seg[o] == 0;
-            b->targets[o] = t + 1 < T && same_block ? b->labels[o + 1] : LOSS_IGNORE;
-            b->n_sup += b->targets[o] != LOSS_IGNORE;
-        }
-        b->n_tokens += s[i].n;
+    for (size_t o = 0; o < BT; o++) {   // padding everywhere first; the samples overwrite it
+        b->ids[o] = pad_id;
+        b->labels[o] = b->targets[o] = LOSS_IGNORE;
+        b->pos[o] = 0;
+        if (b->seg) b->seg[o] = -1;
     }
+    // ---- the samples, row by row, each in its order: images then appear in
+    // the batch in the order of their placeholders, as the VLM reads them
+    int ns = 0;
+    for (int r = 0; r < B; r++) {
+        int group = 0;   // the sample's place in its row: its segment group
+        for (int k = 0; k < NS; k++) {
+            const int i = packed ? order[k] : k;
+            if (row_of[i] != r) continue;
+            const Sample *si = &s[i];
+            const int32_t g = (int32_t)group++ << SEG_GROUP_BITS;
+            NM_CHECK(!b->seg || si->n == 0 || si->seg[si->n - 1] < (1 << SEG_GROUP_BITS),
+                     "batch: a sample of %d blocks is too many to pack", si->seg[si->n - 1]);
+            b->rows[ns++] = rows ? rows[i] : i;
+            for (int k2 = 0; k2 < si->n_images; k2++) b->images[b->n_images++] = convs[i]->images[k2];
+            const size_t o0 = (size_t)r * T + b->len[r];   // where the sample starts
+            for (int t = 0; t < si->n; t++) {
+                size_t o = o0 + t;
+                b->ids[o] = si->ids[t];
+                b->labels[o] = si->labels[t];
+                b->pos[o] = si->pos[t];
+                if (b->seg) b->seg[o] = g | si->seg[t];
+                b->mask[o] = 1;
+                // the target: the next token of the same sample and block (the
+                // prefix, segment 0 of the sample, predicts its first block's start)
+                bool same_block = t + 1 < si->n && (si->seg[t + 1] == si->seg[t] || si->seg[t] == 0);
+                b->targets[o] = same_block ? si->labels[t + 1] : LOSS_IGNORE;
+                b->n_sup += b->targets[o] != LOSS_IGNORE;
+            }
+            b->len[r] += si->n;
+            b->n_tokens += si->n;
+        }
+    }
+    free(row_of);
+    free(order);
     b->sup_weight = b->n_sup;
     return b->n_sup > 0;
 }
@@ -535,7 +605,7 @@ void data_next_batch(Batch *b, DataOrder *o, const ChatFormat *f, int B, int64_t
         rows[i] = r;
         i++;
     }
-    if (!batch_build(b, s, convs, rows, B, f->pad_id))
+    if (!batch_build(b, s, convs, rows, B, f->pad_id, f->pack_len))
         fail_input(o->d->path, "a batch (rows ending at stream position %lld) has no supervised token",
                    (long long)*cursor);
     if (f->answer_weights) batch_weight_answers(b);

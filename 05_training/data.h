@@ -56,8 +56,21 @@
 // computed once for all the questions, which is what makes this cheaper than
 // one row per question. Needs every image in the first user turn.
 //
-// Letters: B rows in a batch, T padded length, NI images in a batch, NV visual
-// tokens per image.
+// Batch packing (`pack_len` = P > 0). A batch is padded to its longest row,
+// and every padded position costs a whole forward and backward: the world's
+// question rows run from about 170 to 370 tokens, so a batch of 16 is about a
+// fifth padding. Packed, the batch's samples are laid end to end in fewer,
+// longer rows (first fit, longest first, into rows of at most P tokens, or of
+// the longest sample when that is longer; of all the row lengths that allow,
+// the one with the fewest positions in all). Each sample is its own group of
+// segments (attention.h): it sees only itself, its position ids restart at 0,
+// and no target crosses into the next sample. So the loss and every gradient
+// are those of the unpacked batch, only computed on fewer positions (make
+// verify checks the packed batch against PyTorch run on the samples one per
+// row). Unlike length buckets, the batch holds the same samples as before.
+//
+// Letters: B rows in a batch, T padded length, NS samples in a batch (B, or
+// more when packed), NI images in a batch, NV visual tokens per image.
 #ifndef NM_DATA_H
 #define NM_DATA_H
 
@@ -100,6 +113,7 @@ typedef struct {
     bool truncate;      // policy for longer rows: truncate (true) or skip
     bool turn_blocks;   // stage 2: pack each question as its own block behind the image (above)
     bool answer_weights;// weigh the loss per answer, not per token (batch_weight_answers)
+    int pack_len;       // batch packing (above): longest packed row, in tokens; 0: one sample per row
     int image_id, im_start, im_end, eos_id, pad_id;
 } ChatFormat;
 
@@ -123,14 +137,15 @@ void sample_free(Sample *s);
 
 typedef struct {
     int B, T;           // rows, padded length
+    int n_samples;      // NS samples: B of them, or more when packed
     int32_t *ids;       // (B, T) pad_id after each row's end
     int32_t *labels;    // (B, T) LOSS_IGNORE at padding
     int32_t *targets;   // (B, T) targets[t] = labels[t+1]; LOSS_IGNORE at the last position
     int32_t *pos;       // (B, T) position ids: the samples', then 0 at padding
     int32_t *seg;       // (B, T) segments (-1 at padding), or NULL when no row is packed
     uint8_t *mask;      // (B, T) 1 for real tokens, 0 for padding
-    int *len;           // (B)
-    int *rows;          // (B) dataset row of each
+    int *len;           // (B) tokens in each row (all its samples)
+    int *rows;          // (NS) dataset row of each sample, in the order they lie in the batch
     int n_images;       // NI
     const char **images;// (NI) image paths in order of appearance (borrowed from the dataset)
     int n_sup;          // supervised targets in the batch
@@ -139,12 +154,15 @@ typedef struct {
     double sup_weight;  // the sum of the weights over supervised targets (n_sup when NULL)
 } Batch;
 
-// Pads B samples into a batch (T = the longest). A target crosses no block
-// boundary: targets[t] is ignored when token t+1 starts another block (only
-// the prefix's last token predicts the first block's first token).
+// Lays NS samples out in a batch: one per row, padded to the longest
+// (pack_len = 0), or packed into rows of at most pack_len tokens (above).
+// A target crosses no block boundary: targets[t] is ignored when token t+1
+// starts another block (only the prefix's last token predicts the first
+// block's first token) or another sample. rows (NS) or NULL (0, 1, ...).
 // The check DESIGN asks for: returns false (and leaves the batch built) when
 // no target is supervised.
-bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int B, int pad_id);
+bool batch_build(Batch *b, const Sample *s, const Conversation *const *convs, const int *rows, int NS, int pad_id,
+                 int pack_len);
 void batch_free(Batch *b);
 
 // Loss weights per answer (`loss_weight = answer`, config.h). The usual loss

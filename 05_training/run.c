@@ -338,6 +338,7 @@ static int train(const Args *a, TrainConfig *cfg) {
     chat_format_init(&fmt, tok, cfg->stage, connector_tokens_out(&v.conn.cfg), cfg->max_seq_len, cfg->truncate);
     fmt.turn_blocks = cfg->turn_blocks;
     fmt.answer_weights = !strcmp(cfg->loss_weight, "answer");
+    fmt.pack_len = cfg->pack_len;
     vlm_setup(&v, fmt.image_id, cfg->batch_size, 64, cfg->loss_chunk, cfg->z_loss);
     v.image_bidir = !strcmp(cfg->image_attention, "bidirectional");
     AdamW o;

@@ -149,13 +149,15 @@ static void test_attention_blocks(const char *name, const int32_t *reach, const 
                 const int g = h / (NH / NKV);
                 const float *qi = q + (((size_t)b * T + i) * NH + h) * HD, *di = dout + (((size_t)b * T + i) * NH + h) * HD;
                 const int n = reach ? reach[(size_t)b * T + i] : i + 1;   // keys 0 .. n-1
-                const int32_t *sb = seg ? seg + (size_t)b * T : NULL;     // and of those, segment 0 or the query's
+                const int32_t *sb = seg ? seg + (size_t)b * T : NULL;     // and of those, the query's segment or its group's prefix
                 double mx = -1e300, sum = 0, dot = 0;
                 for (int j = 0; j < n; j++) {
                     const float *kj = k + (((size_t)b * T + j) * NKV + g) * HD;
                     const float *vj = v + (((size_t)b * T + j) * NKV + g) * HD;
                     p[j] = 0; dp[j] = 0;
-                    if (sb && sb[j] != 0 && sb[j] != sb[i]) { p[j] = -INFINITY; continue; }   // exp gives 0
+                    // (group: the segment number's upper 16 bits; part 0 is the group's prefix)
+                    const bool seen = !sb || sb[j] == sb[i] || (sb[j] >> 16 == sb[i] >> 16 && (sb[j] & 0xffff) == 0);
+                    if (!seen) { p[j] = -INFINITY; continue; }   // exp gives 0
                     for (int d = 0; d < HD; d++) { p[j] += (double)qi[d] * kj[d] * sc; dp[j] += (double)di[d] * vj[d]; }
                     mx = p[j] > mx ? p[j] : mx;
                 }
@@ -218,6 +220,16 @@ static void test_attention_reach(void) {
     }
     test_attention_blocks("segments", NULL, s150);
     test_attention_blocks("segments and an image", r150, s150);
+    // Groups (batch packing): row 0 holds two scenes, each a prefix and two
+    // questions (group 0: 0..29, 30..59, 60..79; group 1: its prefix at 80..109,
+    // then 110..129 and 130..149), so the second scene sees nothing of the
+    // first; row 1 packs a scene behind plain sequences of group 0.
+    for (int t = 0; t < T; t++) {
+        s150[t] = t < 30 ? 0 : t < 60 ? 1 : t < 80 ? 2 : t < 110 ? 1 << 16 : t < 130 ? (1 << 16) | 1 : (1 << 16) | 2;
+        s150[T + t] = t < 70 ? 1 + t / 35 : t < 100 ? 1 << 16 : (1 << 16) | (1 + (t - 100) / 25);
+    }
+    test_attention_blocks("scenes packed in groups", NULL, s150);
+    test_attention_blocks("scenes packed in groups, and an image", r150, s150);
     free(s150);
     free(r150);
 }
@@ -326,7 +338,7 @@ static void test_turn_blocks_encoding(void) {
     check_true("turn blocks: one image", p.n_images == 1, "%d", p.n_images);
     const Conversation *cp = &conv;
     Batch b;
-    batch_build(&b, &p, &cp, NULL, 1, f.pad_id);
+    batch_build(&b, &p, &cp, NULL, 1, f.pad_id, 0);
     int cross = 0, sup = 0;
     for (int t = 0; t + 1 < b.T; t++) {
         cross += b.targets[t] != LOSS_IGNORE && b.seg[t + 1] != b.seg[t];
@@ -360,6 +372,94 @@ static void test_turn_blocks_encoding(void) {
                rc ? why : "accepted");
     sample_free(&p);
     for (int i = 0; i < 6; i++) free(texts[i]);
+    tok_free(tok);
+}
+
+// ---- batch packing (data.h): six scenes of 1 to 4 questions (turn blocks) and
+// two plain rows, laid out one per row and packed. Packed, the batch must
+// have fewer positions, and each sample must lie whole in one row: its ids,
+// labels, position ids and targets exactly as in its own unpacked row, its
+// segments moved into a group of their own, one group per sample of a row,
+// and its image in the batch's list where its placeholders are. Nothing may
+// be lost or added: supervised targets, real tokens.
+static void test_batch_packing(void) {
+    char err[256], why[256];
+    Tokenizer *tok = tok_load("data/qwen3/tokenizer.json", err, sizeof err);
+    check_true("batch packing: tokenizer loads", tok != NULL, "%s", err);
+    if (!tok) return;
+    tok_add_project_tokens(tok);
+    enum { NS = 8, NQ = 4 };
+    const char *q[NQ] = {"What colour is the circle?", "How many shapes are there?", "Describe the image.",
+                         "Point to the square."};
+    const char *a[NQ] = {"red", "3", "a small red circle at the top left and a large blue square", "<point>12.5 40.0"};
+    const int nq[NS] = {1, 4, 2, 3, 1, 4, 0, 0};   // questions per scene; 0: a plain two-turn row
+    char *imgs[NS] = {"i0.png", "i1.png", "i2.png", "i3.png", "i4.png", "i5.png", "i6.png", "i7.png"};
+    Role roles[NS][2 * NQ];
+    char *texts[NS][2 * NQ];
+    Conversation conv[NS];
+    const Conversation *cp[NS];
+    Sample sm[NS];
+    ChatFormat f;
+    chat_format_init(&f, tok, 2, 4, 4096, false);
+    for (int i = 0; i < NS; i++) {
+        int n = nq[i] ? nq[i] : 1;
+        for (int k = 0; k < n; k++) {
+            roles[i][2 * k] = ROLE_USER;
+            roles[i][2 * k + 1] = ROLE_ASSISTANT;
+            texts[i][2 * k] = xsprintf(k == 0 ? "<image>\n%s" : "%s", q[(i + k) % NQ]);
+            texts[i][2 * k + 1] = xsprintf("%s", a[(i + k) % NQ]);
+        }
+        conv[i] = (Conversation){.id = "p", .line = i + 1, .n_images = 1, .images = &imgs[i], .n_turns = 2 * n,
+                                 .role = roles[i], .text = texts[i]};
+        cp[i] = &conv[i];
+        f.turn_blocks = nq[i] > 0;
+        NM_CHECK(chat_encode(&f, &conv[i], &sm[i], why, sizeof why) == 0, "sample %d: %s", i, why);
+    }
+    Batch u, pk;
+    batch_build(&u, sm, cp, NULL, NS, f.pad_id, 0);
+    batch_build(&pk, sm, cp, NULL, NS, f.pad_id, 4 * u.T);
+    check_true("batch packing: fewer positions, every sample kept",
+               pk.B < NS && (int64_t)pk.B * pk.T < (int64_t)u.B * u.T && pk.n_samples == NS && pk.seg,
+               "%d rows x %d (unpacked %d x %d), %d samples", pk.B, pk.T, u.B, u.T, pk.n_samples);
+    check_true("batch packing: the same real tokens and supervised targets",
+               pk.n_tokens == u.n_tokens && pk.n_sup == u.n_sup, "tokens %d vs %d, supervised %d vs %d", pk.n_tokens,
+               u.n_tokens, pk.n_sup, u.n_sup);
+    // walk the packed rows: sample after sample, each compared with its unpacked row
+    int seen[NS] = {0}, bad = 0, bad_seg = 0, bad_img = 0, k = 0, lens = 0;
+    for (int r = 0; r < pk.B; r++) {
+        int t = 0, group = 0;
+        while (t < pk.len[r]) {
+            const int i = pk.rows[k];   // the k-th sample in the batch's order
+            const size_t o = (size_t)r * pk.T + t, ou = (size_t)i * u.T;
+            seen[i]++;
+            for (int j = 0; j < sm[i].n; j++) {
+                bad += pk.ids[o + j] != u.ids[ou + j] || pk.labels[o + j] != u.labels[ou + j] ||
+                       pk.pos[o + j] != u.pos[ou + j] || pk.targets[o + j] != u.targets[ou + j] || !pk.mask[o + j];
+                int want = (group << 16) | (u.seg ? u.seg[ou + j] : 0);
+                bad_seg += pk.seg[o + j] != want;
+            }
+            bad_img += strcmp(pk.images[k], imgs[i]) != 0;
+            t += sm[i].n;
+            group++;
+            k++;
+        }
+        lens += pk.len[r];
+        for (; t < pk.T; t++) bad += pk.mask[(size_t)r * pk.T + t] || pk.targets[(size_t)r * pk.T + t] != LOSS_IGNORE;
+    }
+    int once = 0;
+    for (int i = 0; i < NS; i++) once += seen[i] == 1;
+    check_true("batch packing: each sample once, whole, with its ids, labels, positions and targets",
+               k == NS && once == NS && bad == 0 && lens == u.n_tokens, "%d samples walked, %d once, %d differ", k,
+               once, bad);
+    check_true("batch packing: each sample's segments in its own group", bad_seg == 0, "%d differ", bad_seg);
+    check_true("batch packing: images in the order of their placeholders", bad_img == 0 && pk.n_images == NS,
+               "%d out of place", bad_img);
+    batch_free(&u);
+    batch_free(&pk);
+    for (int i = 0; i < NS; i++) {
+        sample_free(&sm[i]);
+        for (int j = 0; j < conv[i].n_turns; j++) free(texts[i][j]);
+    }
     tok_free(tok);
 }
 
@@ -664,6 +764,7 @@ int main(void) {
     test_weighted_ce();
     test_turn_blocks_encoding();
     test_turn_blocks_model();
+    test_batch_packing();
     test_length_buckets();
     test_vis_prep();
     test_vis_prep_context();

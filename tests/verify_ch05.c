@@ -18,7 +18,9 @@
 //     gradient on it against HF run with the block mask as a 4-D additive
 //     mask and those position ids (TOL_F32, TOL_GRAD); and again with
 //     image_attention = bidirectional, the mask opened between the visual
-//     tokens of each image.
+//     tokens of each image; and both again with the two conversations packed
+//     in one row (batch packing, data.h) against the same reference figures,
+//     which HF computed with one conversation per row.
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,7 +69,7 @@ static void check_i32(const char *name, const int32_t *got, const StFile *e, con
 // turn_blocks (stage 2) each row is packed into blocks, and the position
 // ids and segments are compared too (the reference file then has them).
 static void check_batch(const char *dir, const char *jsonl, const char *expected, int stage, bool turn_blocks,
-                        int n_vis, const Tokenizer *tok, Batch *out) {
+                        int n_vis, const Tokenizer *tok, Batch *out, int pack_len) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, jsonl);
     Dataset d;
@@ -83,7 +85,7 @@ static void check_batch(const char *dir, const char *jsonl, const char *expected
         cv[i] = &d.rows[i];
     }
     Batch b;
-    bool ok = batch_build(&b, s, cv, NULL, d.n, f.pad_id);
+    bool ok = batch_build(&b, s, cv, NULL, d.n, f.pad_id, pack_len);
     StFile *e = open_st(dir, expected);
     size_t n;
     int32_t *ids = read_as(e, "ids", DT_I32, &n);
@@ -92,7 +94,13 @@ static void check_batch(const char *dir, const char *jsonl, const char *expected
     snprintf(what, sizeof what, turn_blocks ? "stage%d turn-blocks" : "stage%d", stage);
     snprintf(name, sizeof name, "%s batch shape", what);
     bool shape_ok = n == (size_t)b.B * b.T;
-    check_true(name, shape_ok && ok, "B=%d T=%d (reference %zu tokens), supervised=%d", b.B, b.T, n, b.n_sup);
+    if (pack_len > 0) {   // packed: another layout than the reference's, so only this, and the model's figures later
+        snprintf(name, sizeof name, "%s packed batch", what);
+        check_true(name, ok && b.B < b.n_samples && b.seg, "%d samples in %d rows of %d", b.n_samples, b.B, b.T);
+        shape_ok = false;
+    } else {
+        check_true(name, shape_ok && ok, "B=%d T=%d (reference %zu tokens), supervised=%d", b.B, b.T, n, b.n_sup);
+    }
     if (shape_ok) {
         snprintf(name, sizeof name, "%s ids", what);
         check_bytes(name, b.ids, ids, n * 4);
@@ -197,6 +205,14 @@ static void verify_family(const char *dir, const char *family, const char *expec
     size_t n;
     float *pix = read_as(e, "pixels", DT_F32, &n);
     int NI = b->n_images;
+    if (b->B < b->n_samples) {   // packed: the reference's images are in sample order, the batch's in its own
+        NM_CHECK(NI == b->n_samples, "the packed case has one image per sample");
+        size_t per = n / (size_t)NI;
+        float *ordered = xmalloc(n * sizeof(float));
+        for (int k = 0; k < NI; k++) memcpy(ordered + k * per, pix + (size_t)b->rows[k] * per, per * sizeof(float));
+        free(pix);
+        pix = ordered;
+    }
     float *feats = xmalloc((size_t)NI * v.feat_T * v.feat_D * sizeof(float));   // (NI, Tf, Df)
     vlm_vit_features(&v, pix, NI, feats);
 
@@ -300,19 +316,26 @@ int main(int argc, char **argv) {
     check_true("<image> token id", tok_project_id(tok, TOK_IMAGE) == json_get_int(cs, "image_id", -1), "%d",
                tok_project_id(tok, TOK_IMAGE));
     int n_vis = (int)json_get_int(cs, "n_vis", 0);
-    Batch b, bb;
-    check_batch(dir, "data.jsonl", "expected_qwen3.safetensors", 2, false, n_vis, tok, &b);
-    check_batch(dir, "stage1.jsonl", "expected_stage1.safetensors", 1, false, n_vis, tok, NULL);
-    check_batch(dir, "blocks.jsonl", "expected_blocks.safetensors", 2, true, n_vis, tok, &bb);
+    Batch b, bb, bp;
+    check_batch(dir, "data.jsonl", "expected_qwen3.safetensors", 2, false, n_vis, tok, &b, 0);
+    check_batch(dir, "stage1.jsonl", "expected_stage1.safetensors", 1, false, n_vis, tok, NULL, 0);
+    check_batch(dir, "blocks.jsonl", "expected_blocks.safetensors", 2, true, n_vis, tok, &bb, 0);
+    check_batch(dir, "blocks.jsonl", "expected_blocks.safetensors", 2, true, n_vis, tok, &bp, 4096);
     verify_ce(dir);
     verify_family(dir, "qwen3", "expected_qwen3.safetensors", "", cs, &b, false);
     verify_family(dir, "qwen2", "expected_qwen2.safetensors", "", cs, &b, false);
     verify_family(dir, "qwen3", "expected_blocks.safetensors", "[turn blocks] ", cs, &bb, false);
     verify_family(dir, "qwen3", "expected_blocks_bidir.safetensors", "[turn blocks, image both ways] ", cs, &bb, true);
+    // the same two conversations packed in one row: HF computed them one per row
+    verify_family(dir, "qwen3", "expected_blocks.safetensors", "[turn blocks, packed in one row] ", cs, &bp, false);
+    verify_family(dir, "qwen3", "expected_blocks_bidir.safetensors", "[turn blocks, packed, image both ways] ", cs, &bp,
+                  true);
     for (int i = 0; i < b.n_images; i++) free((char *)b.images[i]);
     for (int i = 0; i < bb.n_images; i++) free((char *)bb.images[i]);
+    for (int i = 0; i < bp.n_images; i++) free((char *)bp.images[i]);
     batch_free(&b);
     batch_free(&bb);
+    batch_free(&bp);
     tok_free(tok);
     json_free(doc);
     return check_summary("verify_ch05");

@@ -46,7 +46,9 @@ on the same models and the same batches on both sides:
     hundred tokens); with turn_blocks (world_stage2.conf) the row is packed as data.h
     describes: the image once, then each question as its own block that sees only the
     image and itself (a (B, 1, T, T) block mask built inside the step, and position ids);
-    right-padded to the longest; loss = mean
+    with pack_len (world_stage2.conf) the 16 rows are packed end to end into fewer, longer
+    rows as data.h describes (the layout written again here, packed_batch, and the mask
+    of groups, group_mask), else right-padded to the longest; loss = mean
     cross-entropy over the answer tokens; backward; global-norm clipping at 1.0; AdamW
     (betas 0.9/0.95, eps 1e-8, weight decay 0.01 on matrices only).
 
@@ -344,6 +346,61 @@ def vis_prep(x, G, m, pos_code, pos_ramp=False):
     return x
 
 
+def packed_batch(tok, rows, pack_len):
+    """data.c's batch packing (data.h), written again from its description: the rows'
+    turn-block samples, longest first, each into the first row with room for it, for
+    every row length from the longest sample to pack_len in steps of 8; the layout
+    with the fewest positions wins (one sample per row unless packing beats it). Each
+    sample of a row is its own group of segments (group << 16 | its segment).
+    Returns ids, labels, pos, seg (B, T) and the rows in the order they were laid out."""
+    import torch
+    import ref_ch05 as R
+    samples = [R.pack_blocks(tok, r) for r in rows]
+    n = [len(x[0]) for x in samples]
+    longest, NS = max(n), len(rows)
+    order = sorted(range(NS), key=lambda i: (-n[i], i))
+    best = (NS, longest, {i: i for i in range(NS)}, list(range(NS)))
+    for cap in range(longest, max(pack_len, longest) + 1, 8):
+        fill, row_of = [], {}
+        for i in order:
+            r = next((r for r, f in enumerate(fill) if f + n[i] <= cap), len(fill))
+            if r == len(fill):
+                fill.append(0)
+            fill[r] += n[i]
+            row_of[i] = r
+        if len(fill) * max(fill) < best[0] * best[1]:
+            best = (len(fill), max(fill), row_of, order)
+    B, T, row_of, seq = best
+    ids = torch.full((B, T), tok.eos, dtype=torch.long)
+    labels = torch.full((B, T), R.IGNORE, dtype=torch.long)
+    pos = torch.zeros((B, T), dtype=torch.long)
+    seg = torch.full((B, T), -1, dtype=torch.long)
+    placed = []
+    for r in range(B):
+        t, group = 0, 0
+        for i in seq:
+            if row_of[i] != r:
+                continue
+            si, sl, sp, ss = samples[i]
+            k = len(si)
+            ids[r, t:t + k], labels[r, t:t + k], pos[r, t:t + k] = (torch.tensor(x) for x in (si, sl, sp))
+            seg[r, t:t + k] = torch.tensor(ss) | (group << 16)
+            placed.append(rows[i])
+            t, group = t + k, group + 1
+    return ids, labels, pos, seg, placed
+
+
+def group_mask(seg, dtype):
+    """(B, 1, T, T) additive mask of packed groups (01_tensor/attention.h): query i sees
+    key j iff j <= i and key j's segment is the query's or its group's prefix."""
+    import torch
+    T = seg.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    q, k = seg[:, :, None], seg[:, None, :]                      # (B, T, 1) [b, i], (B, 1, T) [b, j]
+    allowed = causal[None] & ((k == q) | (k == (q & ~0xFFFF)))
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
 def torch_world_worker(d, steps, threads, vocab):
     """The PyTorch side of the world step, in a child process: prints one JSON line."""
     import torch
@@ -358,6 +415,9 @@ def torch_world_worker(d, steps, threads, vocab):
     m, pos_code = int(conf["patch_merge"]), conf["pos_code"] == "true"
     pos_ramp = conf.get("pos_ramp", "false") == "true"
     blocks = conf.get("turn_blocks", "false") == "true" and stage == 2   # data.h's turn blocks
+    pack_len = int(conf.get("pack_len", 0))                              # data.h's batch packing
+    if pack_len and not blocks:
+        raise RuntimeError("this bench mirrors batch packing of turn-block rows only")
     with open(os.path.join(P["vit"], "config.json")) as f:
         vc = json.load(f)
     G = vc["image_size"] // vc["patch_size"]
@@ -388,7 +448,10 @@ def torch_world_worker(d, steps, threads, vocab):
             n = len(R.pack_blocks(tok, row)[0]) if blocks else len(R.encode(tok, row, stage)[0])
             if n <= max_len:
                 picked.append(row)
-        if blocks:
+        if pack_len:
+            ids, labels, pos, seg, picked = packed_batch(tok, picked, pack_len)
+            mask = (seg >= 0).long()
+        elif blocks:
             ids, labels, pos, seg = R.blocks_batch(tok, picked)
             mask = (seg >= 0).long()
         else:
@@ -402,7 +465,7 @@ def torch_world_worker(d, steps, threads, vocab):
         emb = llm.get_input_embeddings()(ids)                                    # (B, T, C)
         emb = emb.masked_scatter((ids == tok.image).unsqueeze(-1), vis.reshape(-1, vis.shape[-1]))
         # packed rows: the block mask (built inside the step, as C does in its attention) and position ids
-        att_mask = R.block_mask(seg, emb.dtype) if blocks else mask
+        att_mask = group_mask(seg, emb.dtype) if pack_len else R.block_mask(seg, emb.dtype) if blocks else mask
         h = llm.model(inputs_embeds=emb, attention_mask=att_mask, position_ids=pos).last_hidden_state
         logits = llm.lm_head(h)
         tgt = labels[:, 1:]
