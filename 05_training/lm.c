@@ -83,7 +83,11 @@ static void lm_bind(Lm *lm) {
 }
 
 void lm_reserve(Lm *lm, int B, int T) {
-    if (lm->acts.buffer && (int64_t)B * T <= (int64_t)lm->B * lm->T && T <= lm->T && B <= lm->B) return;
+    if (lm->acts.buffer && T <= lm->T && B <= lm->B) return;
+    if (lm->acts.buffer) {   // grow each side to the largest seen: packed batches vary in both
+        B = B > lm->B ? B : lm->B;
+        T = T > lm->T ? T : lm->T;
+    }
     table_free(&lm->acts);
     table_free(&lm->scratch);
     table_init(&lm->acts, "lm activations");

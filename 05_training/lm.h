@@ -78,7 +78,7 @@ void lm_scratch_build(Table *t, const QwenConfig *c, int B, int T);
 // Allocates grads (zeroed) for m; activations for up to (B, T) tokens.
 void lm_init(Lm *lm, Qwen *m, int B, int T);
 void lm_free(Lm *lm);
-// Resizes the activation tables when (B, T) grows.
+// Resizes the activation tables when B or T grows (each to the largest seen).
 void lm_reserve(Lm *lm, int B, int T);
 
 // Runs the layers over lm->h0 (B, T, C) (B, T within what was reserved) and

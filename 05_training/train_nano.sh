@@ -38,13 +38,14 @@ cd "$(dirname "$0")/.."
 PRESET=${1:-quick}
 OUT=${2:-build/world}
 case "$PRESET" in
-    quick) NTRAIN=10000; NTEST=200; S1=4500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; P="" ;;
-    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16
+    quick) NTRAIN=10000; NTEST=200; S1=4500; S2=2900; NEVAL=200; SHAPES=4; BATCH=16; P=""; G="--point-all" ;;
+    long)  NTRAIN=16000; NTEST=200; S1=3000; S2=6000; NEVAL=200; SHAPES=4; BATCH=16; G=""
            P="6000:99:0 3000:7:0 6000:11:2 6000:13:3 6000:17:4:bidirectional
               6000:19:5:bidirectional 6000:23:6:bidirectional" ;;
-    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; P="" ;;
+    ci)    NTRAIN=1000;  NTEST=30;  S1=800; S2=100;  NEVAL=30;  SHAPES=1; BATCH=16; P=""; G="" ;;
     *) echo "error: $PRESET: unknown preset (quick, long or ci)" >&2; exit 1 ;;
 esac
+GEN=${GEN-$G}   # the generator's flags: the preset's, or GEN's when it is set (GEN="" for none)
 # The question phases after stage 2, each STEPS:ORDER:WORLD[:ATTENTION]. STEPS more question
 # steps from the end of the phase before, at learning rate 1e-3, in the data order of seed
 # ORDER; WORLD 0 is this run's own scenes, WORLD N > 0 a fresh set of NFRESH scenes drawn
@@ -65,7 +66,7 @@ say() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 say "1/6 the synthetic world: $NTRAIN training scenes, $NTEST held-out -> $OUT/data"
 mkdir -p "$OUT"
-"$R/05_training/run" generate --out "$OUT/data" --n-train "$NTRAIN" --n-test "$NTEST" --max-shapes "$SHAPES" ${GEN:-}
+"$R/05_training/run" generate --out "$OUT/data" --n-train "$NTRAIN" --n-test "$NTEST" --max-shapes "$SHAPES" $GEN
 
 say "2/6 a BPE vocabulary from the world's text (its first 1000 scenes) -> $OUT/model/tokenizer.json"
 mkdir -p "$OUT/model"
@@ -102,7 +103,7 @@ for ph in $PHASES; do
         say "5.$k/6 $NFRESH fresh scenes (generator seed $WORLD) and their ViT features -> $OUT/fresh_$WORLD"
         mkdir -p "$OUT/fresh_$WORLD"
         "$R/05_training/run" generate --out "$DATA" --seed "$WORLD" --n-train "$NFRESH" --n-test 10 \
-            --max-shapes "$SHAPES" --quiet ${GEN:-}
+            --max-shapes "$SHAPES" --quiet $GEN
         (cd "$DATA" && ls images | grep '^train_' | sed 's|^|images/|') > "$DATA/train_images.txt"
         "$R/02_vit/run" cache --model "$OUT/model/vit" --list "$DATA/train_images.txt" --out "$CACHE" "${THR[@]}"
     fi
