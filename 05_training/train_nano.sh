@@ -11,13 +11,15 @@
 #   4. its features for every training image, once            ./02_vit/run cache
 #   5. stage 1, captions, then stage 2, every question         "$R/05_training/run" train
 #   6. the model directory, the evaluator, a sample answer    ./05_training/run eval | chat
-# The presets differ only in the amount of data and steps:
-#   quick  the `make train` run: about 18 minutes on a 2-core laptop CPU
+# The presets differ only in the amount of data and steps, and in the world's flags:
+#   quick  the `make train` run: about 20 minutes on a 2-core laptop CPU
 #          (a long stage 1: caption steps are short and cheap, and they are where the
 #          model learns to find a shape and name its kind, colour, size and place;
 #          4,500 of them instead of 1,500 lifted colour answers from 71.5/82.5% to
-#          85.0/88.0% for two seeds: bench/RESULTS.md, ninth session; GEN="--point-all"
-#          points at every shape too, better, but over 20 minutes on this CPU)
+#          85.0/88.0% for two seeds: bench/RESULTS.md, ninth session; and every
+#          training scene asks to point at each of its shapes, `generate --point-all`,
+#          so a row's answers differ only by the shape its name picks: pointing and
+#          position answers rose most with it, ninth and tenth sessions)
 #   long   the shipped checkpoint's schedule (models/nano): a longer stage 2, then
 #          the question phases of PHASES, each from the end of the one before, at half
 #          the learning rate (finding a shape by its name is learned late, and fastest
@@ -26,8 +28,9 @@
 #          shape, mostly stage 1: captions are where a model first learns to look)
 # INSTALL=DIR copies the finished model directory there (make train-long: models/nano).
 # SET="key=value ..." adds config overrides to both training stages (05_training/config.h),
-# e.g. SET="image_attention=bidirectional seed=4321"; GEN="..." adds flags to the generator,
-# e.g. GEN="--answers walk" (worked answers, world.h).
+# e.g. SET="image_attention=bidirectional seed=4321"; GEN="..." replaces the preset's
+# generator flags (quick: --point-all; long and ci: none), e.g. GEN="" for the plain world
+# or GEN="--point-all --answers walk" (worked answers too, world.h).
 # THREADS (default: every core) sets the OpenMP threads of training; the
 # evaluator decodes one token at a time, where one thread is fastest.
 # OpenMP threads sleep instead of spinning while they wait (a shared laptop
