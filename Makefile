@@ -180,7 +180,7 @@ bench: all venv
 
 # ---- the main job: the nano VLM trained from nothing on this CPU ----------------
 # World, BPE vocabulary, ViT feature cache, stage 1, stage 2, evaluation and a
-# sample answer (no Python needed; about 18 minutes on 2 cores).
+# sample answer (no Python needed; about 20 minutes on 2 cores).
 train: ch02 ch04 ch05
 	05_training/train_nano.sh quick build/world
 # The longer schedule that produced the shipped checkpoint (about three and a quarter
