@@ -19,7 +19,7 @@
 // `causal`, the earlier rows of a block see fewer keys: their extra scores are
 // computed (a few wasted flops on the block's diagonal) and then given
 // probability exactly zero, so they add nothing to O. With segments
-// (attention.h) the scores of keys in another segment are set to -FLT_MAX
+// (attention.h) the scores of keys the segment rule hides are set to -FLT_MAX
 // before the softmax, whose exp flushes them to the same exact zero; and the
 // first run of keys that *no* query of the block may see is not computed at
 // all (attention_key_gap): the block reads two windows of keys around it.

@@ -442,8 +442,8 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // every shape of the scene is pointed at, one question each, so a row asks
 // "Point to the circle." and "Point to the square." of the same picture, and
 // the two answers differ only by which shape the name picks. (Measured: more
-// pointing and position at equal steps, longer rows; an option, off in
-// make train: bench/RESULTS.md, ninth session.)
+// pointing and position at equal steps, for rows a fifth longer; make train's
+// world uses it: bench/RESULTS.md, ninth and tenth sessions.)
 static void ask_questions(Scene *sc, Rng *r, bool dense, bool point_all, bool shuffled, bool walk) {
     sc->nq = 0;
     Question *q = add_question(sc, Q_CAPTION);

@@ -237,7 +237,7 @@ int world_parse_timestamp(const char *s, float *t_sec);
 //     --n-test N         held-out test scenes (default 200)
 //     --size PX          image side in pixels (default 64, 16..1024)
 //     --max-shapes K     shapes per scene are 1..K (default 4, at most 6)
-//     --point-all        training scenes ask to point at every shape
+//     --point-all        training scenes ask to point at every shape (make train)
 //     --quiet            no progress line
 //     --help
 // Returns the process exit code (0 ok, 1 bad arguments); bad paths end the

@@ -285,12 +285,22 @@ static void test_weighted_ce(void) {
 // the one-turn conversation the evaluator sends; the tokens of the prefix and
 // block k, read in order, must be lone conversation k: ids, labels and
 // positions. The batch must drop the targets that would cross a block edge.
+// The Qwen3 tokenizer with the project's tokens, or NULL (a failed check named `what`).
+static Tokenizer *qwen3_tokenizer(const char *what) {
+    const char *path = "data/qwen3/tokenizer.json";
+    char err[256], name[96];
+    snprintf(err, sizeof err, "%s", path);   // the detail printed when it loads; tok_load overwrites it if not
+    Tokenizer *tok = tok_load(path, err, sizeof err);
+    snprintf(name, sizeof name, "%s: tokenizer loads", what);
+    check_true(name, tok != NULL, "%s", err);
+    if (tok) tok_add_project_tokens(tok);
+    return tok;
+}
+
 static void test_turn_blocks_encoding(void) {
-    char err[256], why[256];
-    Tokenizer *tok = tok_load("data/qwen3/tokenizer.json", err, sizeof err);
-    check_true("turn blocks: tokenizer loads", tok != NULL, "%s", err);
+    char why[256];
+    Tokenizer *tok = qwen3_tokenizer("turn blocks");
     if (!tok) return;
-    tok_add_project_tokens(tok);
     ChatFormat f;
     chat_format_init(&f, tok, 2, 4, 4096, false);
     const char *q[3] = {"What colour is the circle?", "How many shapes are there?", "Describe the image."};
@@ -383,11 +393,9 @@ static void test_turn_blocks_encoding(void) {
 // and its image in the batch's list where its placeholders are. Nothing may
 // be lost or added: supervised targets, real tokens.
 static void test_batch_packing(void) {
-    char err[256], why[256];
-    Tokenizer *tok = tok_load("data/qwen3/tokenizer.json", err, sizeof err);
-    check_true("batch packing: tokenizer loads", tok != NULL, "%s", err);
+    char why[256];
+    Tokenizer *tok = qwen3_tokenizer("batch packing");
     if (!tok) return;
-    tok_add_project_tokens(tok);
     enum { NS = 8, NQ = 4 };
     const char *q[NQ] = {"What colour is the circle?", "How many shapes are there?", "Describe the image.",
                          "Point to the square."};
