@@ -85,14 +85,17 @@ static void wc_add(const char *piece, size_t len, void *ctx) {
 static void count_text(WordCount *wc, const char *s, size_t n) {
     size_t pos = 0;
     while (pos < n) {
-        // leftmost, then longest, special token at or after pos
+        // leftmost, then longest, special token at or after pos: one walk over
+        // the text (every special token starts with '<'), so the whole count
+        // is linear in the corpus, however few special tokens it holds
         size_t best_at = n, best_len = 0;
-        for (int k = 0; k < BPE_N_SPECIAL; k++) {
-            size_t l = strlen(bpe_special_tokens[k]);
-            for (size_t i = pos; i + l <= n && i <= best_at; i++) {
-                if (memcmp(s + i, bpe_special_tokens[k], l) == 0) {
-                    if (i < best_at || l > best_len) { best_at = i; best_len = l; }
-                    break;
+        for (size_t i = pos; i < n && best_len == 0; i++) {
+            if (s[i] != '<') continue;
+            for (int k = 0; k < BPE_N_SPECIAL; k++) {
+                size_t l = strlen(bpe_special_tokens[k]);
+                if (l > best_len && i + l <= n && memcmp(s + i, bpe_special_tokens[k], l) == 0) {
+                    best_at = i;
+                    best_len = l;
                 }
             }
         }

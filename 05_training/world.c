@@ -102,6 +102,7 @@ void world_config_default(WorldConfig *cfg) {
     cfg->max_shapes = 4;
     cfg->dense = false;
     cfg->point_all = false;
+    cfg->position_both = false;
     cfg->shuffled_captions = false;
     cfg->walk = false;
 }
@@ -370,8 +371,12 @@ static void ask_count_color(Scene *sc, Rng *r) {
 
 // Pairs whose centres are clearly apart (an eighth of the image) along x
 // (left/right) or y (above/below); up to `count` questions about different
-// pairs, each drawn at random from the pairs left.
-static void ask_position(Scene *sc, Rng *r, int count) {
+// pairs, each drawn at random from the pairs left. With `both` each pair is
+// asked both ways round, "Is A left or right of B?" and then "Is B left or
+// right of A?": two answers about one picture that differ only by the order
+// of the names, so nothing but the names can tell them apart (a model that
+// answers from the picture alone is right on exactly one of the two).
+static void ask_position(Scene *sc, Rng *r, int count, bool both) {
     int cand[WORLD_MAX_SHAPES * WORLD_MAX_SHAPES * 2][3], nc = 0;   // {a, b, axis}
     for (int a = 0; a < sc->n; a++)
         for (int b = 0; b < sc->n; b++) {
@@ -390,15 +395,18 @@ static void ask_position(Scene *sc, Rng *r, int count) {
         char ra[48], rb[48];
         refer(sc, a, true, ra, sizeof ra);
         refer(sc, b, true, rb, sizeof rb);
-        Question *q = add_question(sc, Q_POSITION);
-        q->target = a;
-        q->other = b;
-        if (axis == 0) {
-            snprintf(q->text, sizeof q->text, "Is %s left or right of %s?", ra, rb);
-            snprintf(q->answer, sizeof q->answer, "%s", A->cx < B->cx ? "left" : "right");
-        } else {
-            snprintf(q->text, sizeof q->text, "Is %s above or below %s?", ra, rb);
-            snprintf(q->answer, sizeof q->answer, "%s", A->cy < B->cy ? "above" : "below");
+        for (int turn = 0; turn < (both ? 2 : 1); turn++) {   // turn 1: the same pair, B first
+            const Shape *S = turn ? B : A, *O = turn ? A : B;
+            Question *q = add_question(sc, Q_POSITION);
+            q->target = turn ? b : a;
+            q->other = turn ? a : b;
+            if (axis == 0) {
+                snprintf(q->text, sizeof q->text, "Is %s left or right of %s?", turn ? rb : ra, turn ? ra : rb);
+                snprintf(q->answer, sizeof q->answer, "%s", S->cx < O->cx ? "left" : "right");
+            } else {
+                snprintf(q->text, sizeof q->text, "Is %s above or below %s?", turn ? rb : ra, turn ? ra : rb);
+                snprintf(q->answer, sizeof q->answer, "%s", S->cy < O->cy ? "above" : "below");
+            }
         }
     }
 }
@@ -444,7 +452,8 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // the two answers differ only by which shape the name picks. (Measured: more
 // pointing and position at equal steps, for rows a fifth longer; make train's
 // world uses it: bench/RESULTS.md, ninth and tenth sessions.)
-static void ask_questions(Scene *sc, Rng *r, bool dense, bool point_all, bool shuffled, bool walk) {
+static void ask_questions(Scene *sc, Rng *r, bool dense, bool point_all, bool position_both, bool shuffled,
+                          bool walk) {
     sc->nq = 0;
     Question *q = add_question(sc, Q_CAPTION);
     snprintf(q->text, sizeof q->text, "Describe the image.");
@@ -454,7 +463,7 @@ static void ask_questions(Scene *sc, Rng *r, bool dense, bool point_all, bool sh
     snprintf(q->text, sizeof q->text, "How many shapes are there?");
     snprintf(q->answer, sizeof q->answer, "%d", sc->n);
     ask_count_color(sc, r);
-    ask_position(sc, r, dense ? 3 : 1);
+    ask_position(sc, r, dense ? 3 : 1, position_both);
     ask_largest(sc);
     ask_point(sc, r, dense || point_all);
     for (int j = 0; walk && j < sc->nq; j++)
@@ -483,7 +492,8 @@ void world_scene(Scene *sc, const WorldConfig *cfg, WorldSplit split, int index)
     for (int c = 0; c < 3; c++) sc->bg[c] = (uint8_t)(grey + (int)rng_below(&r, 13) - 6);
     sc->textured = rng_below(&r, 2) == 1;
     sc->texture_seed = rng_u32(&r);
-    ask_questions(sc, &r, cfg->dense && split == WORLD_TRAIN, cfg->point_all && split == WORLD_TRAIN,
+    bool train = split == WORLD_TRAIN;
+    ask_questions(sc, &r, cfg->dense && train, cfg->point_all && train, cfg->position_both && train,
                   cfg->shuffled_captions, cfg->walk);
 }
 
@@ -969,14 +979,15 @@ int world_generate(const WorldConfig *cfg, const char *dir, bool verbose) {
 static void generate_usage(FILE *f) {
     fprintf(f,
             "usage: run generate --out DIR [--seed S] [--n-train N] [--n-test N] [--size PX] [--max-shapes K]\n"
-            "                    [--dense] [--point-all] [--caption-order reading|shuffled] [--answers short|walk]\n"
-            "                    [--quiet]\n"
+            "                    [--dense] [--point-all] [--position-both] [--caption-order reading|shuffled]\n"
+            "                    [--answers short|walk] [--quiet]\n"
             "  writes DIR/images/*.png, DIR/stage1.jsonl, DIR/stage2.jsonl, DIR/test.jsonl,\n"
             "  DIR/scenes_train.jsonl and DIR/scenes_test.jsonl (defaults: seed 1, 2000 train,\n"
             "  200 test, 64 px, 1-4 shapes)\n"
             "  --dense: training scenes ask the colour of every shape that can be named without it,\n"
             "  to point at every shape, and up to 3 position pairs (test scenes: one of each type)\n"
             "  --point-all: training scenes ask to point at every shape (test scenes: at one)\n"
+            "  --position-both: training scenes ask each position pair both ways round (A of B, B of A)\n"
             "  --caption-order: the shapes of a caption in reading order (default) or shuffled\n"
             "  --answers walk: colour, position and pointing answers name the shapes in reading order\n"
             "  up to the one asked about, then answer (default short: the answer alone)\n");
@@ -999,7 +1010,7 @@ int world_cli_generate(int argc, char **argv) {
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
         {"dense", no_argument, 0, 'd'},         {"caption-order", required_argument, 0, 'c'},
         {"answers", required_argument, 0, 'a'}, {"point-all", no_argument, 0, 'p'},
-        {0, 0, 0, 0}};
+        {"position-both", no_argument, 0, 'b'}, {0, 0, 0, 0}};
     WorldConfig cfg;
     world_config_default(&cfg);
     const char *out = NULL;
@@ -1017,6 +1028,7 @@ int world_cli_generate(int argc, char **argv) {
         case 'q': verbose = false; break;
         case 'd': cfg.dense = true; break;
         case 'p': cfg.point_all = true; break;
+        case 'b': cfg.position_both = true; break;
         case 'c':
             if (strcmp(optarg, "reading") && strcmp(optarg, "shuffled"))
                 fail_input("--caption-order", "expected reading or shuffled, got '%s'", optarg);

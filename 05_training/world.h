@@ -106,7 +106,7 @@ int world_place_from_name(const char *s);
 // Scenes
 
 #define WORLD_MAX_SHAPES 6       // --max-shapes is at most this
-#define WORLD_MAX_QUESTIONS 20   // dense, 6 shapes: caption, 6 colours, 2 counts, 3 positions, largest, 6 points
+#define WORLD_MAX_QUESTIONS 24   // dense + position-both, 6 shapes: caption, 6 colours, 2 counts, 6 positions, largest, 6 points
 #define WORLD_ID_LEN 32
 #define WORLD_TEXT_LEN 128       // a question, or a short answer
 #define WORLD_CAPTION_LEN 400    // the longest caption (6 shapes) fits
@@ -158,6 +158,7 @@ typedef struct {
     int max_shapes;    // --max-shapes: 1..WORLD_MAX_SHAPES shapes per scene (default 4)
     bool dense;        // --dense: training scenes ask every shape's colour and place (see world.c)
     bool point_all;    // --point-all: training scenes ask to point at every shape (world.c)
+    bool position_both; // --position-both: training scenes ask each position pair both ways round
     bool shuffled_captions; // --caption-order shuffled: captions list the shapes in a random order
     bool walk;         // --answers walk: worked answers (world.c, walk_answer)
 } WorldConfig;
@@ -238,6 +239,7 @@ int world_parse_timestamp(const char *s, float *t_sec);
 //     --size PX          image side in pixels (default 64, 16..1024)
 //     --max-shapes K     shapes per scene are 1..K (default 4, at most 6)
 //     --point-all        training scenes ask to point at every shape (make train)
+//     --position-both    training scenes ask each position pair both ways round
 //     --quiet            no progress line
 //     --help
 // Returns the process exit code (0 ok, 1 bad arguments); bad paths end the

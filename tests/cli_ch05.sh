@@ -199,6 +199,27 @@ if $RUN generate --out "$T/wp" --n-train 40 --n-test 10 --max-shapes 4 --quiet -
         pass "generate --point-all" "$got points for $want training shapes, every row its own shapes; 10 in 10 test scenes"
     else fail "generate --point-all" "points $got for $want shapes, $bad rows off, $tq test points"; fi
 else fail "generate --point-all" "generate failed"; fi
+# --position-both: a training row asks its position pair both ways round, with opposite answers
+# ("Is A left or right of B?" left, "Is B left or right of A?" right); a test row asks it once
+if $RUN generate --out "$T/wb" --n-train 60 --n-test 10 --max-shapes 4 --quiet --position-both; then
+    mirror='{ line = $0; n = 0; delete ans
+        while (match(line, /"(<image>\\n)?Is the [^"]*\?"\},\{"from":"gpt","value":"[a-z]+"/)) {
+            s = substr(line, RSTART, RLENGTH); line = substr(line, RSTART + RLENGTH)
+            q = s; sub(/^"(<image>\\n)?Is /, "", q); sub(/\?".*/, "", q)
+            a = s; sub(/.*"value":"/, "", a); sub(/"$/, "", a)
+            split(q, ab, / (left or right of|above or below) /); ans[ab[1] "|" ab[2]] = a; n++ }
+        if (n != 0 && n != 2) { bad++; next }
+        for (k in ans) { split(k, ab, "|"); o = ans[ab[2] "|" ab[1]]
+            if (!((ans[k] == "left" && o == "right") || (ans[k] == "right" && o == "left") ||
+                  (ans[k] == "above" && o == "below") || (ans[k] == "below" && o == "above"))) bad++ }
+        rows += n > 0 }
+        END { print rows + 0, bad + 0 }'
+    read -r rows bad < <(awk "$mirror" "$T/wb/stage2.jsonl")
+    tq=$(awk '{ n = gsub(/ (left or right of|above or below) the /, ""); if (n > 1) m++ } END { print m + 0 }' "$T/wb/test.jsonl")
+    if [ "$rows" -gt 20 ] && [ "$bad" -eq 0 ] && [ "$tq" -eq 0 ]; then
+        pass "generate --position-both" "$rows of 60 training rows ask a pair both ways, every answer mirrored; test rows once"
+    else fail "generate --position-both" "$rows rows with pairs, $bad off, $tq test rows asking twice"; fi
+else fail "generate --position-both" "generate failed"; fi
 printf 'loss_weight = sentence\n' > "$T/badlw.conf"
 expect_error "bad config: an unknown loss_weight" "loss_weight must be token or answer" $RUN train --config "$T/badlw.conf" --data "$DATA" --images "$IMG" --out "$T/o9d"
 touch "$T/afile"
