@@ -181,11 +181,15 @@ bench: all venv
 # ---- the main job: the nano VLM trained from nothing on this CPU ----------------
 # World, BPE vocabulary, ViT feature cache, stage 1, stage 2, evaluation and a
 # sample answer (no Python needed; about 20 minutes on 2 cores).
-train: ch02 ch04 ch05
+# The build it needs runs on every core (a fresh clone's nvcc objects are most of it).
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+train:
+	$(MAKE) --no-print-directory -j$(NPROC) ch02 ch04 ch05
 	05_training/train_nano.sh quick build/world
 # The longer schedule that produced the shipped checkpoint (about three and a quarter
 # hours on 2 cores); installs it in models/nano.
-train-long: ch02 ch04 ch05
+train-long:
+	$(MAKE) --no-print-directory -j$(NPROC) ch02 ch04 ch05
 	INSTALL=models/nano 05_training/train_nano.sh long build/world-long
 .PHONY: train train-long
 

@@ -342,11 +342,12 @@ static void draw_and_show(NanoModel *m, Scene *sc, const WorldConfig *wc, WorldS
 }
 
 int nano_cli_eval(int argc, char **argv) {
-    const char *model = NANO_DEFAULT_MODEL, *json = NULL;
+    const char *model = NANO_DEFAULT_MODEL, *json = NULL, *answers_out = NULL;
     long seed = 1, n = 200, max_shapes = 4;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"seed", required_argument, 0, 's'},
                                          {"n", required_argument, 0, 'n'},     {"json", required_argument, 0, 'j'},
                                          {"max-shapes", required_argument, 0, 'k'},
+                                         {"answers", required_argument, 0, 'a'},
                                          {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     int ch;
     optind = 1;
@@ -357,6 +358,7 @@ int nano_cli_eval(int argc, char **argv) {
         case 's': seed = strtol(optarg, &end, 10); if (*end || seed < 0) fail_input("--seed", "must be a whole number >= 0"); break;
         case 'n': n = strtol(optarg, &end, 10); if (*end || n < 1 || n > 100000) fail_input("--n", "must be in 1..100000"); break;
         case 'j': json = optarg; break;
+        case 'a': answers_out = optarg; break;
         case 'k':
             max_shapes = strtol(optarg, &end, 10);
             if (*end || max_shapes < 1 || max_shapes > WORLD_MAX_SHAPES)
@@ -365,12 +367,15 @@ int nano_cli_eval(int argc, char **argv) {
         case 't': nm_ctx.threads = atoi(optarg); ctx_apply_threads(); break;
         case 'h':
             printf("usage: ./05_training/run eval [--model DIR] [--seed S] [--n N] [--json OUT] [--max-shapes K]\n"
+                   "                             [--answers OUT]\n"
                    "Asks a trained model every question about N held-out scenes of the world (seed S, test\n"
                    "split), greedy decoding, and again with each image replaced by noise (the control), and\n"
                    "about N scenes of the composition split (each starts with a held-out (kind, colour) pair);\n"
                    "prints the table and writes the figures as JSON (compose_*: the composition split).\n"
                    "Default model: %s.\n"
                    "--max-shapes K must match the world the model was trained on (default 4, generate's).\n"
+                   "--answers OUT: also write the model's answers about the held-out scenes, one JSON line\n"
+                   "each (what `run score` reads; `run generate --seed S --n-test N` writes the scenes).\n"
                    "--threads N: OpenMP threads (decoding is one token at a time: 1 is usually fastest).\n",
                    NANO_DEFAULT_MODEL);
             return 0;
@@ -417,6 +422,8 @@ int nano_cli_eval(int argc, char **argv) {
     eval_print_table(stdout, &r, &rn, &rc);
     if (json && eval_write_json(json, &r, &rn, &rc) != 0) fail_input(json, "cannot write the JSON");
     if (json) printf("wrote %s\n", json);
+    if (answers_out && eval_write_answers(answers_out, ans, na) != 0) fail_input(answers_out, "cannot write the answers");
+    if (answers_out) printf("wrote %s\n", answers_out);
     for (int i = 0; i < na; i++) free(ans[i].text);
     for (int i = 0; i < nn; i++) free(noise[i].text);
     for (int i = 0; i < nc; i++) free(cans[i].text);

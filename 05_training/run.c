@@ -446,8 +446,8 @@ static int train(const Args *a, TrainConfig *cfg) {
         if (save) {
             if (checkpoint_save(a->out, &v, &o, &st, cfg, a->kill_in_ckpt == st.step, err, sizeof err) != 0)
                 fail_input(a->out, "checkpoint: %s", err);
-            free(last_ckpt);
-            last_ckpt = checkpoint_latest(a->out);
+            free(last_ckpt);   // the one just written (an older run's may be newer in the same --out)
+            last_ckpt = xsprintf("%s/step_%08lld", a->out, (long long)st.step);
         }
         if (a->kill_at == st.step) raise(SIGKILL);
     }

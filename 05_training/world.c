@@ -104,7 +104,7 @@ void world_config_default(WorldConfig *cfg) {
     cfg->point_all = false;
     cfg->position_both = false;
     cfg->shuffled_captions = false;
-    cfg->walk = false;
+    cfg->answers = WORLD_ANSWERS_SHORT;
 }
 
 // ----------------------------------------------------------------------------
@@ -317,6 +317,25 @@ static void walk_answer(const Scene *sc, Question *q) {
     memcpy(q->answer, out, sizeof out);
 }
 
+// A position answer that points first (generate --answers points): the two
+// shapes' points in the question's order, then the direction word,
+//     "Is the blue square left or right of the yellow square?"
+//     -> "<point>56.2 53.1 and <point>71.9 29.7: left"
+// so the one-word answer, which needs two shapes found by their names and
+// their places compared in one step, becomes two pointing answers (one lookup
+// each, what `--point-all` trains) and a comparison of two numbers already
+// written. The evaluator reads what follows the last ':' (eval.c).
+static void point_first_answer(const Scene *sc, Question *q) {
+    const Shape *A = &sc->shapes[q->target], *B = &sc->shapes[q->other];
+    char pa[32], pb[32], out[WORLD_TEXT_LEN];
+    world_format_point(pa, sizeof pa, (float)(100.0 * A->cx / sc->width), (float)(100.0 * A->cy / sc->height));
+    world_format_point(pb, sizeof pb, (float)(100.0 * B->cx / sc->width), (float)(100.0 * B->cy / sc->height));
+    int w = snprintf(out, sizeof out, "%s and %s: %s", pa, pb, q->answer);
+    NM_CHECK(w > 0 && (size_t)w < sizeof out, "scene %s: a pointed position answer longer than %d bytes", sc->id,
+             (int)sizeof out - 1);
+    memcpy(q->answer, out, sizeof out);
+}
+
 static Question *add_question(Scene *sc, QuestionType t) {
     NM_CHECK(sc->nq < WORLD_MAX_QUESTIONS, "scene %s: more than %d questions", sc->id, WORLD_MAX_QUESTIONS);
     Question *q = &sc->q[sc->nq++];
@@ -453,7 +472,7 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // pointing and position at equal steps, for rows a fifth longer; make train's
 // world uses it: bench/RESULTS.md, ninth and tenth sessions.)
 static void ask_questions(Scene *sc, Rng *r, bool dense, bool point_all, bool position_both, bool shuffled,
-                          bool walk) {
+                          int answers) {
     sc->nq = 0;
     Question *q = add_question(sc, Q_CAPTION);
     snprintf(q->text, sizeof q->text, "Describe the image.");
@@ -466,9 +485,11 @@ static void ask_questions(Scene *sc, Rng *r, bool dense, bool point_all, bool po
     ask_position(sc, r, dense ? 3 : 1, position_both);
     ask_largest(sc);
     ask_point(sc, r, dense || point_all);
-    for (int j = 0; walk && j < sc->nq; j++)
+    for (int j = 0; answers == WORLD_ANSWERS_WALK && j < sc->nq; j++)
         if (sc->q[j].type == Q_COLOR || sc->q[j].type == Q_POSITION || sc->q[j].type == Q_POINT)
             walk_answer(sc, &sc->q[j]);
+    for (int j = 0; answers == WORLD_ANSWERS_POINTS && j < sc->nq; j++)
+        if (sc->q[j].type == Q_POSITION) point_first_answer(sc, &sc->q[j]);
 }
 
 // ----------------------------------------------------------------------------
@@ -494,7 +515,7 @@ void world_scene(Scene *sc, const WorldConfig *cfg, WorldSplit split, int index)
     sc->texture_seed = rng_u32(&r);
     bool train = split == WORLD_TRAIN;
     ask_questions(sc, &r, cfg->dense && train, cfg->point_all && train, cfg->position_both && train,
-                  cfg->shuffled_captions, cfg->walk);
+                  cfg->shuffled_captions, cfg->answers);
 }
 
 // ----------------------------------------------------------------------------
@@ -980,7 +1001,7 @@ static void generate_usage(FILE *f) {
     fprintf(f,
             "usage: run generate --out DIR [--seed S] [--n-train N] [--n-test N] [--size PX] [--max-shapes K]\n"
             "                    [--dense] [--point-all] [--position-both] [--caption-order reading|shuffled]\n"
-            "                    [--answers short|walk] [--quiet]\n"
+            "                    [--answers short|walk|points] [--quiet]\n"
             "  writes DIR/images/*.png, DIR/stage1.jsonl, DIR/stage2.jsonl, DIR/test.jsonl,\n"
             "  DIR/scenes_train.jsonl and DIR/scenes_test.jsonl (defaults: seed 1, 2000 train,\n"
             "  200 test, 64 px, 1-4 shapes)\n"
@@ -990,7 +1011,8 @@ static void generate_usage(FILE *f) {
             "  --position-both: training scenes ask each position pair both ways round (A of B, B of A)\n"
             "  --caption-order: the shapes of a caption in reading order (default) or shuffled\n"
             "  --answers walk: colour, position and pointing answers name the shapes in reading order\n"
-            "  up to the one asked about, then answer (default short: the answer alone)\n");
+            "  up to the one asked about, then answer (default short: the answer alone)\n"
+            "  --answers points: position answers point at both shapes, then answer\n");
 }
 
 static long long parse_int_flag(const char *flag, const char *s, long long lo, long long hi) {
@@ -1035,9 +1057,10 @@ int world_cli_generate(int argc, char **argv) {
             cfg.shuffled_captions = !strcmp(optarg, "shuffled");
             break;
         case 'a':
-            if (strcmp(optarg, "short") && strcmp(optarg, "walk"))
-                fail_input("--answers", "expected short or walk, got '%s'", optarg);
-            cfg.walk = !strcmp(optarg, "walk");
+            if (strcmp(optarg, "short") && strcmp(optarg, "walk") && strcmp(optarg, "points"))
+                fail_input("--answers", "expected short, walk or points, got '%s'", optarg);
+            cfg.answers = !strcmp(optarg, "walk") ? WORLD_ANSWERS_WALK
+                        : !strcmp(optarg, "points") ? WORLD_ANSWERS_POINTS : WORLD_ANSWERS_SHORT;
             break;
         case 'h': generate_usage(stdout); return 0;
         default: generate_usage(stderr); return 1;

@@ -150,6 +150,8 @@ typedef struct {
     Question q[WORLD_MAX_QUESTIONS];
 } Scene;
 
+enum { WORLD_ANSWERS_SHORT = 0, WORLD_ANSWERS_WALK, WORLD_ANSWERS_POINTS };
+
 typedef struct {
     uint64_t seed;     // --seed (default 1)
     int n_train;       // --n-train (default 2000)
@@ -160,7 +162,8 @@ typedef struct {
     bool point_all;    // --point-all: training scenes ask to point at every shape (world.c)
     bool position_both; // --position-both: training scenes ask each position pair both ways round
     bool shuffled_captions; // --caption-order shuffled: captions list the shapes in a random order
-    bool walk;         // --answers walk: worked answers (world.c, walk_answer)
+    int answers;       // --answers: WORLD_ANSWERS_SHORT, _WALK (worked, world.c walk_answer) or
+                       // _POINTS (position answers point first, world.c point_first_answer)
 } WorldConfig;
 
 void world_config_default(WorldConfig *cfg);
