@@ -187,7 +187,7 @@ expect_error "bad config: an even patch_context" "patch_context must be odd" $RU
 expect_error "generate: an unknown caption order" "expected reading or shuffled" $RUN generate --out "$T/w0" --caption-order sideways
 printf 'image_attention = sideways\n' > "$T/badatt.conf"
 expect_error "bad config: an unknown image_attention" "image_attention must be causal or bidirectional" $RUN train --config "$T/badatt.conf" --data "$DATA" --images "$IMG" --out "$T/o9c"
-expect_error "generate: an unknown answer form" "expected short or walk" $RUN generate --out "$T/w0" --answers long
+expect_error "generate: an unknown answer form" "expected short, walk or points" $RUN generate --out "$T/w0" --answers long
 # --point-all: every training scene asks to point at each of its shapes, a test scene at one
 if $RUN generate --out "$T/wp" --n-train 40 --n-test 10 --max-shapes 4 --quiet --point-all; then
     want=$(awk -F'"kind":' '{ s += NF - 1 } END { print s }' "$T/wp/scenes_train.jsonl")

@@ -296,11 +296,13 @@ static Answer *tw_answers(const Scene *scenes, int n, bool perfect, int *na) {
     return a;
 }
 
-static void test_world_eval(bool walk) {
+static void test_world_eval(int answers) {
     WorldConfig cfg;
     world_config_default(&cfg);
-    cfg.walk = walk;
-    const char *form = walk ? " (worked answers)" : "";
+    cfg.answers = answers;
+    const char *form = answers == WORLD_ANSWERS_WALK     ? " (worked answers)"
+                       : answers == WORLD_ANSWERS_POINTS ? " (position answers that point first)"
+                                                         : "";
     char name[80];
     int n = 300, na = 0;
     Scene *scenes = xmalloc(sizeof(Scene) * (size_t)n);
@@ -432,7 +434,7 @@ static void test_world_walk(void) {
     WorldConfig plain, walk;
     world_config_default(&plain);
     world_config_default(&walk);
-    walk.walk = true;
+    walk.answers = WORLD_ANSWERS_WALK;
     int other_diff = 0, bad_items = 0, bad_end = 0, bad_points = 0, bad_conclusion = 0, walked = 0, long_walks = 0;
     Scene a, b;
     for (int i = 0; i < 500; i++) {
@@ -494,6 +496,46 @@ static void test_world_walk(void) {
                other_diff, bad_items, bad_end, bad_points, bad_conclusion, walked, long_walks);
 }
 
+// --answers points: only the position answers change, each to the two shapes'
+// points in the question's order and the short answer after ':', and the
+// direction word agrees with the two points it follows.
+static void test_world_points(void) {
+    WorldConfig plain, pts;
+    world_config_default(&plain);
+    world_config_default(&pts);
+    pts.answers = WORLD_ANSWERS_POINTS;
+    int other_diff = 0, bad_form = 0, bad_points = 0, disagree = 0, asked = 0;
+    Scene a, b;
+    for (int i = 0; i < 500; i++) {
+        world_scene(&a, &plain, WORLD_TRAIN, i);
+        world_scene(&b, &pts, WORLD_TRAIN, i);
+        other_diff += a.n != b.n || memcmp(a.shapes, b.shapes, sizeof a.shapes) != 0 || a.nq != b.nq;
+        for (int j = 0; j < b.nq && j < a.nq; j++) {
+            const Question *qa = &a.q[j], *qb = &b.q[j];
+            if (qb->type != Q_POSITION) { other_diff += memcmp(qa, qb, sizeof *qa) != 0; continue; }
+            asked++;
+            other_diff += qa->target != qb->target || qa->other != qb->other || strcmp(qa->text, qb->text) != 0;
+            const char *and = strstr(qb->answer, " and <point>"), *colon = strrchr(qb->answer, ':');
+            float xa, ya, xb, yb;
+            if (!and || !colon || strncmp(qb->answer, "<point>", 7) != 0 || strcmp(colon + 2, qa->answer) != 0 ||
+                world_parse_point(qb->answer, &xa, &ya) != 0 || world_parse_point(and + 5, &xb, &yb) != 0) {
+                bad_form++;
+                continue;
+            }
+            const Shape *A = &b.shapes[qb->target], *B = &b.shapes[qb->other];
+            bad_points += fabsf(xa - 100.0f * A->cx / b.width) > 0.051f || fabsf(ya - 100.0f * A->cy / b.height) > 0.051f ||
+                          fabsf(xb - 100.0f * B->cx / b.width) > 0.051f || fabsf(yb - 100.0f * B->cy / b.height) > 0.051f;
+            const char *d = colon + 2;
+            bool ok = !strcmp(d, "left") ? xa < xb : !strcmp(d, "right") ? xa > xb : !strcmp(d, "above") ? ya < yb : ya > yb;
+            disagree += !ok;
+        }
+    }
+    check_true("world: pointed position answers point at both shapes, in order, then answer as the points say",
+               other_diff == 0 && bad_form == 0 && bad_points == 0 && disagree == 0 && asked > 200,
+               "(%d other changes, %d malformed, %d off their shapes, %d disagreeing with their points; %d asked)",
+               other_diff, bad_form, bad_points, disagree, asked);
+}
+
 // Generates a small dataset three times (two seeds) and runs every test.
 static void test_world(void) {
     WorldConfig cfg;
@@ -510,11 +552,13 @@ static void test_world(void) {
     test_world_dense();
     test_world_shuffled_captions();
     test_world_walk();
+    test_world_points();
     test_world_images(d1);
     test_world_geometry();
     test_world_formats();
-    test_world_eval(false);
-    test_world_eval(true);
+    test_world_eval(WORLD_ANSWERS_SHORT);
+    test_world_eval(WORLD_ANSWERS_WALK);
+    test_world_eval(WORLD_ANSWERS_POINTS);
     tw_rmtree(d1);
     tw_rmtree(d2);
     tw_rmtree(d3);
