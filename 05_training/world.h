@@ -62,7 +62,10 @@
 // name the shapes in reading order up to the one asked about (world.c,
 // walk_answer); a colour or position walk then answers after a ':', and a
 // pointing walk ends at the asked shape's point (the evaluator reads what
-// follows the last ':', and the last point).
+// follows the last ':', and the last point). With `--answers points` only the
+// position answers change: they point at both shapes first, in the question's
+// order, "<point>56.2 53.1 and <point>71.9 29.7: left" (world.c,
+// point_first_answer).
 //
 // What it does not do: moving shapes and clips (stage 3, later), rotation,
 // occlusion, text in images. The evaluator that scores answers is eval.h.
@@ -243,6 +246,9 @@ int world_parse_timestamp(const char *s, float *t_sec);
 //     --max-shapes K     shapes per scene are 1..K (default 4, at most 6)
 //     --point-all        training scenes ask to point at every shape (make train)
 //     --position-both    training scenes ask each position pair both ways round
+//     --dense            training scenes ask every colour, point and up to 3 pairs
+//     --caption-order O  reading (default) or shuffled
+//     --answers A        short (default), walk or points (above)
 //     --quiet            no progress line
 //     --help
 // Returns the process exit code (0 ok, 1 bad arguments); bad paths end the
