@@ -181,7 +181,7 @@ bench: all venv
 # ---- the main job: the nano VLM trained from nothing on this CPU ----------------
 # World, BPE vocabulary, ViT feature cache, stage 1, stage 2, evaluation and a
 # sample answer (no Python needed; about 20 minutes on 2 cores).
-# The build it needs runs on every core (a fresh clone's nvcc objects are most of it).
+# The build it needs runs on every core (in a fresh clone it is part of the twenty minutes).
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 train:
 	$(MAKE) --no-print-directory -j$(NPROC) ch02 ch04 ch05
