@@ -76,7 +76,8 @@ if PHASES="10:7:5:bidirectional" NFRESH=200 RUNDIR=$LEARN 05_training/train_nano
     A=$($RUN chat --model "$W/model" --image "$W/data/images/test_000000.png" \
         "How many shapes are there?" --threads 1 2>&1 | sed -n 's/^assistant: //p')
     if [ -n "$A" ]; then pass "chat answers about an image" "'$A'"; else fail "chat answers about an image"; fi
-    if $RUN eval --model "$W/model" --n 2 --max-shapes 1 --json "$T/e.json" --threads 1 >"$T/e.out" 2>&1; then
+    if $RUN eval --model "$W/model" --n 2 --max-shapes 1 --json "$T/e.json" --answers "$T/e.answers" \
+        --threads 1 >"$T/e.out" 2>&1; then
         missing=""
         for k in count_acc color_acc position_acc point_hit point_dist caption_f1; do
             for p in "" noise_ compose_; do grep -q "\"$p$k\"" "$T/e.json" || missing="$missing $p$k"; done
@@ -84,6 +85,18 @@ if PHASES="10:7:5:bidirectional" NFRESH=200 RUNDIR=$LEARN 05_training/train_nano
         if [ -z "$missing" ] && grep -q '^count_acc' "$T/e.out" && grep -q '^metric .*compose' "$T/e.out"; then
             pass "eval: table and JSON with the model, noise and composition figures"
         else fail "eval: table and JSON" "missing:$missing"; fi
+        # --answers: the answers it scored, which `run score` scores again against the same scenes
+        $RUN generate --out "$T/es" --n-train 0 --n-test 2 --max-shapes 1 --quiet
+        if $RUN score --scenes "$T/es/scenes_test.jsonl" --answers "$T/e.answers" --json "$T/s.json" >/dev/null 2>&1; then
+            differ=""
+            for k in count_acc color_acc caption_f1 point_hit point_dist; do
+                [ "$(jnum "$T/e.json" "$k")" = "$(jnum "$T/s.json" "$k")" ] || differ="$differ $k"
+            done
+            nq=$(grep -c '"question"' <(tr '{' '\n' < "$T/es/scenes_test.jsonl"))
+            if [ -z "$differ" ] && [ "$(wc -l < "$T/e.answers")" -eq "$nq" ]; then
+                pass "eval --answers: every answer written, and run score gives the same figures" "$nq answers"
+            else fail "eval --answers" "figures differ:$differ; $(wc -l < "$T/e.answers") answers for $nq questions"; fi
+        else fail "eval --answers" "run score failed on the written answers"; fi
     else fail "eval runs" "$(tail -2 "$T/e.out")"; fi
 else
     fail "train_nano.sh ci runs" "$(tail -3 "$T/w.log" | tr '\n' ' ')"
