@@ -388,6 +388,25 @@ static void ask_count_color(Scene *sc, Rng *r) {
     snprintf(q->answer, sizeof q->answer, "%d", m);
 }
 
+// One position question: is shape a left or right of (axis 0), or above or
+// below (axis 1), shape b?
+static void ask_pair(Scene *sc, int a, int b, int axis) {
+    const Shape *A = &sc->shapes[a], *B = &sc->shapes[b];
+    char ra[48], rb[48];
+    refer(sc, a, true, ra, sizeof ra);
+    refer(sc, b, true, rb, sizeof rb);
+    Question *q = add_question(sc, Q_POSITION);
+    q->target = a;
+    q->other = b;
+    if (axis == 0) {
+        snprintf(q->text, sizeof q->text, "Is %s left or right of %s?", ra, rb);
+        snprintf(q->answer, sizeof q->answer, "%s", A->cx < B->cx ? "left" : "right");
+    } else {
+        snprintf(q->text, sizeof q->text, "Is %s above or below %s?", ra, rb);
+        snprintf(q->answer, sizeof q->answer, "%s", A->cy < B->cy ? "above" : "below");
+    }
+}
+
 // Pairs whose centres are clearly apart (an eighth of the image) along x
 // (left/right) or y (above/below); up to `count` questions about different
 // pairs, each drawn at random from the pairs left. With `both` each pair is
@@ -410,23 +429,8 @@ static void ask_position(Scene *sc, Rng *r, int count, bool both) {
         for (int j = 0; j < nc;)   // this pair is asked: drop it, both ways round and on both axes
             if ((cand[j][0] == a && cand[j][1] == b) || (cand[j][0] == b && cand[j][1] == a)) memcpy(cand[j], cand[--nc], sizeof cand[j]);
             else j++;
-        const Shape *A = &sc->shapes[a], *B = &sc->shapes[b];
-        char ra[48], rb[48];
-        refer(sc, a, true, ra, sizeof ra);
-        refer(sc, b, true, rb, sizeof rb);
-        for (int turn = 0; turn < (both ? 2 : 1); turn++) {   // turn 1: the same pair, B first
-            const Shape *S = turn ? B : A, *O = turn ? A : B;
-            Question *q = add_question(sc, Q_POSITION);
-            q->target = turn ? b : a;
-            q->other = turn ? a : b;
-            if (axis == 0) {
-                snprintf(q->text, sizeof q->text, "Is %s left or right of %s?", turn ? rb : ra, turn ? ra : rb);
-                snprintf(q->answer, sizeof q->answer, "%s", S->cx < O->cx ? "left" : "right");
-            } else {
-                snprintf(q->text, sizeof q->text, "Is %s above or below %s?", turn ? rb : ra, turn ? ra : rb);
-                snprintf(q->answer, sizeof q->answer, "%s", S->cy < O->cy ? "above" : "below");
-            }
-        }
+        ask_pair(sc, a, b, axis);
+        if (both) ask_pair(sc, b, a, axis);
     }
 }
 
@@ -470,7 +474,9 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // "Point to the circle." and "Point to the square." of the same picture, and
 // the two answers differ only by which shape the name picks. (Measured: more
 // pointing and position at equal steps, for rows a fifth longer; make train's
-// world uses it: bench/RESULTS.md, ninth and tenth sessions.)
+// world uses it: bench/RESULTS.md, ninth and tenth sessions.) `position_both`
+// (ask_position) and `answers` points (point_first_answer) are options that
+// were measured not to help (eleventh session).
 static void ask_questions(Scene *sc, Rng *r, bool dense, bool point_all, bool position_both, bool shuffled,
                           int answers) {
     sc->nq = 0;
