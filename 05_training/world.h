@@ -136,7 +136,8 @@ typedef struct {
     char text[WORLD_TEXT_LEN];        // "What colour is the triangle?" (no "<image>\n")
     char answer[WORLD_CAPTION_LEN];   // the reference answer
     int target;   // index of the shape asked about (COLOR, POSITION, LARGEST, POINT), else -1
-    int other;    // POSITION: the shape it is compared with, else -1
+    int other;    // POSITION: the shape it is compared with (-1: the image's centre); COLOR: the
+                  // second shape of a colour pair; else -1
     int color;    // COUNT_COLOR: the colour counted, else -1
 } Question;
 
@@ -164,6 +165,8 @@ typedef struct {
     bool dense;        // --dense: training scenes ask every shape's colour and place (see world.c)
     bool point_all;    // --point-all: training scenes ask to point at every shape (world.c)
     bool position_both; // --position-both: training scenes ask each position pair both ways round
+    bool position_center; // --position-center: training scenes also ask a shape's side of the centre
+    bool color_pairs;  // --color-pairs: training scenes also ask two shapes' colours in one question
     bool shuffled_captions; // --caption-order shuffled: captions list the shapes in a random order
     int answers;       // --answers: WORLD_ANSWERS_SHORT, _WALK (worked, world.c walk_answer) or
                        // _POINTS (position answers point first, world.c point_first_answer)

@@ -542,6 +542,86 @@ static void test_world_points(void) {
                other_diff, bad_form, bad_points, disagree, asked);
 }
 
+// --position-center and --color-pairs: a training scene gains up to two
+// questions, and every other question, the picture and the test split stay
+// exactly as they were.
+//   centre: one shape against the image's centre, wherever some shape is an
+//   eighth of the image or more from the middle on some axis; its answer is
+//   that shape's own half, its words a position question's with "the center"
+//   second;
+//   colour pair: wherever two or more shapes have a colour-free name, two of
+//   them, "What colours are A and B?", answered "a-colour and b-colour" in the
+//   question's order.
+static void test_world_center_pairs(void) {
+    WorldConfig plain, more;
+    world_config_default(&plain);
+    world_config_default(&more);
+    more.position_center = more.color_pairs = true;
+    int other_diff = 0, bad_count = 0, bad_form = 0, bad_answer = 0, too_close = 0, test_diff = 0;
+    int centres = 0, pairs = 0;
+    Scene a, b;
+    char ref[64];
+    for (int i = 0; i < 500; i++) {
+        world_scene(&a, &plain, WORLD_TRAIN, i);
+        world_scene(&b, &more, WORLD_TRAIN, i);
+        bool far = false;   // a shape far enough from the middle on some axis
+        int nameable = 0;   // shapes a colour-free name picks out
+        for (int s = 0; s < b.n; s++) {
+            far |= abs(2 * b.shapes[s].cx - b.width) * 8 >= 2 * b.width ||
+                   abs(2 * b.shapes[s].cy - b.height) * 8 >= 2 * b.height;
+            bool kind_only = true, by_size = true;   // refer()'s colour-free forms
+            for (int t = 0; t < b.n; t++) {
+                if (t == s) continue;
+                kind_only &= b.shapes[t].kind != b.shapes[s].kind;
+                by_size &= !(b.shapes[t].kind == b.shapes[s].kind && b.shapes[t].size == b.shapes[s].size);
+            }
+            nameable += kind_only || by_size;
+        }
+        int k = 0, nc = 0, np = 0;   // walk b's questions, matching a's in order
+        for (int j = 0; j < b.nq; j++) {
+            const Question *q = &b.q[j];
+            const Shape *t = &b.shapes[q->target];
+            if (q->type == Q_POSITION && q->other == -1) {
+                nc++;
+                bool x = strstr(q->text, " left or right of the center?") != NULL;
+                bool y = strstr(q->text, " above or below the center?") != NULL;
+                if ((!x && !y) || sscanf(q->text, "Is %63[^?]?", ref) != 1) { bad_form++; continue; }
+                int c2 = x ? 2 * t->cx : 2 * t->cy, side = x ? b.width : b.height;
+                too_close += abs(c2 - side) * 8 < 2 * side;
+                const char *want = x ? (c2 < side ? "left" : "right") : (c2 < side ? "above" : "below");
+                bad_answer += strcmp(q->answer, want) != 0;
+            } else if (q->type == Q_COLOR && q->other >= 0) {
+                np++;
+                const Shape *o = &b.shapes[q->other];
+                char want[64];
+                snprintf(want, sizeof want, "%s and %s", WORLD_COLOR_NAMES[t->color], WORLD_COLOR_NAMES[o->color]);
+                bad_answer += strcmp(q->answer, want) != 0 || q->other == q->target;
+                bool named = strncmp(q->text, "What colours are the ", 21) == 0;   // no colour in the names
+                for (int c = 0; c < WORLD_N_COLORS; c++) named &= strstr(q->text, WORLD_COLOR_NAMES[c]) == NULL;
+                bad_form += !named || strstr(q->text, WORLD_KIND_NAMES[t->kind]) == NULL ||
+                            strstr(q->text, WORLD_KIND_NAMES[o->kind]) == NULL ||
+                            strstr(q->text, WORLD_KIND_NAMES[t->kind]) > strstr(q->text, " and ");
+            } else {
+                other_diff += k >= a.nq || memcmp(&a.q[k], q, sizeof *q) != 0;
+                k++;
+            }
+        }
+        other_diff += k != a.nq || !tw_same_picture(&a, &b);
+        bad_count += nc != (far ? 1 : 0) || np != (nameable >= 2 ? 1 : 0);
+        centres += nc;
+        pairs += np;
+        world_scene(&a, &plain, WORLD_TEST, i);
+        world_scene(&b, &more, WORLD_TEST, i);
+        test_diff += memcmp(&a, &b, sizeof a) != 0;
+    }
+    check_true("world: --position-center and --color-pairs add their questions and change nothing else",
+               other_diff == 0 && bad_count == 0 && bad_form == 0 && bad_answer == 0 && too_close == 0 &&
+                   test_diff == 0 && centres > 400 && pairs > 150,
+               "(%d other changes, %d scenes with the wrong number, %d malformed, %d wrong answers, %d too close "
+               "to the middle, %d test scenes changed; %d centre and %d colour-pair questions)",
+               other_diff, bad_count, bad_form, bad_answer, too_close, test_diff, centres, pairs);
+}
+
 // Generates a small dataset three times (two seeds) and runs every test.
 static void test_world(void) {
     WorldConfig cfg;
@@ -559,6 +639,7 @@ static void test_world(void) {
     test_world_shuffled_captions();
     test_world_walk();
     test_world_points();
+    test_world_center_pairs();
     test_world_images(d1);
     test_world_geometry();
     test_world_formats();
