@@ -534,7 +534,11 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // pointing and position at equal steps, for rows a fifth longer; make train's
 // world uses it: bench/RESULTS.md, ninth and tenth sessions.) `position_both`
 // (ask_position) and `answers` points (point_first_answer) are options that
-// were measured not to help (eleventh session).
+// were measured not to help (eleventh session). Two more training-only
+// questions come from streams of their own (world_scene), so the rest of the
+// scene is unchanged: a colour pair (`rp`, ask_color_pair) and a shape against
+// the centre (`rc`, ask_center); make train's world asks both, and with them
+// position answers were learned by more seeds (twelfth session).
 static void ask_questions(Scene *sc, Rng *r, Rng *rc, Rng *rp, bool dense, bool point_all, bool position_both,
                           bool shuffled, int answers) {
     sc->nq = 0;

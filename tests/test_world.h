@@ -580,8 +580,8 @@ static void test_world_center_pairs(void) {
         int k = 0, nc = 0, np = 0;   // walk b's questions, matching a's in order
         for (int j = 0; j < b.nq; j++) {
             const Question *q = &b.q[j];
-            const Shape *t = &b.shapes[q->target];
-            if (q->type == Q_POSITION && q->other == -1) {
+            const Shape *t = q->target >= 0 ? &b.shapes[q->target] : NULL;   // NULL: no shape asked about
+            if (t && q->type == Q_POSITION && q->other == -1) {
                 nc++;
                 bool x = strstr(q->text, " left or right of the center?") != NULL;
                 bool y = strstr(q->text, " above or below the center?") != NULL;
@@ -590,7 +590,7 @@ static void test_world_center_pairs(void) {
                 too_close += abs(c2 - side) * 8 < 2 * side;
                 const char *want = x ? (c2 < side ? "left" : "right") : (c2 < side ? "above" : "below");
                 bad_answer += strcmp(q->answer, want) != 0;
-            } else if (q->type == Q_COLOR && q->other >= 0) {
+            } else if (t && q->type == Q_COLOR && q->other >= 0) {
                 np++;
                 const Shape *o = &b.shapes[q->other];
                 char want[64];
