@@ -33,7 +33,8 @@
 # or GEN="--point-all --answers walk" (worked answers too, world.h), or
 # GEN="--point-all --position-center --color-pairs" (two training-only questions: a shape
 # against the image's centre, two shapes' colours at once; with them 3 of 5 runs met every
-# target instead of 1 of 3, but the default's own run missed: bench/RESULTS.md, twelfth session).
+# target instead of 1 of 3; the default seed met them with pack_len 640 and missed with 768,
+# so a run is a draw: bench/RESULTS.md, twelfth session).
 # THREADS (default: every core) sets the OpenMP threads of training; the
 # evaluator decodes one token at a time, where one thread is fastest.
 # OpenMP threads sleep instead of spinning while they wait (a shared laptop
