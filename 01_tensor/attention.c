@@ -100,14 +100,37 @@ static float window_max(const float *s, int j0, int j1, float m) {
     return m;
 }
 
+// The sum is added up in the AVX-512 path's order, not the compiler's: 16
+// running lanes (key j0 + 16t + l into lane l), then the lanes in halves, 8,
+// 4, 2, 1 (the tree of _mm512_reduce_add_ps). Float addition is not
+// associative, so a sum in another order rounds differently; this way the
+// softmax of a build for AVX2, or for no vector unit, gives the same bits as
+// the AVX-512 one. It matters more than it seems: with this file alone
+// compiled for AVX2, the sum in the compiler's order took a training run off
+// the AVX-512 run's path at step 9, and at `make train`'s budget a run is
+// chaotic (bench/RESULTS.md, thirteenth session). The reductions of
+// 05_training/backward.c are still in the compiler's order, and differ.
+static float lanes_sum16(float v[16]) {
+    for (int w = 8; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++) v[i] += v[i + w];
+    return v[0];
+}
+
 static float window_exp(float *s, int j0, int j1, float maxs) {
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int j = j0; j < j1; j++) {
-        s[j] = nm_exp_neg(s[j] - maxs);
-        sum += s[j];
+    float lane[16] = {0};
+    int j = j0;
+    for (; j + 16 <= j1; j += 16) {
+#pragma omp simd
+        for (int l = 0; l < 16; l++) {
+            s[j + l] = nm_exp_neg(s[j + l] - maxs);
+            lane[l] += s[j + l];
+        }
     }
-    return sum;
+    for (int l = 0; j + l < j1; l++) {   // the ragged end: the first lanes only
+        s[j + l] = nm_exp_neg(s[j + l] - maxs);
+        lane[l] += s[j + l];
+    }
+    return lanes_sum16(lane);
 }
 
 static void window_scale(float *s, int j0, int j1, float inv) {
