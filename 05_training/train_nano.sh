@@ -22,9 +22,10 @@
 #          position answers rose most with it, ninth and tenth sessions; and two
 #          training-only questions, `--position-center` (a shape against the image's
 #          centre) and `--color-pairs` (two shapes' colours in one answer), the only
-#          ones besides position that make the model keep two names apart: with them
-#          3 of 5 seeds met every target instead of 1 of 3, and this run's position
-#          answers rose from 71.2% to 82.9%, twelfth and thirteenth sessions)
+#          ones besides position that make the model keep two names apart: this
+#          run's position answers rose from 71.2% to 82.9% and its pointing from
+#          50.5% to 64.5%; but 3 seeds of 6 still miss position, twelfth and
+#          thirteenth sessions)
 #   long   the shipped checkpoint's schedule (models/nano): a longer stage 2, then
 #          the question phases of PHASES, each from the end of the one before, at half
 #          the learning rate (finding a shape by its name is learned late, and fastest
