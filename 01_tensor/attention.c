@@ -109,7 +109,7 @@ static float window_max(const float *s, int j0, int j1, float m) {
 // compiled for AVX2, the sum in the compiler's order took a training run off
 // the AVX-512 run's path at step 9, and at `make train`'s budget a run is
 // chaotic (bench/RESULTS.md, thirteenth session). 05_training/backward.c
-// spells out its sums the same way.
+// spells out its sums too, in the order of its own AVX-512 code (dot_lanes).
 static float lanes_sum16(float v[16]) {
     for (int w = 8; w >= 1; w /= 2)
         for (int i = 0; i < w; i++) v[i] += v[i + w];
