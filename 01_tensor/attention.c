@@ -95,7 +95,7 @@ static void window_scale(float *s, int j0, int j1, float inv) {
 static float window_max(const float *s, int j0, int j1, float m) {
     // (`omp simd` allows the max to be taken 16 lanes at a time; without it
     // the compiler must keep the strict left-to-right order)
-#pragma omp simd reduction(max : m)
+NM_OMP(simd reduction(max : m))
     for (int j = j0; j < j1; j++) m = s[j] > m ? s[j] : m;
     return m;
 }
@@ -120,7 +120,7 @@ static float window_exp(float *s, int j0, int j1, float maxs) {
     float lane[16] = {0};
     int j = j0;
     for (; j + 16 <= j1; j += 16) {
-#pragma omp simd
+NM_OMP(simd)
         for (int l = 0; l < 16; l++) {
             s[j + l] = nm_exp_neg(s[j + l] - maxs);
             lane[l] += s[j + l];
@@ -134,7 +134,7 @@ static float window_exp(float *s, int j0, int j1, float maxs) {
 }
 
 static void window_scale(float *s, int j0, int j1, float inv) {
-#pragma omp simd
+NM_OMP(simd)
     for (int j = j0; j < j1; j++) s[j] *= inv;
 }
 #endif
@@ -194,13 +194,14 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
     // A decode step (Tq = 1) has only NH small items: waking threads costs more
     // than it saves, so go parallel only when there is enough to share.
     const long long work = (long long)B * NH * Tq * Tk * HD;
-#pragma omp parallel if (work > 32768)
+    (void)work;   // read only by the pragma below, which a build without OpenMP drops
+NM_OMP(parallel if (work > 32768))
     {
         // (QB, Tk) this thread's block of scores, when probs does not hold them
         float *S_own = probs ? NULL : xmalloc((size_t)QB * (Tk > 0 ? Tk : 1) * sizeof(float));
         // Causal blocks near the end of a sequence see more keys than the first
         // ones, so the items are handed out one at a time, not in equal shares.
-#pragma omp for schedule(dynamic, 1)
+NM_OMP(for schedule(dynamic, 1))
         for (long long it = 0; it < items; it++) {
             const int blk = (int)(it % nblk);
             const int h = (int)((it / nblk) % NH);          // query head
@@ -239,9 +240,9 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
                         const int32_t pi = seg_prefix(si);   // its group's prefix
                         // (a select, not a branch: the compiler does 16 keys per instruction)
                         const int e1 = a < n_vis ? a : n_vis;
-#pragma omp simd
+NM_OMP(simd)
                         for (int j = 0; j < e1; j++) sr[j] = sb[j] == pi || sb[j] == si ? sr[j] : -FLT_MAX;
-#pragma omp simd
+NM_OMP(simd)
                         for (int j = c; j < n_vis; j++) sr[j] = sb[j] == pi || sb[j] == si ? sr[j] : -FLT_MAX;
                     }
                     softmax_row(sr, a, c, n_vis, nk);

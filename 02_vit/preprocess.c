@@ -163,7 +163,7 @@ static void resize_rows(uint8_t *dst, int w, const uint8_t *src, int H, int W, i
     int *first, *count;
     int32_t *k;
     int ks = resize_weights(W, w, &first, &count, &k);
-    #pragma omp parallel for schedule(static)
+    NM_OMP(parallel for schedule(static))
     for (int y = 0; y < H; y++) {
         const uint8_t *row = src + (size_t)y * W * C;   // (W, C)
         uint8_t *orow = dst + (size_t)y * w * C;        // (w, C)
@@ -185,7 +185,7 @@ static void resize_cols(uint8_t *dst, int h, const uint8_t *src, int H, int W, i
     int32_t *k;
     int ks = resize_weights(H, h, &first, &count, &k);
     size_t rowlen = (size_t)W * C;
-    #pragma omp parallel for schedule(static)
+    NM_OMP(parallel for schedule(static))
     for (int y = 0; y < h; y++) {
         const int32_t *ky = k + (size_t)y * ks;
         uint8_t *orow = dst + (size_t)y * rowlen;

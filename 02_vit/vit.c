@@ -292,7 +292,7 @@ int vit_feature_parse(VitFeature *f, const char *spec, const VitConfig *c, char 
 // the biased variance (divide by C), as torch computes it. Sums in double.
 // out may equal inp.  out, inp (N, C)
 static void layernorm(float *out, const float *inp, const float *w, const float *b, long N, int C, float eps) {
-    #pragma omp parallel for schedule(static)
+    NM_OMP(parallel for schedule(static))
     for (long i = 0; i < N; i++) {
         const float *x = inp + i * C;
         float *y = out + i * C;
@@ -310,17 +310,17 @@ static void layernorm(float *out, const float *inp, const float *w, const float 
 // erf GELU for configs that ask for "gelu". In place.  x (n)
 static void activation(float *x, size_t n, VitAct act) {
     if (act == VIT_ACT_QUICK_GELU) {
-        #pragma omp parallel for schedule(static)
+        NM_OMP(parallel for schedule(static))
         for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
     } else {
-        #pragma omp parallel for schedule(static)
+        NM_OMP(parallel for schedule(static))
         for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
     }
 }
 
 // x += y.  x, y (n)
 static void add_inplace(float *x, const float *y, size_t n) {
-    #pragma omp parallel for schedule(static)
+    NM_OMP(parallel for schedule(static))
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
@@ -337,7 +337,7 @@ static void embed(const Vit *m, float *x, const float *pix, int B) {
     const int K = 3 * P * P;
     float *patches = xmalloc(sizeof(float) * (size_t)B * NP * K);   // (B, NP, 3*P*P)
     float *emb = xmalloc(sizeof(float) * (size_t)B * NP * C);       // (B, NP, C)
-    #pragma omp parallel for collapse(2) schedule(static)
+    NM_OMP(parallel for collapse(2) schedule(static))
     for (int b = 0; b < B; b++)
         for (int p = 0; p < NP; p++) {
             int py = p / G, px = p % G;

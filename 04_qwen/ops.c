@@ -14,14 +14,14 @@
 // RMSNorm
 
 void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
-#pragma omp parallel for schedule(static) if (N > 16)
+NM_OMP(parallel for schedule(static) if (N > 16))
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;    // (C,)
         float *yr = out + (size_t)n * C;        // (C,)
         // transformers takes the mean of x^2 in fp32; we sum in double, which
         // is at least as accurate and independent of the thread count
         double ss = 0.0;
-#pragma omp simd reduction(+ : ss)
+NM_OMP(simd reduction(+ : ss))
         for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
         float var = (float)(ss / C);
         float r = 1.0f / sqrtf(var + eps);
@@ -59,7 +59,7 @@ void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int HD, int 
 void rope_forward(float *out, const float *x, const float *cos_t, const float *sin_t, int B, int T, int H,
                   int HD) {
     int half = HD / 2;
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * H * HD > 65536)
+NM_OMP(parallel for collapse(2) schedule(static) if ((size_t)B * T * H * HD > 65536))
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const float *c = cos_t + (size_t)t * half;   // (HD/2,)
@@ -82,7 +82,7 @@ void rope_forward(float *out, const float *x, const float *cos_t, const float *s
 // The residual
 
 void residual_forward(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+NM_OMP(parallel for schedule(static) if (n > 65536))
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
@@ -119,7 +119,7 @@ static inline float dot_f32(const float *x, const float *w, int K) {
 static void gemv_rows(float *out, const float *inp, const float *w, const float *bias, int M, int K, int N) {
     // threads only pay off past a few hundred thousand multiply-adds: waking
     // them costs microseconds, far more on a loaded machine
-#pragma omp parallel for schedule(static) if ((size_t)M * K * N > (1u << 18))
+NM_OMP(parallel for schedule(static) if ((size_t)M * K * N > (1u << 18)))
     for (int n = 0; n < N; n++) {
         const float *wn = w + (size_t)n * K;   // (K,)
         for (int m = 0; m < M; m++)
