@@ -95,7 +95,7 @@ static void window_scale(float *s, int j0, int j1, float inv) {
 static float window_max(const float *s, int j0, int j1, float m) {
     // (`omp simd` allows the max to be taken 16 lanes at a time; without it
     // the compiler must keep the strict left-to-right order)
-NM_OMP(simd reduction(max : m))
+    NM_OMP(simd reduction(max : m))
     for (int j = j0; j < j1; j++) m = s[j] > m ? s[j] : m;
     return m;
 }
@@ -120,7 +120,7 @@ static float window_exp(float *s, int j0, int j1, float maxs) {
     float lane[16] = {0};
     int j = j0;
     for (; j + 16 <= j1; j += 16) {
-NM_OMP(simd)
+        NM_OMP(simd)
         for (int l = 0; l < 16; l++) {
             s[j + l] = nm_exp_neg(s[j + l] - maxs);
             lane[l] += s[j + l];
@@ -134,7 +134,7 @@ NM_OMP(simd)
 }
 
 static void window_scale(float *s, int j0, int j1, float inv) {
-NM_OMP(simd)
+    NM_OMP(simd)
     for (int j = j0; j < j1; j++) s[j] *= inv;
 }
 #endif
@@ -195,13 +195,13 @@ void attention_forward_cpu(float *out, float *probs, const float *q, const float
     // than it saves, so go parallel only when there is enough to share.
     const long long work = (long long)B * NH * Tq * Tk * HD;
     (void)work;   // read only by the pragma below, which a build without OpenMP drops
-NM_OMP(parallel if (work > 32768))
+    NM_OMP(parallel if (work > 32768))
     {
         // (QB, Tk) this thread's block of scores, when probs does not hold them
         float *S_own = probs ? NULL : xmalloc((size_t)QB * (Tk > 0 ? Tk : 1) * sizeof(float));
         // Causal blocks near the end of a sequence see more keys than the first
         // ones, so the items are handed out one at a time, not in equal shares.
-NM_OMP(for schedule(dynamic, 1))
+        NM_OMP(for schedule(dynamic, 1))
         for (long long it = 0; it < items; it++) {
             const int blk = (int)(it % nblk);
             const int h = (int)((it / nblk) % NH);          // query head
@@ -240,9 +240,9 @@ NM_OMP(for schedule(dynamic, 1))
                         const int32_t pi = seg_prefix(si);   // its group's prefix
                         // (a select, not a branch: the compiler does 16 keys per instruction)
                         const int e1 = a < n_vis ? a : n_vis;
-NM_OMP(simd)
+                        NM_OMP(simd)
                         for (int j = 0; j < e1; j++) sr[j] = sb[j] == pi || sb[j] == si ? sr[j] : -FLT_MAX;
-NM_OMP(simd)
+                        NM_OMP(simd)
                         for (int j = c; j < n_vis; j++) sr[j] = sb[j] == pi || sb[j] == si ? sr[j] : -FLT_MAX;
                     }
                     softmax_row(sr, a, c, n_vis, nk);
@@ -259,5 +259,32 @@ NM_OMP(simd)
                 for (int r = 0; r < qb; r++) memset(S + (size_t)r * Tk + nk, 0, (size_t)(Tk - nk) * sizeof(float));
         }
         free(S_own);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The Tensor-level op
+
+void attention_forward(Tensor out, Tensor probs, Tensor q, Tensor k, Tensor v, const int32_t *seg,
+                       const int32_t *reach, int Tk, int q_pos0, bool causal, float scale) {
+    NM_CHECK(q.ndim == 4 && k.ndim == 4 && v.ndim == 4 && out.ndim == 4, "attention: q, k, v, out must be 4-d");
+    const int B = (int)q.shape[0], Tq = (int)q.shape[1], NH = (int)q.shape[2], HD = (int)q.shape[3];
+    const int Tcap = (int)k.shape[1], NKV = (int)k.shape[2];
+    NM_CHECK(shape_equal(out, q) && shape_equal(k, v) && k.shape[0] == B && k.shape[3] == HD,
+             "attention: shapes of q, k, v, out disagree");
+    NM_CHECK(q.device == k.device && q.device == v.device && q.device == out.device &&
+             q.dtype == k.dtype && q.dtype == v.dtype && q.dtype == out.dtype,
+             "attention: q, k, v, out must share a device and a dtype");
+    if (probs.data)
+        NM_CHECK(probs.device == q.device && tensor_numel(probs) >= (int64_t)B * NH * Tq * Tk,
+                 "attention: probs too small for (%d, %d, %d, %d)", B, NH, Tq, Tk);
+    if (q.device == DEVICE_CPU) {
+        NM_CHECK(q.dtype == DT_F32, "attention: the CPU path computes in F32");
+        attention_forward_cpu(out.data, probs.data, q.data, k.data, v.data, seg, reach, B, Tq, Tk, Tcap, NH, NKV,
+                              HD, q_pos0, causal, scale);
+    } else {
+        NM_CHECK(!probs.data, "attention: the CUDA path keeps no probabilities");
+        attention_forward_cuda(out.data, q.data, k.data, v.data, seg, reach, B, Tq, Tk, Tcap, NH, NKV, HD, q_pos0,
+                               causal, scale, q.dtype);
     }
 }

@@ -54,8 +54,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "01_tensor/tensor.h"
+
 #define SEG_GROUP_BITS 16   // a segment number: group << SEG_GROUP_BITS | part (part 0: the prefix)
-// The prefix segment of s's group: s with its part cleared.
+// The prefix segment of s's group: s with its part cleared. (Also compiled
+// for the GPU, whose attention kernel applies the same rule.)
+#ifdef __CUDACC__
+__host__ __device__
+#endif
 static inline int32_t seg_prefix(int32_t s) { return (int32_t)((uint32_t)s & ~((1u << SEG_GROUP_BITS) - 1u)); }
 
 // out (B,Tq,NH,HD); probs (B,NH,Tq,Tk) or NULL: the softmax weights, kept when
@@ -64,6 +70,19 @@ static inline int32_t seg_prefix(int32_t s) { return (int32_t)((uint32_t)s & ~((
 void attention_forward_cpu(float *out, float *probs, const float *q, const float *k, const float *v,
                            const int32_t *seg, const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH,
                            int NKV, int HD, int q_pos0, bool causal, float scale);
+
+// The CUDA twin (attention_cuda.cu): the same rule on device pointers, with
+// q, k, v, out in dt (BF16 or F32) and seg, reach (B, Tcap) int32 device arrays
+// or NULL. It keeps no probabilities (the GPU backward recomputes them).
+void attention_forward_cuda(void *out, const void *q, const void *k, const void *v, const int32_t *seg,
+                            const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
+                            int q_pos0, bool causal, float scale, DType dt);
+
+// The op the models call: shapes from the tensors, the device from q.
+// q, out (B, Tq, NH, HD); k, v (B, Tcap, NKV, HD); probs (B, NH, Tq, Tk) or an
+// empty Tensor; seg, reach (B, Tcap) or NULL, on q's device.
+void attention_forward(Tensor out, Tensor probs, Tensor q, Tensor k, Tensor v, const int32_t *seg,
+                       const int32_t *reach, int Tk, int q_pos0, bool causal, float scale);
 
 // The keys a block of queries can skip. A block of qb queries at positions
 // p0 .. p0+qb-1 of one row, reading keys 0 .. nk-1, needs no key whose

@@ -19,6 +19,14 @@ void matmul_backward_cuda(void *dinp, void *dweight, void *dbias, const void *do
     NO_CUDA();
 }
 
+#include "01_tensor/attention.h"
+
+void attention_forward_cuda(void *out, const void *q, const void *k, const void *v, const int32_t *seg,
+                            const int32_t *reach, int B, int Tq, int Tk, int Tcap, int NH, int NKV, int HD,
+                            int q_pos0, bool causal, float scale, DType dt) {
+    NO_CUDA();
+}
+
 // ---- cuda_util.h: device memory, conversions and timers --------------------
 #include "01_tensor/cuda_util.h"
 

@@ -717,6 +717,47 @@ void matmul_backward_cpu(float *dinp, float *dweight, float *dbias, const float 
 }
 
 // ---------------------------------------------------------------------------
+// A few rows: matrix-vector products
+
+// A few rows against a large weight: one dot product per (row, output), the
+// outputs split across threads, each thread streaming its own rows of w once.
+// This is what decoding is made of (M = 1), and where the general GEMM, which
+// parallelises over blocks of rows, would leave all but one core idle.
+#define GEMV_MAX_ROWS 4
+
+// x . w over K elements. Decoding streams every weight of the model from
+// memory once per token, so this loop must keep many loads in flight: two
+// independent 16-wide accumulators (each inner j-loop becomes one vector
+// multiply-add) let the core issue the next loads while the previous
+// multiply-adds finish; a single accumulator makes every step wait on the
+// last, and halves the memory bandwidth this loop reaches. Separate
+// accumulators are also what lets -O3 vectorise without reassociating one sum.
+#define GEMV_W 16
+static inline float dot_f32(const float *x, const float *w, int K) {
+    float a0[GEMV_W] = {0}, a1[GEMV_W] = {0};
+    int k = 0;
+    for (; k + 2 * GEMV_W <= K; k += 2 * GEMV_W) {
+        for (int j = 0; j < GEMV_W; j++) a0[j] += x[k + j] * w[k + j];
+        for (int j = 0; j < GEMV_W; j++) a1[j] += x[k + GEMV_W + j] * w[k + GEMV_W + j];
+    }
+    float s = 0.0f;
+    for (; k < K; k++) s += x[k] * w[k];
+    for (int j = 0; j < GEMV_W; j++) s += a0[j] + a1[j];
+    return s;
+}
+
+static void gemv_rows(float *out, const float *inp, const float *w, const float *bias, int M, int K, int N) {
+    // threads only pay off past a few hundred thousand multiply-adds: waking
+    // them costs microseconds, far more on a loaded machine
+    NM_OMP(parallel for schedule(static) if ((size_t)M * K * N > (1u << 18)))
+    for (int n = 0; n < N; n++) {
+        const float *wn = w + (size_t)n * K;   // (K,)
+        for (int m = 0; m < M; m++)
+            out[(size_t)m * N + n] = dot_f32(inp + (size_t)m * K, wn, K) + (bias ? bias[n] : 0.0f);   // x (K,)
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Tensor-level entry points: check everything, then pick the device.
 
 // The number of rows of t seen as a matrix (..., last): the product of all
@@ -794,7 +835,9 @@ void matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) {
         check_vector(op, "bias", bias, N);
     }
     check_dtype_for_device(op, inp);
-    if (inp.device == DEVICE_CPU)
+    if (inp.device == DEVICE_CPU && M <= GEMV_MAX_ROWS)
+        gemv_rows(out.data, inp.data, weight.data, bias.data, M, K, N);
+    else if (inp.device == DEVICE_CPU)
         matmul_forward_cpu(out.data, inp.data, weight.data, bias.data, M, K, N);
     else
         matmul_forward_cuda(out.data, inp.data, weight.data, bias.data, M, K, N, inp.dtype);

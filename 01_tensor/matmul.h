@@ -57,6 +57,10 @@ bool cuda_available(void);
 
 // ---- Tensor-level ops: check shapes, pick the device --------------------------
 // inp (..., K), weight (N, K), bias (N) or an empty Tensor {0}, out (..., N).
+// This is every Linear layer of the models. On the CPU, a call with at most
+// four rows (token-by-token decoding) is a set of dot products split over the
+// outputs instead of the blocked GEMM, which parallelises over rows and would
+// leave all but one core idle; the GEMM for more rows.
 void matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias);
 // dinp like inp, dweight like weight, dbias like bias; pass a Tensor with
 // data == NULL to skip one.

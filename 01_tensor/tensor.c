@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "01_tensor/cuda_util.h"
+
 // ----------------------------------------------------------------------------
 // Tensor views
 
@@ -52,6 +54,62 @@ bool shape_equal(Tensor a, Tensor b) {
     for (int i = 0; i < a.ndim; i++)
         if (a.shape[i] != b.shape[i]) return false;
     return true;
+}
+
+Tensor tensor_sub(Tensor t, int64_t offset, int ndim, ...) {
+    int64_t shape[NM_MAX_DIMS];
+    NM_CHECK(ndim >= 0 && ndim <= NM_MAX_DIMS, "tensor rank %d out of range", ndim);
+    va_list ap;
+    va_start(ap, ndim);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (shape[i] = va_arg(ap, int64_t));
+    va_end(ap);
+    char b1[96], b2[96];
+    NM_CHECK(offset >= 0 && offset + n <= tensor_numel(t), "tensor_sub: %lld elements at %lld (%s) do not fit in %s",
+             (long long)n, (long long)offset, shape_str(shape, ndim, b1, sizeof b1),
+             shape_str(t.shape, t.ndim, b2, sizeof b2));
+    return tensor_view(t.data ? (char *)t.data + (size_t)offset * dtype_size(t.dtype) : NULL, t.dtype, t.device, ndim,
+                       shape);
+}
+
+// ----------------------------------------------------------------------------
+// Moving numbers
+
+void tensor_copy(Tensor dst, Tensor src) {
+    NM_CHECK(dst.dtype == src.dtype && tensor_numel(dst) == tensor_numel(src),
+             "tensor_copy: %lld %s into %lld %s", (long long)tensor_numel(src), dtype_name(src.dtype),
+             (long long)tensor_numel(dst), dtype_name(dst.dtype));
+    size_t nb = tensor_nbytes(src);
+    if (nb == 0 || dst.data == src.data) return;
+    if (dst.device == DEVICE_CPU && src.device == DEVICE_CPU) memcpy(dst.data, src.data, nb);
+    else if (dst.device == DEVICE_CUDA && src.device == DEVICE_CUDA) cuda_copy(dst.data, src.data, nb);
+    else if (dst.device == DEVICE_CUDA) cuda_upload(dst.data, src.data, nb);
+    else cuda_download(dst.data, src.data, nb);
+}
+
+void tensor_to_host_f32(float *host, Tensor t) {
+    size_t n = (size_t)tensor_numel(t);
+    if (t.device == DEVICE_CUDA) {
+        cuda_download_f32(host, t.data, n, t.dtype);
+        return;
+    }
+    NM_CHECK(dtype_convert(host, DT_F32, t.data, t.dtype, n) == 0, "tensor_to_host_f32: cannot read %s",
+             dtype_name(t.dtype));
+}
+
+void tensor_from_host_f32(Tensor t, const float *host) {
+    size_t n = (size_t)tensor_numel(t);
+    if (t.device == DEVICE_CPU) {
+        NM_CHECK(dtype_convert(t.data, t.dtype, host, DT_F32, n) == 0, "tensor_from_host_f32: cannot write %s",
+                 dtype_name(t.dtype));
+        return;
+    }
+    // convert on the host, then one copy: the device sees only finished numbers
+    void *tmp = xmalloc(n * dtype_size(t.dtype) + 1);
+    NM_CHECK(dtype_convert(tmp, t.dtype, host, DT_F32, n) == 0, "tensor_from_host_f32: cannot write %s",
+             dtype_name(t.dtype));
+    cuda_upload(t.data, tmp, n * dtype_size(t.dtype));
+    free(tmp);
 }
 
 // ----------------------------------------------------------------------------
@@ -109,15 +167,43 @@ void table_alloc(Table *t, Device dev) {
     }
     t->nbytes = off;
     t->device = dev;
-    NM_CHECK(dev == DEVICE_CPU, "table '%s': device %s tables are allocated by the CUDA backend",
-             t->name, device_name(dev));
-    t->buffer = xcalloc(1, off ? off : 64);
+    if (dev == DEVICE_CUDA) {
+        t->buffer = cuda_malloc(off ? off : 256);
+        cuda_zero(t->buffer, off ? off : 256);
+    } else {
+        t->buffer = xcalloc(1, off ? off : 64);
+    }
+}
+
+size_t table_bytes(const Table *t) {
+    size_t off = 0;
+    for (int i = 0; i < t->n; i++) off += (t->entries[i].nbytes + 63) & ~(size_t)63;
+    return off;
+}
+
+void table_to_device(Table *dst, const Table *src, const char *name, DType dt, Device dev) {
+    NM_CHECK(src->device == DEVICE_CPU && src->buffer, "table_to_device: '%s' is not an allocated host table",
+             src->name);
+    table_derive(dst, src, name, dt, false);
+    table_alloc(dst, dev);
+    for (int i = 0; i < src->n; i++) {
+        Tensor s = table_tensor(src, i), d = table_tensor(dst, i);
+        if (s.dtype == DT_F32) {
+            tensor_from_host_f32(d, s.data);
+        } else {
+            float *tmp = xmalloc((size_t)tensor_numel(s) * sizeof(float) + 1);
+            tensor_to_host_f32(tmp, s);
+            tensor_from_host_f32(d, tmp);
+            free(tmp);
+        }
+    }
 }
 
 void table_free(Table *t) {
     for (int i = 0; i < t->n; i++) free(t->entries[i].name);
     free(t->entries);
-    free(t->buffer);
+    if (t->device == DEVICE_CUDA) cuda_free(t->buffer);
+    else free(t->buffer);
     free(t->name);
     memset(t, 0, sizeof *t);
 }

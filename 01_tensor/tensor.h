@@ -54,6 +54,19 @@ size_t tensor_nbytes(Tensor t);
 // "[2, 3, 4]" into buf (for messages).
 const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t n);
 bool shape_equal(Tensor a, Tensor b);
+// A view of part of t with another shape: the elements offset .. offset+numel
+// of t's memory, read as `ndim` sizes (int64_t) that follow. It must lie inside
+// t. The model code keeps each activation at the largest size it was planned
+// for and computes on a view of the size of the call: tensor_sub(t, 0, 2, BT, C).
+Tensor tensor_sub(Tensor t, int64_t offset, int ndim, ...);
+
+// ---- moving numbers between tensors and devices --------------------------------
+// dst = src, elementwise; same numel, same dtype, either device on either side.
+void tensor_copy(Tensor dst, Tensor src);
+// host (numel) = t as f32, wherever t lives and whatever its float dtype.
+void tensor_to_host_f32(float *host, Tensor t);
+// t = host (numel) f32, converted to t's dtype and copied to t's device.
+void tensor_from_host_f32(Tensor t, const float *host);
 
 // ----------------------------------------------------------------------------
 // The tensor table
@@ -84,7 +97,8 @@ int table_add(Table *t, const char *name, DType dt, bool trainable, int ndim, co
 // printf, e.g. table_addf(t, DT_F32, true, 2, C, C, "model.layers.%d.self_attn.q_proj.weight", l).
 int table_addf(Table *t, DType dt, bool trainable, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
-// Allocates the single buffer, zero-filled, and fixes every entry's offset.
+// Allocates the single buffer, zero-filled, and fixes every entry's offset:
+// host memory for DEVICE_CPU, device memory (cudaMalloc) for DEVICE_CUDA.
 void table_alloc(Table *t, Device dev);
 void table_free(Table *t);
 // Index of `name`, or -1.
@@ -98,6 +112,14 @@ int64_t table_numel(const Table *t, bool trainable_only);
 // A derived table: the same entries (only the trainable ones if asked), with
 // another dtype, e.g. the fp32 gradients or AdamW moments of a param table.
 void table_derive(Table *dst, const Table *src, const char *name, DType dt, bool trainable_only);
+
+// A table on another device, or in another dtype: dst is derived from src
+// (every entry, in dtype dt), allocated on dev, and filled with src's numbers,
+// converted. How a model's fp32 parameters become its bf16 weights on a GPU.
+void table_to_device(Table *dst, const Table *src, const char *name, DType dt, Device dev);
+// Bytes the entries need, each rounded up to the 64-byte alignment of
+// table_alloc: what allocating the table costs, computable before allocating.
+size_t table_bytes(const Table *t);
 
 // Prints one line per entry and totals (used by --mem and tests).
 void table_print(const Table *t, FILE *f, bool per_entry);

@@ -229,13 +229,8 @@ static int encode_one(const Args *a, Device dev) {
     float *features = xmalloc(sizeof(float) * (size_t)Tf * Df);  // (1, Tf, Df)
     float *pooled = xmalloc(sizeof(float) * C);                  // (1, C)
     t0 = now_seconds();
-    if (dev == DEVICE_CPU) {
-        vit_forward(&m, pix, 1, hidden, &feat, features, pooled);
-    } else {
-        VitCuda *g = vit_cuda_create(&m, 1);
-        vit_cuda_forward(g, pix, 1, NULL, &feat, features, pooled);
-        vit_cuda_free(g);
-    }
+    vit_to_device(&m, dev);   // one forward for both devices: the weights go there
+    vit_forward(&m, pix, 1, hidden, &feat, features, pooled);
     double t_fwd = now_seconds() - t0;
     printf("forward (%s, %d threads): %.3f s\n", device_name(dev), ctx_num_threads(), t_fwd);
     if (hidden) {
@@ -339,7 +334,7 @@ static int cache(const Args *a, Device dev) {
     StItem *items = xmalloc(sizeof(StItem) * shard_cap);
     int64_t shape[2] = {Tf, Df};
     int in_shard = 0, nshards = 0, shard_first = 0;
-    VitCuda *g = dev == DEVICE_CUDA ? vit_cuda_create(&m, B) : NULL;
+    vit_to_device(&m, dev);
     double t0 = now_seconds();
     char err[256];
     for (int i0 = 0; i0 < n; i0 += B) {
@@ -350,8 +345,7 @@ static int cache(const Args *a, Device dev) {
             clip_preprocess(pix + (size_t)b * 3 * S * S, &img, &pp);
             image_free(&img);
         }
-        if (g) vit_cuda_forward(g, pix, nb, NULL, &feat, feats, NULL);
-        else vit_forward(&m, pix, nb, NULL, &feat, feats, NULL);
+        vit_forward(&m, pix, nb, NULL, &feat, feats, NULL);
         for (int b = 0; b < nb; b++) {
             uint16_t *dst = shard + (size_t)in_shard * Tf * Df;
             const float *src = feats + (size_t)b * Tf * Df;
@@ -380,7 +374,6 @@ static int cache(const Args *a, Device dev) {
                     n, done / el, nshards, isatty(2) ? "" : "\n");
     }
     if (isatty(2)) fprintf(stderr, "\n");
-    if (g) vit_cuda_free(g);
 
     // index.json, last and atomically: its presence says the cache is complete.
     char *o = NULL;

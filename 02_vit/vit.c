@@ -10,6 +10,8 @@
 // NH heads, HD head dim, P patch side, G patches per side, NP = G*G.
 #include "02_vit/vit.h"
 
+#include "01_tensor/cuda_util.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -102,6 +104,16 @@ done:
 // ----------------------------------------------------------------------------
 // The table: every tensor of the vision tower, by its HF name.
 
+static void vit_bind(Vit *m);
+
+// The tensor `prefix name` of t (an empty Tensor when absent).
+static Tensor vget(const Table *t, const char *prefix, const char *name) {
+    char full[160];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    int i = table_find(t, full);
+    return i < 0 ? (Tensor){0} : table_tensor(t, i);
+}
+
 static int add(Table *t, const char *prefix, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2,
                int64_t d3) {
     char full[160];
@@ -110,8 +122,6 @@ static int add(Table *t, const char *prefix, const char *name, int ndim, int64_t
     return table_add(t, full, DT_F32, false, ndim, shape);
 }
 
-static const float *ptr(const Vit *m, int i) { return (const float *)table_tensor(&m->params, i).data; }
-
 void vit_build(Vit *m, const VitConfig *c, const char *prefix) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
@@ -119,64 +129,85 @@ void vit_build(Vit *m, const VitConfig *c, const char *prefix) {
     const int C = c->hidden, I = c->intermediate, P = c->patch_size, T = vit_tokens(c);
     Table *t = &m->params;
     table_init(t, "clip vision params");
-    int i_cls = add(t, prefix, "embeddings.class_embedding", 1, C, 0, 0, 0);
-    int i_patch = add(t, prefix, "embeddings.patch_embedding.weight", 4, C, c->channels, P, P);
-    int i_pos = add(t, prefix, "embeddings.position_embedding.weight", 2, T, C, 0, 0);
-    int i_prew = add(t, prefix, "pre_layrnorm.weight", 1, C, 0, 0, 0);   // sic: HF's spelling
-    int i_preb = add(t, prefix, "pre_layrnorm.bias", 1, C, 0, 0, 0);
-    int *li = xmalloc(sizeof(int) * 16 * (size_t)c->layers);
+    add(t, prefix, "embeddings.class_embedding", 1, C, 0, 0, 0);
+    add(t, prefix, "embeddings.patch_embedding.weight", 4, C, c->channels, P, P);
+    add(t, prefix, "embeddings.position_embedding.weight", 2, T, C, 0, 0);
+    add(t, prefix, "pre_layrnorm.weight", 1, C, 0, 0, 0);   // sic: HF's spelling
+    add(t, prefix, "pre_layrnorm.bias", 1, C, 0, 0, 0);
     for (int l = 0; l < c->layers; l++) {
         char n[128];
-        int *k = li + 16 * l;
-#define L_ADD(j, suffix, nd, a, b)                                                  \
+#define L_ADD(suffix, nd, a, b)                                                     \
         snprintf(n, sizeof n, "encoder.layers.%d.%s", l, suffix);                   \
-        k[j] = add(t, prefix, n, nd, a, b, 0, 0)
-        L_ADD(0, "layer_norm1.weight", 1, C, 0);
-        L_ADD(1, "layer_norm1.bias", 1, C, 0);
-        L_ADD(2, "self_attn.q_proj.weight", 2, C, C);
-        L_ADD(3, "self_attn.q_proj.bias", 1, C, 0);
-        L_ADD(4, "self_attn.k_proj.weight", 2, C, C);
-        L_ADD(5, "self_attn.k_proj.bias", 1, C, 0);
-        L_ADD(6, "self_attn.v_proj.weight", 2, C, C);
-        L_ADD(7, "self_attn.v_proj.bias", 1, C, 0);
-        L_ADD(8, "self_attn.out_proj.weight", 2, C, C);
-        L_ADD(9, "self_attn.out_proj.bias", 1, C, 0);
-        L_ADD(10, "layer_norm2.weight", 1, C, 0);
-        L_ADD(11, "layer_norm2.bias", 1, C, 0);
-        L_ADD(12, "mlp.fc1.weight", 2, I, C);
-        L_ADD(13, "mlp.fc1.bias", 1, I, 0);
-        L_ADD(14, "mlp.fc2.weight", 2, C, I);
-        L_ADD(15, "mlp.fc2.bias", 1, C, 0);
+        add(t, prefix, n, nd, a, b, 0, 0)
+        L_ADD("layer_norm1.weight", 1, C, 0);
+        L_ADD("layer_norm1.bias", 1, C, 0);
+        L_ADD("self_attn.q_proj.weight", 2, C, C);
+        L_ADD("self_attn.q_proj.bias", 1, C, 0);
+        L_ADD("self_attn.k_proj.weight", 2, C, C);
+        L_ADD("self_attn.k_proj.bias", 1, C, 0);
+        L_ADD("self_attn.v_proj.weight", 2, C, C);
+        L_ADD("self_attn.v_proj.bias", 1, C, 0);
+        L_ADD("self_attn.out_proj.weight", 2, C, C);
+        L_ADD("self_attn.out_proj.bias", 1, C, 0);
+        L_ADD("layer_norm2.weight", 1, C, 0);
+        L_ADD("layer_norm2.bias", 1, C, 0);
+        L_ADD("mlp.fc1.weight", 2, I, C);
+        L_ADD("mlp.fc1.bias", 1, I, 0);
+        L_ADD("mlp.fc2.weight", 2, C, I);
+        L_ADD("mlp.fc2.bias", 1, C, 0);
 #undef L_ADD
     }
-    int i_postw = add(t, prefix, "post_layernorm.weight", 1, C, 0, 0, 0);
-    int i_postb = add(t, prefix, "post_layernorm.bias", 1, C, 0, 0, 0);
+    add(t, prefix, "post_layernorm.weight", 1, C, 0, 0, 0);
+    add(t, prefix, "post_layernorm.bias", 1, C, 0, 0, 0);
     table_alloc(t, DEVICE_CPU);
+    vit_bind(m);
+}
 
-    m->class_emb = ptr(m, i_cls);
-    m->patch_w = ptr(m, i_patch);
-    m->pos_emb = ptr(m, i_pos);
-    m->pre_w = ptr(m, i_prew);
-    m->pre_b = ptr(m, i_preb);
-    m->post_w = ptr(m, i_postw);
-    m->post_b = ptr(m, i_postb);
-    m->layer = xcalloc((size_t)c->layers, sizeof(VitLayer));
+// Points the model's Tensors into the table the forward computes with: the
+// host parameters, or their copy on the GPU.
+static void vit_bind(Vit *m) {
+    const VitConfig *c = &m->cfg;
+    const Table *t = m->device == DEVICE_CUDA ? &m->dev : &m->params;
+    const char *pf = m->prefix;
+    const int P = c->patch_size;
+    m->class_emb = vget(t, pf, "embeddings.class_embedding");
+    Tensor pw = vget(t, pf, "embeddings.patch_embedding.weight");   // (C, 3, P, P)
+    m->patch_w = tensor_sub(pw, 0, 2, (int64_t)c->hidden, (int64_t)3 * P * P);
+    m->pos_emb = vget(t, pf, "embeddings.position_embedding.weight");
+    m->pre_w = vget(t, pf, "pre_layrnorm.weight");
+    m->pre_b = vget(t, pf, "pre_layrnorm.bias");
+    m->post_w = vget(t, pf, "post_layernorm.weight");
+    m->post_b = vget(t, pf, "post_layernorm.bias");
+    if (!m->layer) m->layer = xcalloc((size_t)c->layers, sizeof(VitLayer));
     for (int l = 0; l < c->layers; l++) {
-        const int *k = li + 16 * l;
         VitLayer *y = &m->layer[l];
-        y->ln1_w = ptr(m, k[0]);  y->ln1_b = ptr(m, k[1]);
-        y->q_w = ptr(m, k[2]);    y->q_b = ptr(m, k[3]);
-        y->k_w = ptr(m, k[4]);    y->k_b = ptr(m, k[5]);
-        y->v_w = ptr(m, k[6]);    y->v_b = ptr(m, k[7]);
-        y->o_w = ptr(m, k[8]);    y->o_b = ptr(m, k[9]);
-        y->ln2_w = ptr(m, k[10]); y->ln2_b = ptr(m, k[11]);
-        y->fc1_w = ptr(m, k[12]); y->fc1_b = ptr(m, k[13]);
-        y->fc2_w = ptr(m, k[14]); y->fc2_b = ptr(m, k[15]);
+        char n[128];
+#define L_GET(field, suffix) (snprintf(n, sizeof n, "encoder.layers.%d.%s", l, suffix), y->field = vget(t, pf, n))
+        L_GET(ln1_w, "layer_norm1.weight");  L_GET(ln1_b, "layer_norm1.bias");
+        L_GET(q_w, "self_attn.q_proj.weight"); L_GET(q_b, "self_attn.q_proj.bias");
+        L_GET(k_w, "self_attn.k_proj.weight"); L_GET(k_b, "self_attn.k_proj.bias");
+        L_GET(v_w, "self_attn.v_proj.weight"); L_GET(v_b, "self_attn.v_proj.bias");
+        L_GET(o_w, "self_attn.out_proj.weight"); L_GET(o_b, "self_attn.out_proj.bias");
+        L_GET(ln2_w, "layer_norm2.weight");  L_GET(ln2_b, "layer_norm2.bias");
+        L_GET(fc1_w, "mlp.fc1.weight");      L_GET(fc1_b, "mlp.fc1.bias");
+        L_GET(fc2_w, "mlp.fc2.weight");      L_GET(fc2_b, "mlp.fc2.bias");
+#undef L_GET
     }
-    free(li);
+}
+
+void vit_to_device(Vit *m, Device d) {
+    if (d == m->device) return;
+    if (m->device == DEVICE_CUDA) table_free(&m->dev);
+    if (d == DEVICE_CUDA) {
+        NM_CHECK(cuda_available(), "--device cuda: no usable GPU (%s)", cuda_unavailable_reason());
+        table_to_device(&m->dev, &m->params, "clip vision weights (bf16, GPU)", DT_BF16, DEVICE_CUDA);
+    }
+    m->device = d;
+    vit_bind(m);
 }
 
 void vit_free(Vit *m) {
+    if (m->device == DEVICE_CUDA) table_free(&m->dev);
     table_free(&m->params);
     free(m->layer);
     memset(m, 0, sizeof *m);
@@ -286,82 +317,7 @@ int vit_feature_parse(VitFeature *f, const char *spec, const VitConfig *c, char 
 }
 
 // ----------------------------------------------------------------------------
-// The ops of the forward (fp32, OpenMP over rows)
-
-// LayerNorm over the last axis: y = (x - mean) / sqrt(var + eps) * w + b, with
-// the biased variance (divide by C), as torch computes it. Sums in double.
-// out may equal inp.  out, inp (N, C)
-static void layernorm(float *out, const float *inp, const float *w, const float *b, long N, int C, float eps) {
-    NM_OMP(parallel for schedule(static))
-    for (long i = 0; i < N; i++) {
-        const float *x = inp + i * C;
-        float *y = out + i * C;
-        double s = 0.0;
-        for (int c = 0; c < C; c++) s += x[c];
-        float mean = (float)(s / C);
-        double v = 0.0;
-        for (int c = 0; c < C; c++) { double d = x[c] - mean; v += d * d; }
-        float rstd = (float)(1.0 / sqrt(v / C + eps));
-        for (int c = 0; c < C; c++) y[c] = (x[c] - mean) * rstd * w[c] + b[c];
-    }
-}
-
-// quick_gelu(x) = x * sigmoid(1.702 x), CLIP's cheap GELU; or the exact
-// erf GELU for configs that ask for "gelu". In place.  x (n)
-static void activation(float *x, size_t n, VitAct act) {
-    if (act == VIT_ACT_QUICK_GELU) {
-        NM_OMP(parallel for schedule(static))
-        for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-    } else {
-        NM_OMP(parallel for schedule(static))
-        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-    }
-}
-
-// x += y.  x, y (n)
-static void add_inplace(float *x, const float *y, size_t n) {
-    NM_OMP(parallel for schedule(static))
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
-}
-
-// The patch embedding. A convolution with kernel = stride = P and no bias is a
-// matmul in disguise: cut the image into patches, flatten each one in the
-// weight's (channel, row, column) order, and multiply by the (C, 3*P*P) weight.
-// Then token 0 is the class vector, tokens 1.. the patches in row-major grid
-// order, and every token gets its position vector.
-//   x   (B, T, C) out
-//   pix (B, 3, S, S)
-static void embed(const Vit *m, float *x, const float *pix, int B) {
-    const VitConfig *c = &m->cfg;
-    const int S = c->image_size, P = c->patch_size, G = vit_grid(c), NP = G * G, T = NP + 1, C = c->hidden;
-    const int K = 3 * P * P;
-    float *patches = xmalloc(sizeof(float) * (size_t)B * NP * K);   // (B, NP, 3*P*P)
-    float *emb = xmalloc(sizeof(float) * (size_t)B * NP * C);       // (B, NP, C)
-    NM_OMP(parallel for collapse(2) schedule(static))
-    for (int b = 0; b < B; b++)
-        for (int p = 0; p < NP; p++) {
-            int py = p / G, px = p % G;
-            float *dst = patches + ((size_t)b * NP + p) * K;
-            for (int ch = 0; ch < 3; ch++)
-                for (int ky = 0; ky < P; ky++) {
-                    const float *row = pix + (((size_t)b * 3 + ch) * S + (size_t)py * P + ky) * S + (size_t)px * P;
-                    memcpy(dst + (ch * P + ky) * P, row, sizeof(float) * P);
-                }
-        }
-    matmul_forward_cpu(emb, patches, m->patch_w, NULL, B * NP, K, C);
-    for (int b = 0; b < B; b++) {
-        float *xb = x + (size_t)b * T * C;                          // (T, C)
-        for (int j = 0; j < C; j++) xb[j] = m->class_emb[j] + m->pos_emb[j];
-        for (int p = 0; p < NP; p++) {
-            const float *e = emb + ((size_t)b * NP + p) * C;
-            const float *pos = m->pos_emb + (size_t)(p + 1) * C;
-            float *xt = xb + (size_t)(p + 1) * C;
-            for (int j = 0; j < C; j++) xt[j] = e[j] + pos[j];
-        }
-    }
-    free(patches);
-    free(emb);
-}
+// The forward
 
 // Copies hidden state x (B, T, C) into the feature output at channel offset
 // `off` of each token: features (B, Tf, Df).
@@ -372,65 +328,107 @@ static void feature_copy(float *features, const float *x, int B, int T, int C, i
                    sizeof(float) * C);
 }
 
-// Hands hidden state `idx` (the stream x, (B, T, C)) to whoever asked for it.
-static void emit(const Vit *m, int idx, const float *x, int B, float *hidden, const VitFeature *feat, float *features) {
+// Hands hidden state `idx` (the stream x, (B, T, C), on the model's device) to
+// whoever asked for it. host (B, T, C) is where a GPU's stream is read back.
+static void emit(const Vit *m, int idx, Tensor x, int B, float *hidden, const VitFeature *feat, float *features,
+                 float *host) {
     const VitConfig *c = &m->cfg;
     const int T = vit_tokens(c), C = c->hidden;
     const size_t n = (size_t)B * T * C;
-    if (hidden) memcpy(hidden + (size_t)idx * n, x, n * sizeof(float));
+    bool wanted = hidden != NULL;
+    if (feat && features)
+        for (int j = 0; j < feat->n; j++) wanted |= feat->index[j] == idx;
+    if (!wanted) return;
+    const float *xs = x.data;   // (B, T, C) on the host
+    if (x.device != DEVICE_CPU) {
+        tensor_to_host_f32(host, x);
+        xs = host;
+    }
+    if (hidden) memcpy(hidden + (size_t)idx * n, xs, n * sizeof(float));
     if (feat && features)
         for (int j = 0; j < feat->n; j++)
             if (feat->index[j] == idx)
-                feature_copy(features, x, B, T, C, vit_feature_tokens(feat, c), vit_feature_dim(feat, c), j * C,
+                feature_copy(features, xs, B, T, C, vit_feature_tokens(feat, c), vit_feature_dim(feat, c), j * C,
                              feat->drop_cls);
 }
 
 void vit_forward(const Vit *m, const float *pix, int B, float *hidden, const VitFeature *feat, float *features,
                  float *pooled) {
     const VitConfig *c = &m->cfg;
-    const int T = vit_tokens(c), C = c->hidden, I = c->intermediate, NH = c->heads, HD = C / NH, L = c->layers;
-    const long BT = (long)B * T;
+    const int64_t T = vit_tokens(c), C = c->hidden, I = c->intermediate, NH = c->heads, HD = C / NH;
+    const int64_t S = c->image_size, P = c->patch_size, NP = T - 1, L = c->layers, BT = (int64_t)B * T;
+    const Device dev = m->device;
+    const DType A = dev == DEVICE_CUDA ? DT_BF16 : DT_F32;   // the layer's storage; the stream stays f32
     // How deep must we go? Only as far as the deepest hidden state asked for.
     int last = 0;
-    if (hidden || pooled) last = L;
+    if (hidden || pooled) last = (int)L;
     if (feat && features)
         for (int j = 0; j < feat->n; j++) if (feat->index[j] > last) last = feat->index[j];
 
-    float *x = xmalloc(sizeof(float) * BT * C);        // (B, T, C) the residual stream
-    embed(m, x, pix, B);
-    layernorm(x, x, m->pre_w, m->pre_b, BT, C, c->eps);
-    emit(m, 0, x, B, hidden, feat, features);          // hidden_states[0]
+    // The embedding's buffers are freed before the layers allocate theirs.
+    Table e;
+    table_init(&e, "vit embedding");
+    table_add(&e, "pix", DT_F32, false, 4, (int64_t[]){B, 3, S, S});
+    table_addf(&e, A, false, 2, B * NP, 3 * P * P, "patches");   // (B*NP, 3*P*P)
+    table_addf(&e, A, false, 2, B * NP, C, "emb");               // (B*NP, C)
+    table_alloc(&e, dev);
+    Table a;   // the residual stream, one layer's scratch
+    table_init(&a, "vit activations");
+    table_add(&a, "x", DT_F32, false, 3, (int64_t[]){B, T, C});
+    table_addf(&a, A, false, 2, BT, C, "ln");                    // normed input of a sublayer, then its output
+    table_addf(&a, A, false, 2, BT, C, "q");
+    table_addf(&a, A, false, 2, BT, C, "k");
+    table_addf(&a, A, false, 2, BT, C, "v");
+    table_addf(&a, A, false, 2, BT, C, "att");                   // attention output, heads side by side
+    table_addf(&a, A, false, 2, BT, I, "h");                     // the MLP's wide middle
+    if (pooled) table_addf(&a, DT_F32, false, 2, B, C, "pooled");
+    table_alloc(&a, dev);
+    Tensor x = table_get(&a, "x"), x2 = tensor_sub(x, 0, 2, BT, C);   // (B, T, C) and its (B*T, C) view
+    float *host = dev == DEVICE_CPU ? NULL : xmalloc((size_t)BT * C * sizeof(float));   // hidden states back
 
-    float *ln = xmalloc(sizeof(float) * BT * C);       // (B, T, C) normed input of a sublayer, then its output
-    float *q = xmalloc(sizeof(float) * BT * C);        // (B, T, NH, HD)
-    float *k = xmalloc(sizeof(float) * BT * C);        // (B, T, NH, HD)
-    float *v = xmalloc(sizeof(float) * BT * C);        // (B, T, NH, HD)
-    float *att = xmalloc(sizeof(float) * BT * C);      // (B, T, NH, HD) attention output, heads side by side
-    float *h = xmalloc(sizeof(float) * BT * I);        // (B, T, I) the MLP's wide middle
+    // x = pre_layrnorm(patch_embed(pixels) + pos)
+    Tensor tpix = table_get(&e, "pix"), patches = table_get(&e, "patches"), emb = table_get(&e, "emb");
+    tensor_from_host_f32(tpix, pix);
+    im2col_forward(patches, tpix, (int)P);
+    matmul_forward(emb, patches, m->patch_w, (Tensor){0});
+    tokens_forward(x, emb, m->class_emb, m->pos_emb);
+    table_free(&e);
+    layernorm_forward(x2, x2, m->pre_w, m->pre_b, c->eps);
+    emit(m, 0, x, B, hidden, feat, features, host);           // hidden_states[0]
+
+    Tensor ln = table_get(&a, "ln"), q = table_get(&a, "q"), k = table_get(&a, "k"), v = table_get(&a, "v");
+    Tensor att = table_get(&a, "att"), h = table_get(&a, "h");
+#define HEADS(t) tensor_sub((t), 0, 4, (int64_t)B, T, NH, HD)   // (B, T, NH, HD)
     const float scale = 1.0f / sqrtf((float)HD);
     for (int l = 0; l < last; l++) {
         const VitLayer *y = &m->layer[l];
         // attention block: x = x + out_proj(attention(layer_norm1(x)))
-        layernorm(ln, x, y->ln1_w, y->ln1_b, BT, C, c->eps);
-        matmul_forward_cpu(q, ln, y->q_w, y->q_b, (int)BT, C, C);
-        matmul_forward_cpu(k, ln, y->k_w, y->k_b, (int)BT, C, C);
-        matmul_forward_cpu(v, ln, y->v_w, y->v_b, (int)BT, C, C);
-        attention_forward_cpu(att, NULL, q, k, v, NULL, NULL, B, T, T, T, NH, NH, HD, 0, false, scale);
-        matmul_forward_cpu(ln, att, y->o_w, y->o_b, (int)BT, C, C);
-        add_inplace(x, ln, (size_t)BT * C);
+        layernorm_forward(ln, x2, y->ln1_w, y->ln1_b, c->eps);
+        matmul_forward(q, ln, y->q_w, y->q_b);
+        matmul_forward(k, ln, y->k_w, y->k_b);
+        matmul_forward(v, ln, y->v_w, y->v_b);
+        attention_forward(HEADS(att), (Tensor){0}, HEADS(q), HEADS(k), HEADS(v), NULL, NULL, (int)T, 0, false, scale);
+        matmul_forward(ln, att, y->o_w, y->o_b);
+        residual_forward(x2, x2, ln);
         // MLP block: x = x + fc2(act(fc1(layer_norm2(x))))
-        layernorm(ln, x, y->ln2_w, y->ln2_b, BT, C, c->eps);
-        matmul_forward_cpu(h, ln, y->fc1_w, y->fc1_b, (int)BT, C, I);
-        activation(h, (size_t)BT * I, c->act);
-        matmul_forward_cpu(ln, h, y->fc2_w, y->fc2_b, (int)BT, I, C);
-        add_inplace(x, ln, (size_t)BT * C);
-        emit(m, l + 1, x, B, hidden, feat, features);  // hidden_states[l + 1]
+        layernorm_forward(ln, x2, y->ln2_w, y->ln2_b, c->eps);
+        matmul_forward(h, ln, y->fc1_w, y->fc1_b);
+        act_forward(h, c->act);
+        matmul_forward(ln, h, y->fc2_w, y->fc2_b);
+        residual_forward(x2, x2, ln);
+        emit(m, l + 1, x, B, hidden, feat, features, host);  // hidden_states[l + 1]
     }
+#undef HEADS
     // pooled = post_layernorm of the class token after the last layer (only).
-    if (pooled)
+    if (pooled) {
+        Tensor pd = table_get(&a, "pooled");   // (B, C)
         for (int b = 0; b < B; b++)
-            layernorm(pooled + (size_t)b * C, x + (size_t)b * T * C, m->post_w, m->post_b, 1, C, c->eps);
-    free(x); free(ln); free(q); free(k); free(v); free(att); free(h);
+            layernorm_forward(tensor_sub(pd, (int64_t)b * C, 1, C), tensor_sub(x, (int64_t)b * T * C, 1, C),
+                              m->post_w, m->post_b, c->eps);
+        tensor_to_host_f32(pooled, pd);
+    }
+    table_free(&a);
+    free(host);
 }
 
 // ----------------------------------------------------------------------------
@@ -443,30 +441,19 @@ VitMem vit_mem(const VitConfig *c, int B, DType dt, const VitFeature *feat, int 
     const double NP = T - 1, L = c->layers;
     double params = C + C * 3 * P * P + T * C + 4 * C + L * (4 * C * C + 4 * C + 4 * C + 2 * C * I + I + C);
     r.weights = params * es;
-    if (dt == DT_F32) {
-        // the C forward (vit_forward): everything f32; the im2col buffers are
-        // freed before the first layer allocates its scratch
-        r.pixels = (double)B * 3 * S * S * 4;
-        r.residual = (double)B * T * C * 4;
-        r.layer = (double)B * T * (5 * C + I) * 4;
-        r.patches = (double)B * NP * (3 * P * P + C) * 4;
-        r.attn_ws = (double)(threads > 0 ? threads : 1) * T * 4.0;
-        if (feat) r.features = (double)B * vit_feature_tokens(feat, c) * vit_feature_dim(feat, c) * 4;
-        r.total = r.weights + r.pixels + r.residual + (r.layer > r.patches ? r.layer : r.patches) + r.attn_ws +
-                  r.features;
-    } else {
-        // the CUDA forward (vit_cuda.cu), buffer by buffer: f32 pixels and
-        // residual stream, six bf16 (B, T, C) buffers and fc1's (B, T, I), the
-        // im2col buffers kept for the next call, attention in shared memory;
-        // features are copied to the host
-        r.pixels = (double)B * 3 * S * S * 4;
-        r.residual = (double)B * T * C * 4 + (double)B * C * 4;
-        r.layer = (double)B * T * (6 * C + I) * es;
-        r.patches = (double)B * NP * (3 * P * P + C) * es;
-        r.attn_ws = 0;
-        r.features = 0;
-        r.total = r.weights + r.pixels + r.residual + r.layer + r.patches;
-    }
+    // vit_forward on either device, buffer by buffer: the f32 pixels and
+    // residual stream; five (B, T, C) buffers and fc1's (B, T, I) in the
+    // storage dtype; the im2col buffers (and on a GPU the pixels' copy), freed
+    // before the first layer allocates its scratch; on the CPU one score row
+    // per thread inside attention; the features, on the host
+    r.pixels = (double)B * 3 * S * S * 4;
+    r.residual = (double)B * T * C * 4;
+    r.layer = (double)B * T * (5 * C + I) * es;
+    r.patches = (double)B * NP * (3 * P * P + C) * es + (dt == DT_F32 ? 0.0 : r.pixels);
+    r.attn_ws = dt == DT_F32 ? (double)(threads > 0 ? threads : 1) * T * 4.0 : 0.0;
+    if (feat) r.features = (double)B * vit_feature_tokens(feat, c) * vit_feature_dim(feat, c) * 4;
+    r.total = r.weights + r.pixels + r.residual + (r.layer > r.patches ? r.layer : r.patches) + r.attn_ws +
+              r.features;
     return r;
 }
 
@@ -475,17 +462,15 @@ void vit_mem_print(const VitConfig *c, int B, DType dt, const VitFeature *feat, 
     char b[8][32];
     fprintf(f, "memory plan: ViT S=%d P=%d C=%d L=%d T=%d, batch %d, %s storage (%s)\n", c->image_size,
             c->patch_size, c->hidden, c->layers, vit_tokens(c), B, dtype_name(dt),
-            dt == DT_F32 ? "the C forward" : "the CUDA forward");
+            dt == DT_F32 ? "the forward on the CPU" : "the forward on a GPU");
     fprintf(f, "  %-52s %12s\n", "weights (parameter table)", bytes_str(r.weights, b[0], 32));
     fprintf(f, "  %-52s %12s\n", "pixels (B, 3, S, S)", bytes_str(r.pixels, b[1], 32));
     fprintf(f, "  %-52s %12s\n", "residual stream (B, T, C)", bytes_str(r.residual, b[2], 32));
     bool cpu = dt == DT_F32;
-    fprintf(f, "  %-52s %12s\n", cpu ? "one layer's scratch: 5 x (B,T,C) + fc1 (B,T,I)" : "one layer's scratch: 6 x (B,T,C) + fc1 (B,T,I)",
-            bytes_str(r.layer, b[3], 32));
-    fprintf(f, "  %-52s %12s\n", cpu ? "patch embedding im2col (freed before layer 0)" : "patch embedding im2col (kept)",
-            bytes_str(r.patches, b[4], 32));
+    fprintf(f, "  %-52s %12s\n", "one layer's scratch: 5 x (B,T,C) + fc1 (B,T,I)", bytes_str(r.layer, b[3], 32));
+    fprintf(f, "  %-52s %12s\n", "patch embedding im2col (freed before layer 0)", bytes_str(r.patches, b[4], 32));
     if (cpu) fprintf(f, "  %-52s %12s\n", "attention workspace (one score row/thread)", bytes_str(r.attn_ws, b[5], 32));
-    if (feat && cpu) fprintf(f, "  %-52s %12s\n", "features out (B, Tf, Df)", bytes_str(r.features, b[6], 32));
+    if (feat) fprintf(f, "  %-52s %12s\n", "features out (B, Tf, Df)", bytes_str(r.features, b[6], 32));
     fprintf(f, "  %-52s %12s\n", "peak", bytes_str(r.total, b[7], 32));
     fprintf(f, "  (no gradients, no optimizer state, no kept activations: the ViT is frozen)\n");
 }

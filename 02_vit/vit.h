@@ -40,8 +40,7 @@
 #include <stdint.h>
 
 #include "01_tensor/tensor.h"
-
-typedef enum { VIT_ACT_QUICK_GELU = 0, VIT_ACT_GELU = 1 } VitAct;
+#include "02_vit/ops.h"
 
 typedef struct {
     int image_size;      // S
@@ -69,26 +68,29 @@ int vit_config_from_json(VitConfig *c, const char *path, char *err, size_t errle
 // Checks the sizes make sense; returns 0 or -1 with a reason.
 int vit_config_check(const VitConfig *c, char *err, size_t errlen);
 
+// The parameters of one block, as Tensors on the device the forward runs on.
 typedef struct {
-    const float *ln1_w, *ln1_b;      // (C)
-    const float *q_w, *k_w, *v_w;    // (C, C)
-    const float *q_b, *k_b, *v_b;    // (C)
-    const float *o_w, *o_b;          // (C, C), (C)
-    const float *ln2_w, *ln2_b;      // (C)
-    const float *fc1_w, *fc1_b;      // (I, C), (I)
-    const float *fc2_w, *fc2_b;      // (C, I), (C)
+    Tensor ln1_w, ln1_b;             // (C)
+    Tensor q_w, k_w, v_w;            // (C, C)
+    Tensor q_b, k_b, v_b;            // (C)
+    Tensor o_w, o_b;                 // (C, C), (C)
+    Tensor ln2_w, ln2_b;             // (C)
+    Tensor fc1_w, fc1_b;             // (I, C), (I)
+    Tensor fc2_w, fc2_b;             // (C, I), (C)
 } VitLayer;
 
 typedef struct {
     VitConfig cfg;
     Table params;                    // every tensor, by HF name, one buffer (f32, CPU)
+    Table dev;                       // the weights on a GPU (bf16) when device is cuda, else empty
+    Device device;                   // where the forward runs (vit_to_device)
     const char *prefix;              // "vision_model." or "" (how the names start)
     bool random;                     // seeded random weights, not a checkpoint
-    const float *class_emb;          // (C)
-    const float *patch_w;            // (C, 3, P, P)
-    const float *pos_emb;            // (T, C)
-    const float *pre_w, *pre_b;      // (C)  pre_layrnorm
-    const float *post_w, *post_b;    // (C)  post_layernorm
+    Tensor class_emb;                // (C)
+    Tensor patch_w;                  // (C, 3*P*P)  the conv weight (C, 3, P, P), flattened
+    Tensor pos_emb;                  // (T, C)
+    Tensor pre_w, pre_b;             // (C)  pre_layrnorm
+    Tensor post_w, post_b;           // (C)  post_layernorm
     VitLayer *layer;                 // [L]
 } Vit;
 
@@ -102,6 +104,9 @@ void vit_load_or_die(Vit *m, const char *dir);
 // biases 0, layer norms weight 1 bias 0.
 void vit_init_random(Vit *m, const VitConfig *c, uint64_t seed);
 void vit_free(Vit *m);
+// Runs the forward on `d` from now on: for cuda the weights are converted once
+// to a bf16 table in GPU memory; the host table stays.
+void vit_to_device(Vit *m, Device d);
 
 // ---- what the connector receives ----------------------------------------------
 // A feature is a concatenation (along C) of hidden states, optionally without
@@ -127,7 +132,10 @@ static inline int vit_feature_tokens(const VitFeature *f, const VitConfig *c) {
 }
 static inline int vit_feature_dim(const VitFeature *f, const VitConfig *c) { return f->n * c->hidden; }
 
-// ---- the forward (C, fp32) -------------------------------------------------------
+// ---- the forward ------------------------------------------------------------------
+// The one forward, on the model's device (the CPU: fp32; a GPU: bf16 weights
+// and activations, an f32 residual stream, fp32 arithmetic). Arguments are
+// HOST f32 buffers; the copies in and out are part of the call.
 // pix       (B, 3, S, S)     preprocessed images
 // hidden    (L+1, B, T, C)   every hidden state, or NULL
 // feat      what to put in `features`, or NULL
@@ -136,18 +144,6 @@ static inline int vit_feature_dim(const VitFeature *f, const VitConfig *c) { ret
 // Layers after the last one anything asks for are not computed.
 void vit_forward(const Vit *m, const float *pix, int B, float *hidden, const VitFeature *feat,
                  float *features, float *pooled);
-
-// ---- the CUDA forward (vit_cuda.cu; cuda_stub.c without CUDA) -------------------
-// bf16 weights and activations, fp32 accumulation (cuBLAS GEMMs through
-// matmul_forward_cuda), fused layernorm, bias+activation and attention
-// kernels. The arguments are HOST f32 buffers, shaped as for vit_forward;
-// the copies in and out are part of the call. `max_batch` sizes the device
-// workspace once.
-typedef struct VitCuda VitCuda;
-VitCuda *vit_cuda_create(const Vit *m, int max_batch);
-void vit_cuda_forward(VitCuda *g, const float *pix, int B, float *hidden, const VitFeature *feat,
-                      float *features, float *pooled);
-void vit_cuda_free(VitCuda *g);
 
 // ---- the memory plan -------------------------------------------------------------
 // Bytes, for a config, batch and storage dtype (F32 on CPU, BF16 on GPU).

@@ -296,7 +296,7 @@ const float *connector_forward(Connector *c, const float *feat, int B) {
         float *h1 = A_("linear_1.out");   // (B, T, HM)
         float *a1 = A_("gelu.out");       // (B, T, HM)
         matmul_forward_cpu(h1, feat, P_("connector.linear_1.weight"), P_("connector.linear_1.bias"), B * T, Cin, HM);
-        gelu_forward(a1, h1, (size_t)B * T * HM, g->gelu);
+        gelu_forward_cpu(a1, h1, (size_t)B * T * HM, g->gelu);
         matmul_forward_cpu(out, a1, P_("connector.linear_2.weight"), P_("connector.linear_2.bias"), B * T, HM, H);
         break;
     }
@@ -326,7 +326,7 @@ const float *connector_forward(Connector *c, const float *feat, int B) {
                            P_("connector.image_pooling_2d.wo.bias"), M, A, D);
         matmul_forward_cpu(gate, pooled, P_("connector.image_projector.w1.weight"), NULL, M, D, I);
         matmul_forward_cpu(up, pooled, P_("connector.image_projector.w3.weight"), NULL, M, D, I);
-        swiglu_forward(h, gate, up, (size_t)M * I);
+        swiglu_forward_cpu(h, gate, up, (size_t)M * I);
         matmul_forward_cpu(out, h, P_("connector.image_projector.w2.weight"), NULL, M, I, H);
         break;
     }
@@ -406,12 +406,6 @@ void connector_backward(Connector *c, float *dfeat, const float *dout) {
 
 // ----------------------------------------------------------------------------
 // --mem
-
-static size_t table_bytes(const Table *t) {
-    size_t n = 0;
-    for (int i = 0; i < t->n; i++) n += t->entries[i].nbytes;
-    return n;
-}
 
 void connector_mem_report(const ConnectorConfig *cfg, int B, FILE *f) {
     Table p, a, da;

@@ -35,7 +35,7 @@
 //     static double rms_loss(void *p) {            // the double twin + sum(dout * out)
 //         RmsCase *k = p; double L = 0; ... return L;
 //     }
-//     ... run rmsnorm_forward/backward in float with dout as the upstream grad
+//     ... run rmsnorm_forward_cpu/backward in float with dout as the upstream grad
 //         into float dx[], dw[] (zeroed first) ...
 //     gradcheck("rmsnorm dx", rms_loss, &k, k.x, N*C, dx, 1e-6, 1e-4);
 //     gradcheck("rmsnorm dw", rms_loss, &k, k.w, C,   dw, 1e-6, 1e-4);

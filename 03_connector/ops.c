@@ -46,12 +46,12 @@ static inline float gelu_tanh_s(float x) {   // sigmoid(2u) = 0.5 (1 + tanh u)
     return 1.0f / (1.0f + expf(-2.0f * u));
 }
 
-void gelu_forward(float *out, const float *inp, size_t N, GeluKind kind) {
+void gelu_forward_cpu(float *out, const float *inp, size_t N, GeluKind kind) {
     if (kind == GELU_TANH) {
-NM_OMP(parallel for schedule(static))
+        NM_OMP(parallel for schedule(static))
         for (size_t i = 0; i < N; i++) out[i] = inp[i] * gelu_tanh_s(inp[i]);
     } else {
-NM_OMP(parallel for schedule(static))
+        NM_OMP(parallel for schedule(static))
         for (size_t i = 0; i < N; i++) out[i] = inp[i] * 0.5f * erfcf(-inp[i] * GELU_INV_SQRT_2);
     }
 }
@@ -67,14 +67,14 @@ NM_OMP(parallel for schedule(static))
 // without a cancellation.
 void gelu_backward(float *dinp, const float *dout, const float *inp, size_t N, GeluKind kind) {
     if (kind == GELU_TANH) {
-NM_OMP(parallel for schedule(static))
+        NM_OMP(parallel for schedule(static))
         for (size_t i = 0; i < N; i++) {
             float x = inp[i], s = gelu_tanh_s(x);
             float dudx = GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_COEF * x * x);
             dinp[i] += dout[i] * (s + x * 2.0f * s * (1.0f - s) * dudx);
         }
     } else {
-NM_OMP(parallel for schedule(static))
+        NM_OMP(parallel for schedule(static))
         for (size_t i = 0; i < N; i++) {
             float x = inp[i];
             float cdf = 0.5f * erfcf(-x * GELU_INV_SQRT_2);
@@ -89,8 +89,8 @@ NM_OMP(parallel for schedule(static))
 // the gate goes through silu(g) = g * sigmoid(g) and multiplies the other.
 // (nm_sigmoid: 01_tensor/fastmath.h, so that these loops run 16 lanes wide.)
 
-void swiglu_forward(float *out, const float *gate, const float *up, size_t N) {
-NM_OMP(parallel for simd schedule(static))
+void swiglu_forward_cpu(float *out, const float *gate, const float *up, size_t N) {
+    NM_OMP(parallel for simd schedule(static))
     for (size_t i = 0; i < N; i++) {
         float g = gate[i];
         out[i] = g * nm_sigmoid(g) * up[i];
@@ -103,7 +103,7 @@ NM_OMP(parallel for simd schedule(static))
 // (sigmoid' = s (1 - s), then the product rule on g * s).
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t N) {
     if (dgate && dup) {   // both at once: one pass, one sigmoid per element
-NM_OMP(parallel for simd schedule(static))
+        NM_OMP(parallel for simd schedule(static))
         for (size_t i = 0; i < N; i++) {
             float g = gate[i], s = nm_sigmoid(g);
             dgate[i] += dout[i] * up[i] * (s + g * s * (1.0f - s));
@@ -112,14 +112,14 @@ NM_OMP(parallel for simd schedule(static))
         return;
     }
     if (dgate) {
-NM_OMP(parallel for simd schedule(static))
+        NM_OMP(parallel for simd schedule(static))
         for (size_t i = 0; i < N; i++) {
             float g = gate[i], s = nm_sigmoid(g);
             dgate[i] += dout[i] * up[i] * (s + g * s * (1.0f - s));
         }
     }
     if (dup) {
-NM_OMP(parallel for simd schedule(static))
+        NM_OMP(parallel for simd schedule(static))
         for (size_t i = 0; i < N; i++) dup[i] += dout[i] * gate[i] * nm_sigmoid(gate[i]);
     }
 }
@@ -143,7 +143,7 @@ static inline void softmax_row(float *p, const float *x, int C) {
 }
 
 void softmax_forward(float *probs, const float *logits, int R, int C) {
-NM_OMP(parallel for schedule(static))
+    NM_OMP(parallel for schedule(static))
     for (int r = 0; r < R; r++) softmax_row(probs + (size_t)r * C, logits + (size_t)r * C, C);   // (C,)
 }
 
@@ -158,7 +158,7 @@ static inline void softmax_row_backward(float *dx, const float *dp, const float 
 }
 
 void softmax_backward(float *dlogits, const float *dprobs, const float *probs, int R, int C) {
-NM_OMP(parallel for schedule(static))
+    NM_OMP(parallel for schedule(static))
     for (int r = 0; r < R; r++)   // dlogits, dprobs, probs rows: (C,)
         softmax_row_backward(dlogits + (size_t)r * C, dprobs + (size_t)r * C, probs + (size_t)r * C, C);
 }
@@ -177,7 +177,7 @@ NM_OMP(parallel for schedule(static))
 
 void pool_windows_forward(float *win, float *qin, const float *feat, int B, int GH, int GW, int C) {
     const int PH = pool_side(GH), PW = pool_side(GW), P = PH * PW;
-NM_OMP(parallel for schedule(static))
+    NM_OMP(parallel for schedule(static))
     for (int m = 0; m < B * P; m++) {
         const int b = m / P, py = (m % P) / PW, px = m % PW;
         float *q = qin + (size_t)m * C;                    // (C,)
@@ -204,7 +204,7 @@ NM_OMP(parallel for schedule(static))
 // Padding positions have no patch to send their gradient to: it is dropped.
 void pool_windows_backward(float *dfeat, const float *dwin, const float *dqin, int B, int GH, int GW, int C) {
     const int PH = pool_side(GH), PW = pool_side(GW), P = PH * PW;
-NM_OMP(parallel for schedule(static))
+    NM_OMP(parallel for schedule(static))
     for (int m = 0; m < B * P; m++) {
         const int b = m / P, py = (m % P) / PW, px = m % PW;
         const float *dq = dqin ? dqin + (size_t)m * C : NULL;   // (C,)
@@ -232,7 +232,7 @@ void pool_attention_forward(float *out, float *probs, const float *q, const floa
                             int M, int NH, int HD) {
     const int A = NH * HD;
     const float scale = 1.0f / sqrtf((float)HD);
-NM_OMP(parallel for schedule(static))
+    NM_OMP(parallel for schedule(static))
     for (int mh = 0; mh < M * NH; mh++) {
         const int m = mh / NH, h = mh % NH;
         const float *qh = q + (size_t)m * A + h * HD;     // (HD,)
@@ -263,7 +263,7 @@ void pool_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *q, const float *k, const float *v, int M, int NH, int HD) {
     const int A = NH * HD;
     const float scale = 1.0f / sqrtf((float)HD);
-NM_OMP(parallel for schedule(static))
+    NM_OMP(parallel for schedule(static))
     for (int mh = 0; mh < M * NH; mh++) {
         const int m = mh / NH, h = mh % NH;
         const float *p = probs + (size_t)mh * 4;          // (4,)
@@ -293,5 +293,23 @@ NM_OMP(parallel for schedule(static))
                 for (int d = 0; d < HD; d++) dkj[d] += g * qh[d];
             }
         }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// SwiGLU on Tensors: the device is the tensors'
+
+void swiglu_forward(Tensor out, Tensor gate, Tensor up) {
+    const int64_t n = tensor_numel(out);
+    NM_CHECK(tensor_numel(gate) == n && tensor_numel(up) == n, "swiglu: sizes %lld, %lld, %lld", (long long)n,
+             (long long)tensor_numel(gate), (long long)tensor_numel(up));
+    NM_CHECK(out.device == gate.device && out.device == up.device && out.dtype == gate.dtype &&
+                 out.dtype == up.dtype,
+             "swiglu: out, gate and up must share a device and a dtype");
+    if (out.device == DEVICE_CPU) {
+        NM_CHECK(out.dtype == DT_F32, "swiglu: the CPU path is F32");
+        swiglu_forward_cpu(out.data, gate.data, up.data, (size_t)n);
+    } else {
+        swiglu_forward_cuda(out.data, gate.data, up.data, (size_t)n, out.dtype);
     }
 }

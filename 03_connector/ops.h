@@ -38,6 +38,7 @@
 #include <stddef.h>
 
 #include "01_tensor/dtype.h"
+#include "01_tensor/tensor.h"
 
 typedef enum {
     GELU_ERF = 0,   // 0.5 x (1 + erf(x / sqrt 2)): torch gelu(approximate='none'), nn.GELU()
@@ -48,15 +49,19 @@ const char *gelu_name(GeluKind k);
 
 // ---- GELU -------------------------------------------------------------------
 // out (N) = gelu(inp (N))
-void gelu_forward(float *out, const float *inp, size_t N, GeluKind kind);
+void gelu_forward_cpu(float *out, const float *inp, size_t N, GeluKind kind);
 // dinp (N) += dout (N) * gelu'(inp)
 void gelu_backward(float *dinp, const float *dout, const float *inp, size_t N, GeluKind kind);
 
 // ---- SwiGLU -----------------------------------------------------------------
 // out (N) = silu(gate (N)) * up (N), silu(g) = g * sigmoid(g)
-void swiglu_forward(float *out, const float *gate, const float *up, size_t N);
+void swiglu_forward_cpu(float *out, const float *gate, const float *up, size_t N);
 // dgate (N) += dout * up * silu'(gate);  dup (N) += dout * silu(gate)
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t N);
+// The op a model calls on Tensors of either device (Qwen's MLP, 04_qwen/qwen.c):
+// out, gate, up of one size, dtype and device; it runs swiglu_forward_cpu or
+// swiglu_forward_cuda.
+void swiglu_forward(Tensor out, Tensor gate, Tensor up);
 
 // ---- softmax ----------------------------------------------------------------
 // probs (R, C) = softmax over each row of logits (R, C). probs may equal logits.

@@ -1,13 +1,18 @@
-// cuda_stub.c: chapter 04's CUDA entry points for a build without nvcc (or the ASan build).
+// cuda_stub.c: chapter 04's CUDA twins for a build without nvcc (or the ASan build).
 //
-// run.c and the generation loop call qwen_cuda_*() without asking how the
-// binary was built; here each one stops with a sentence saying why, instead of
-// a link error or a crash.
-#include "04_qwen/qwen_cuda.h"
+// The Tensor-level ops of ops.c call the twin of the tensors' device without
+// asking how the binary was built; here each twin stops with a sentence
+// saying why, instead of a link error or a crash. (A tensor reaches the GPU
+// only through qwen_to_device, which asks cuda_available() first.)
+#include "04_qwen/ops.h"
 
 #define NO_CUDA() NM_DIE("this binary was built without CUDA (no nvcc found, or an ASan build); use --device cpu")
 
-QwenCuda *qwen_cuda_create(const Qwen *m, int Tmax, int Tcap) { NO_CUDA(); }
-void qwen_cuda_free(QwenCuda *g) { NO_CUDA(); }
-void qwen_cuda_reset(QwenCuda *g) { NO_CUDA(); }
-const float *qwen_cuda_forward(QwenCuda *g, const int *tokens, int T, bool all_logits) { NO_CUDA(); }
+void rmsnorm_forward_cuda(void *out, float *rstd, const void *x, DType xdt, const void *w, int N, int C, float eps,
+                          DType dt) {
+    NO_CUDA();
+}
+void rope_forward_cuda(void *x, const float *cos_t, const float *sin_t, int B, int T, int H, int HD, DType dt) {
+    NO_CUDA();
+}
+void embedding_forward_cuda(float *h, const void *E, DType dt, const int32_t *ids, int N, int C) { NO_CUDA(); }

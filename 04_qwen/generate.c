@@ -116,20 +116,16 @@ static bool is_eos(int id, const int *eos, int n_eos) {
     return false;
 }
 
-Decoder decoder_cpu(const Qwen *m, QwenState *s) {
-    NM_CHECK(s->B == 1 && !s->all_logits, "decoder_cpu: needs a batch-1 state with last-position logits");
-    return (Decoder){.m = m, .s = s, .gpu = NULL, .chunk = s->T, .cap = s->Tcap};
+Decoder decoder_init(const Qwen *m, QwenState *s) {
+    NM_CHECK(s->B == 1 && s->logits_mode == QWEN_LOGITS_LAST,
+             "decoder_init: needs a batch-1 state with last-position logits");
+    return (Decoder){.m = m, .s = s, .chunk = s->T, .cap = s->Tcap};
 }
 
-Decoder decoder_cuda(const Qwen *m, QwenCuda *g, int chunk, int cap) {
-    return (Decoder){.m = m, .s = NULL, .gpu = g, .chunk = chunk, .cap = cap};
-}
-
-// One forward call on whichever device; returns the last position's logits (V).
+// One forward call; returns the last position's logits (V) on the host.
 static float *step(Decoder *d, const int *ids, int T) {
-    if (d->gpu) return (float *)qwen_cuda_forward(d->gpu, ids, T, false);
     qwen_forward(d->m, d->s, ids, 1, T, NULL);
-    return d->s->logits;
+    return qwen_logits(d->s);
 }
 
 int generate(Decoder *d, Sampler *smp, const int *prompt, int P, int max_new, const int *eos, int n_eos, int *out,
@@ -137,8 +133,7 @@ int generate(Decoder *d, Sampler *smp, const int *prompt, int P, int max_new, co
     NM_CHECK(P >= 1, "generate: empty prompt");
     NM_CHECK(P + max_new <= d->cap, "generate: %d + %d tokens exceed the cache of %d", P, max_new, d->cap);
     GenStats st = {.n_prompt = P};
-    if (d->gpu) qwen_cuda_reset(d->gpu);
-    else qwen_state_reset(d->s);
+    qwen_state_reset(d->s);
     sampler_observe(smp, prompt, P);
 
     // prefill, in chunks of at most d->chunk tokens

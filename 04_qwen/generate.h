@@ -38,7 +38,6 @@
 
 #include "01_tensor/rng.h"
 #include "04_qwen/qwen.h"
-#include "04_qwen/qwen_cuda.h"
 
 // ---- sampling ----------------------------------------------------------------
 typedef struct {
@@ -75,16 +74,16 @@ typedef struct {
     double t_prefill, t_decode;     // seconds
 } GenStats;
 
-// Where the forward runs: the C model with its state, or the GPU model.
+// The model and its state: batch 1, last-position logits, on the model's
+// device (the CPU or a GPU: the same forward runs on both). Prompts longer
+// than s->T go in chunks.
 typedef struct {
     const Qwen *m;
-    QwenState *s;        // CPU: batch 1, last-position logits; prompts longer than s->T go in chunks
-    QwenCuda *gpu;       // non-NULL: run on the GPU instead (s unused)
+    QwenState *s;
     int chunk, cap;      // most tokens per forward call, positions the cache holds
 } Decoder;
 
-Decoder decoder_cpu(const Qwen *m, QwenState *s);
-Decoder decoder_cuda(const Qwen *m, QwenCuda *g, int chunk, int cap);
+Decoder decoder_init(const Qwen *m, QwenState *s);
 
 // Generates up to max_new tokens after prompt (P), writing them to out (max_new).
 // The cache must hold P + max_new positions. The KV cache is reset first. An

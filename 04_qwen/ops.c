@@ -1,27 +1,27 @@
-// ops.c: RMSNorm, RoPE, residual add and the Linear entry point (fp32 CPU).
+// ops.c: RMSNorm, RoPE and the embedding: the C oracle and the Tensor-level ops.
 //
 // See ops.h for the formulas. Every op here is memory-bound: it reads a row,
 // does a few flops per element and writes it back, so the code is the
-// straightforward loop, parallel over rows.
+// straightforward loop, parallel over rows. The Tensor-level ops at the end
+// check shapes and pick the device; the CUDA twins are in ops_cuda.cu.
 #include "04_qwen/ops.h"
 
 #include <math.h>
 #include <stddef.h>
-
-#include "01_tensor/matmul.h"
+#include <string.h>
 
 // ----------------------------------------------------------------------------
 // RMSNorm
 
-void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
-NM_OMP(parallel for schedule(static) if (N > 16))
+void rmsnorm_forward_cpu(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
+    NM_OMP(parallel for schedule(static) if (N > 16))
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;    // (C,)
         float *yr = out + (size_t)n * C;        // (C,)
         // transformers takes the mean of x^2 in fp32; we sum in double, which
         // is at least as accurate and independent of the thread count
         double ss = 0.0;
-NM_OMP(simd reduction(+ : ss))
+        NM_OMP(simd reduction(+ : ss))
         for (int c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
         float var = (float)(ss / C);
         float r = 1.0f / sqrtf(var + eps);
@@ -56,10 +56,10 @@ void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int HD, int 
     }
 }
 
-void rope_forward(float *out, const float *x, const float *cos_t, const float *sin_t, int B, int T, int H,
+void rope_forward_cpu(float *out, const float *x, const float *cos_t, const float *sin_t, int B, int T, int H,
                   int HD) {
     int half = HD / 2;
-NM_OMP(parallel for collapse(2) schedule(static) if ((size_t)B * T * H * HD > 65536))
+    NM_OMP(parallel for collapse(2) schedule(static) if ((size_t)B * T * H * HD > 65536))
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const float *c = cos_t + (size_t)t * half;   // (HD/2,)
@@ -79,55 +79,62 @@ NM_OMP(parallel for collapse(2) schedule(static) if ((size_t)B * T * H * HD > 65
 }
 
 // ----------------------------------------------------------------------------
-// The residual
+// The embedding
 
-void residual_forward(float *out, const float *a, const float *b, size_t n) {
-NM_OMP(parallel for schedule(static) if (n > 65536))
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+void embedding_forward_cpu(float *h, const float *E, const int32_t *ids, int N, int C) {
+    for (int n = 0; n < N; n++)
+        if (ids[n] >= 0) memcpy(h + (size_t)n * C, E + (size_t)ids[n] * C, (size_t)C * sizeof(float));
 }
 
 // ----------------------------------------------------------------------------
-// Linear
+// The Tensor-level ops: check, then run the twin of the tensors' device
 
-// A few rows against a large weight: one dot product per (row, output), the
-// outputs split across threads, each thread streaming its own rows of w once.
-// This is what decoding is made of (M = 1), and where the general GEMM, which
-// parallelises over blocks of rows, would leave all but one core idle.
-#define GEMV_MAX_ROWS 4
-
-// x . w over K elements. Decoding streams every weight of the model from
-// memory once per token, so this loop must keep many loads in flight: two
-// independent 16-wide accumulators (each inner j-loop becomes one vector
-// multiply-add) let the core issue the next loads while the previous
-// multiply-adds finish; a single accumulator makes every step wait on the
-// last, and halves the memory bandwidth this loop reaches. Separate
-// accumulators are also what lets -O3 vectorise without reassociating one sum.
-#define GEMV_W 16
-static inline float dot_f32(const float *x, const float *w, int K) {
-    float a0[GEMV_W] = {0}, a1[GEMV_W] = {0};
-    int k = 0;
-    for (; k + 2 * GEMV_W <= K; k += 2 * GEMV_W) {
-        for (int j = 0; j < GEMV_W; j++) a0[j] += x[k + j] * w[k + j];
-        for (int j = 0; j < GEMV_W; j++) a1[j] += x[k + GEMV_W + j] * w[k + GEMV_W + j];
-    }
-    float s = 0.0f;
-    for (; k < K; k++) s += x[k] * w[k];
-    for (int j = 0; j < GEMV_W; j++) s += a0[j] + a1[j];
-    return s;
+static void same_device(const char *op, Tensor a, Tensor b) {
+    NM_CHECK(a.device == b.device, "%s: tensors on %s and %s", op, device_name(a.device), device_name(b.device));
 }
+static int64_t last(Tensor t) { return t.ndim ? t.shape[t.ndim - 1] : 1; }
 
-static void gemv_rows(float *out, const float *inp, const float *w, const float *bias, int M, int K, int N) {
-    // threads only pay off past a few hundred thousand multiply-adds: waking
-    // them costs microseconds, far more on a loaded machine
-NM_OMP(parallel for schedule(static) if ((size_t)M * K * N > (1u << 18)))
-    for (int n = 0; n < N; n++) {
-        const float *wn = w + (size_t)n * K;   // (K,)
-        for (int m = 0; m < M; m++)
-            out[(size_t)m * N + n] = dot_f32(inp + (size_t)m * K, wn, K) + (bias ? bias[n] : 0.0f);   // x (K,)
+void rmsnorm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) {
+    const int64_t C = last(x), N = C ? tensor_numel(x) / C : 0;
+    NM_CHECK(tensor_numel(out) == N * C && tensor_numel(w) == C, "rmsnorm: out, x (%lld, %lld) and w disagree",
+             (long long)N, (long long)C);
+    same_device("rmsnorm", out, x);
+    same_device("rmsnorm", out, w);
+    if (rstd.data) NM_CHECK(tensor_numel(rstd) >= N && rstd.dtype == DT_F32, "rmsnorm: rstd must be f32 (N)");
+    if (x.device == DEVICE_CPU) {
+        NM_CHECK(x.dtype == DT_F32 && out.dtype == DT_F32 && w.dtype == DT_F32, "rmsnorm: the CPU path is F32");
+        rmsnorm_forward_cpu(out.data, rstd.data, x.data, w.data, (int)N, (int)C, eps);
+    } else {
+        NM_CHECK(w.dtype == out.dtype, "rmsnorm: w and out must share a dtype");
+        rmsnorm_forward_cuda(out.data, rstd.data, x.data, x.dtype, w.data, (int)N, (int)C, eps, out.dtype);
     }
 }
 
-void linear_forward(float *out, const float *inp, const float *w, const float *bias, int M, int K, int N) {
-    if (M <= GEMV_MAX_ROWS) gemv_rows(out, inp, w, bias, M, K, N);
-    else matmul_forward_cpu(out, inp, w, bias, M, K, N);
+void rope_forward(Tensor x, Tensor cos_t, Tensor sin_t) {
+    NM_CHECK(x.ndim == 4, "rope: x must be (B, T, H, HD)");
+    const int B = (int)x.shape[0], T = (int)x.shape[1], H = (int)x.shape[2], HD = (int)x.shape[3];
+    NM_CHECK(tensor_numel(cos_t) >= (int64_t)T * (HD / 2) && tensor_numel(sin_t) >= (int64_t)T * (HD / 2) &&
+                 cos_t.dtype == DT_F32 && sin_t.dtype == DT_F32,
+             "rope: the tables must be f32 (T=%d, HD/2=%d)", T, HD / 2);
+    same_device("rope", x, cos_t);
+    if (x.device == DEVICE_CPU) {
+        NM_CHECK(x.dtype == DT_F32, "rope: the CPU path is F32");
+        rope_forward_cpu(x.data, x.data, cos_t.data, sin_t.data, B, T, H, HD);
+    } else {
+        rope_forward_cuda(x.data, cos_t.data, sin_t.data, B, T, H, HD, x.dtype);
+    }
+}
+
+void embedding_forward(Tensor h, Tensor E, const int32_t *ids) {
+    const int64_t C = last(E), N = C ? tensor_numel(h) / C : 0;
+    NM_CHECK(last(h) == C && h.dtype == DT_F32, "embedding: h must be f32 (N, %lld)", (long long)C);
+    same_device("embedding", h, E);
+    for (int64_t n = 0; n < N; n++)
+        NM_CHECK(ids[n] < E.shape[0], "embedding: token id %d out of range [0, %lld)", ids[n], (long long)E.shape[0]);
+    if (h.device == DEVICE_CPU) {
+        NM_CHECK(E.dtype == DT_F32, "embedding: the CPU path is F32");
+        embedding_forward_cpu(h.data, E.data, ids, (int)N, (int)C);
+    } else {
+        embedding_forward_cuda(h.data, E.data, E.dtype, ids, (int)N, (int)C);
+    }
 }

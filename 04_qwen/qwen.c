@@ -1,11 +1,12 @@
-// qwen.c: Qwen2/Qwen3 configuration, parameter table, activation plan and forward (fp32 CPU).
+// qwen.c: Qwen2/Qwen3 configuration, parameter table, activation plan and the one forward.
 //
 // Reading order: the config (what config.json says and what we refuse), the
 // parameter table (the HF names, built once and used for loading, random
 // init and --mem), the activation table, then the forward itself, which reads
-// like the layer diagram in qwen.h. The forward is the oracle that the CUDA
-// path (qwen_cuda.cu) and every later chapter are checked against, so it is
-// written for clarity first; its speed comes from chapter 01's matmul.
+// like the layer diagram in qwen.h. It is the model's only layer loop: on the
+// CPU it is the fp32 oracle that the GPU (the same loop over ops_cuda.cu's
+// kernels) and every later chapter are checked against, so it is written for
+// clarity first; its speed comes from chapter 01's matmul.
 //
 // Shape letters as in qwen.h: B batch, T tokens, Tcap cache positions, C width,
 // I MLP width, L layers, NH heads, NKV kv heads, HD head dim, V vocabulary.
@@ -17,9 +18,12 @@
 #include <sys/stat.h>
 
 #include "01_tensor/attention.h"
+#include "01_tensor/cuda_util.h"
 #include "01_tensor/json.h"
 #include "01_tensor/rng.h"
 #include "01_tensor/safetensors.h"
+#include "01_tensor/matmul.h"
+#include "02_vit/ops.h"       // residual_forward
 #include "03_connector/ops.h"   // swiglu_forward
 #include "04_qwen/ops.h"
 
@@ -227,25 +231,26 @@ void qwen_params_build(Table *t, const QwenConfig *c) {
     if (!c->tied) table_addf(t, DT_F32, true, 2, c->V, C, "lm_head.weight");
 }
 
-static float *pget(const Table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static float *pget(const Table *t, const char *fmt, ...) {
+static Tensor pget(const Table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static Tensor pget(const Table *t, const char *fmt, ...) {
     char name[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     int i = table_find(t, name);
-    return i < 0 ? NULL : (float *)table_tensor(t, i).data;
+    return i < 0 ? (Tensor){0} : table_tensor(t, i);
 }
 
-// Points the per-layer structs into the allocated table.
+// Points the per-layer structs into the table the forward computes with: the
+// host parameters, or their copy on the GPU.
 static void qwen_bind(Qwen *m) {
     const QwenConfig *c = &m->cfg;
-    const Table *t = &m->params;
+    const Table *t = m->device == DEVICE_CUDA ? &m->dev : &m->params;
     m->embed = pget(t, "model.embed_tokens.weight");
     m->norm = pget(t, "model.norm.weight");
     m->lm_head = c->tied ? m->embed : pget(t, "lm_head.weight");
-    m->layers = xcalloc((size_t)c->L, sizeof *m->layers);
+    if (!m->layers) m->layers = xcalloc((size_t)c->L, sizeof *m->layers);
     for (int l = 0; l < c->L; l++) {
         QwenLayer *ly = &m->layers[l];
         const char *p = "model.layers";
@@ -265,8 +270,10 @@ static void qwen_bind(Qwen *m) {
         ly->wu = pget(t, "%s.%d.mlp.up_proj.weight", p, l);
         ly->wd = pget(t, "%s.%d.mlp.down_proj.weight", p, l);
     }
-    m->inv_freq = xmalloc((size_t)(c->HD / 2) * sizeof(float));
-    rope_inv_freq(m->inv_freq, c->HD, c->rope_theta);
+    if (!m->inv_freq) {
+        m->inv_freq = xmalloc((size_t)(c->HD / 2) * sizeof(float));
+        rope_inv_freq(m->inv_freq, c->HD, c->rope_theta);
+    }
 }
 
 void qwen_load(Qwen *m, const char *dir) {
@@ -310,80 +317,105 @@ void qwen_init_random(Qwen *m, const QwenConfig *c, uint64_t seed) {
     m->source = "random";
 }
 
+void qwen_to_device(Qwen *m, Device d) {
+    if (d == m->device) return;
+    if (m->device == DEVICE_CUDA) table_free(&m->dev);
+    if (d == DEVICE_CUDA) {
+        NM_CHECK(cuda_available(), "--device cuda: no usable GPU (%s)", cuda_unavailable_reason());
+        table_to_device(&m->dev, &m->params, "qwen weights (bf16, GPU)", DT_BF16, DEVICE_CUDA);
+    }
+    m->device = d;
+    qwen_bind(m);
+}
+
 void qwen_free(Qwen *m) {
+    if (m->device == DEVICE_CUDA) table_free(&m->dev);
     table_free(&m->params);
     free(m->layers);
     free(m->inv_freq);
     memset(m, 0, sizeof *m);
 }
 
+float *qwen_param_in(const Qwen *m, const Table *like, Tensor w) {
+    if (!w.data) return NULL;
+    NM_CHECK(m->device == DEVICE_CPU, "qwen_param_in: the parameters are on the host only when the forward is");
+    return (float *)((char *)like->buffer + ((const char *)w.data - (const char *)m->params.buffer));
+}
+
 // ============================================================================
 // The activation table
 // ============================================================================
 
-// Adds an entry of up to 4 dims to the activation table (F32, not trainable).
-static void act(Table *t, const char *name, int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
+// Adds an entry of up to 4 dims to the activation table (not trainable).
+static void act(Table *t, const char *name, DType dt, int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
     int64_t shape[4] = {a, b, c, d};
-    table_add(t, name, DT_F32, false, ndim, shape);
+    table_add(t, name, dt, false, ndim, shape);
 }
 
-void qwen_acts_build(Table *t, const QwenConfig *c, int B, int T, int Tcap, bool keep_all, bool all_logits) {
-    const int64_t C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD;
-    act(t, "h0", 3, B, T, C, 0);
-    act(t, "rope.cos", 2, T, HD / 2, 0, 0);
-    act(t, "rope.sin", 2, T, HD / 2, 0, 0);
-    act(t, "tmp", 3, B, T, C, 0);      // o_proj and down_proj outputs, consumed at once
-    act(t, "v", 4, B, T, NKV, HD);     // v before it is copied into the cache
+void qwen_acts_build(Table *t, const QwenConfig *c, int B, int T, int Tcap, bool keep_all, QwenLogits logits,
+                     Device dev) {
+    const int64_t C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD, BT = (int64_t)B * T;
+    // The residual stream and the statistics stay f32 on every device; the
+    // layer's own tensors are bf16 on a GPU.
+    const DType F = DT_F32, A = dev == DEVICE_CUDA ? DT_BF16 : DT_F32;
+    act(t, "h0", F, 2, BT, C, 0, 0);
+    act(t, "rope.cos", F, 2, BT, HD / 2, 0, 0);   // a row per token: positions may differ per row
+    act(t, "rope.sin", F, 2, BT, HD / 2, 0, 0);
+    act(t, "tmp", A, 2, BT, C, 0, 0);              // o_proj and down_proj outputs, consumed at once
+    if (!keep_all) act(t, "v", A, 2, BT, NKV * HD, 0, 0);   // v before it is copied into the cache
     int nsets = keep_all ? c->L : 1;
     for (int l = 0; l < nsets; l++) {
         char p[64], n[96];
         if (keep_all) snprintf(p, sizeof p, "layers.%d.", l);
         else snprintf(p, sizeof p, "layer.");
-#define A(nm, ...) (snprintf(n, sizeof n, "%s%s", p, nm), act(t, n, __VA_ARGS__))
-        A("x_ln1", 3, B, T, C, 0);
-        A("rstd1", 2, B, T, 0, 0);
-        A("q", 4, B, T, NH, HD);
-        if (keep_all) A("q_rope", 4, B, T, NH, HD);    // inference rotates q in place
-        A("k", 4, B, T, NKV, HD);
+#define ACT(nm, ...) (snprintf(n, sizeof n, "%s%s", p, nm), act(t, n, __VA_ARGS__))
+        ACT("x_ln1", A, 2, BT, C, 0, 0);
+        ACT("rstd1", F, 1, BT, 0, 0, 0);
+        ACT("q", A, 2, BT, NH * HD, 0, 0);
+        if (keep_all) ACT("q_rope", A, 2, BT, NH * HD, 0, 0);    // inference rotates q in place
+        ACT("k", A, 2, BT, NKV * HD, 0, 0);
         if (c->qk_norm) {
-            A("rstd_q", 3, B, T, NH, 0);
-            A("rstd_k", 3, B, T, NKV, 0);
+            ACT("rstd_q", F, 1, BT * NH, 0, 0, 0);
+            ACT("rstd_k", F, 1, BT * NKV, 0, 0, 0);
         }
-        A("att", 4, B, T, NH, HD);
-        if (keep_all) A("probs", 4, B, NH, T, Tcap);
-        A("h_att", 3, B, T, C, 0);
-        A("x_ln2", 3, B, T, C, 0);
-        A("rstd2", 2, B, T, 0, 0);
-        A("gate", 3, B, T, I, 0);
-        A("up", 3, B, T, I, 0);
-        A("act", 3, B, T, I, 0);
-        A("h_out", 3, B, T, C, 0);
-#undef A
+        ACT("att", A, 2, BT, NH * HD, 0, 0);
+        // the backward on the CPU reads the probabilities; a GPU recomputes them
+        if (keep_all && dev == DEVICE_CPU) ACT("probs", F, 4, B, NH, T, Tcap);
+        ACT("h_att", F, 2, BT, C, 0, 0);
+        ACT("x_ln2", A, 2, BT, C, 0, 0);
+        ACT("rstd2", F, 1, BT, 0, 0, 0);
+        ACT("gate", A, 2, BT, I, 0, 0);
+        ACT("up", A, 2, BT, I, 0, 0);
+        ACT("act", A, 2, BT, I, 0, 0);
+        ACT("h_out", F, 2, BT, C, 0, 0);
+#undef ACT
     }
     // keys after k_norm and RoPE, values: the KV cache (or the kept k, v)
     int64_t kv[5] = {c->L, B, Tcap, NKV, HD};
-    table_add(t, "kv.k", DT_F32, false, 5, kv);
-    table_add(t, "kv.v", DT_F32, false, 5, kv);
-    act(t, "x_final", 3, B, T, C, 0);
-    act(t, "rstd_f", 2, B, T, 0, 0);
-    if (all_logits) act(t, "logits", 3, B, T, c->V, 0);
-    else act(t, "logits", 2, B, c->V, 0, 0);
+    table_add(t, "kv.k", A, false, 5, kv);
+    table_add(t, "kv.v", A, false, 5, kv);
+    act(t, "x_final", A, 2, BT, C, 0, 0);
+    act(t, "rstd_f", F, 1, BT, 0, 0, 0);
+    if (logits == QWEN_LOGITS_ALL) act(t, "logits", A, 2, BT, c->V, 0, 0);
+    else if (logits == QWEN_LOGITS_LAST) act(t, "logits", A, 2, B, c->V, 0, 0);
+    if (dev == DEVICE_CUDA) {   // the masks, copied to the GPU per call
+        act(t, "mask.seg", DT_I32, 2, B, Tcap, 0, 0);
+        act(t, "mask.reach", DT_I32, 2, B, Tcap, 0, 0);
+    }
 }
 
-static float *aget(const Table *t, const char *prefix, const char *name) {
+static Tensor aget(const Table *t, const char *prefix, const char *name) {
     char n[128];
     snprintf(n, sizeof n, "%s%s", prefix, name);
     int i = table_find(t, n);
-    return i < 0 ? NULL : (float *)table_tensor(t, i).data;
+    return i < 0 ? (Tensor){0} : table_tensor(t, i);
 }
 
-void qwen_state_init(QwenState *s, const QwenConfig *c, int B, int T, int Tcap, bool keep_all, bool all_logits) {
-    memset(s, 0, sizeof *s);
-    NM_CHECK(B > 0 && T > 0 && Tcap >= T, "qwen_state_init: B=%d T=%d Tcap=%d", B, T, Tcap);
-    s->B = B; s->T = T; s->Tcap = Tcap; s->keep_all = keep_all; s->all_logits = all_logits;
-    table_init(&s->table, keep_all ? "qwen activations (training plan)" : "qwen activations (inference)");
-    qwen_acts_build(&s->table, c, B, T, Tcap, keep_all, all_logits);
-    table_alloc(&s->table, DEVICE_CPU);
+// Builds, allocates and binds the table for the plan in s (B, T, Tcap, ...).
+static void qwen_state_alloc(QwenState *s, const QwenConfig *c) {
+    table_init(&s->table, s->keep_all ? "qwen activations (training plan)" : "qwen activations (inference)");
+    qwen_acts_build(&s->table, c, s->B, s->T, s->Tcap, s->keep_all, s->logits_mode, s->device);
+    table_alloc(&s->table, s->device);
     const Table *t = &s->table;
     s->h0 = aget(t, "", "h0");
     s->rope_cos = aget(t, "", "rope.cos");
@@ -395,16 +427,18 @@ void qwen_state_init(QwenState *s, const QwenConfig *c, int B, int T, int Tcap, 
     s->x_final = aget(t, "", "x_final");
     s->rstd_f = aget(t, "", "rstd_f");
     s->logits = aget(t, "", "logits");
+    s->seg_dev = aget(t, "", "mask.seg");
+    s->reach_dev = aget(t, "", "mask.reach");
     s->layers = xcalloc((size_t)c->L, sizeof *s->layers);
     for (int l = 0; l < c->L; l++) {
         char p[64];
-        if (keep_all) snprintf(p, sizeof p, "layers.%d.", l);
+        if (s->keep_all) snprintf(p, sizeof p, "layers.%d.", l);
         else snprintf(p, sizeof p, "layer.");
         QwenLayerActs *a = &s->layers[l];
         a->x_ln1 = aget(t, p, "x_ln1");
         a->rstd1 = aget(t, p, "rstd1");
         a->q = aget(t, p, "q");
-        a->q_rope = keep_all ? aget(t, p, "q_rope") : a->q;
+        a->q_rope = s->keep_all ? aget(t, p, "q_rope") : a->q;
         a->rstd_q = aget(t, p, "rstd_q");
         a->k = aget(t, p, "k");
         a->rstd_k = aget(t, p, "rstd_k");
@@ -418,126 +452,244 @@ void qwen_state_init(QwenState *s, const QwenConfig *c, int B, int T, int Tcap, 
         a->act = aget(t, p, "act");
         a->h_out = aget(t, p, "h_out");
     }
+    const size_t half = (size_t)c->HD / 2, BT = (size_t)s->B * s->T;
+    size_t nlog = s->logits.data ? (size_t)tensor_numel(s->logits) : 0;
+    s->host = xmalloc((2 * BT * half > nlog ? 2 * BT * half : nlog) * sizeof(float) + 64);
+}
+
+static void qwen_state_release(QwenState *s) {
+    table_free(&s->table);
+    free(s->layers);
+    free(s->host);
+    s->layers = NULL;
+    s->host = NULL;
+}
+
+void qwen_state_init(QwenState *s, const QwenConfig *c, int B, int T, int Tcap, bool keep_all, QwenLogits logits,
+                     Device dev) {
+    memset(s, 0, sizeof *s);
+    NM_CHECK(B > 0 && T > 0 && Tcap >= T, "qwen_state_init: B=%d T=%d Tcap=%d", B, T, Tcap);
+    NM_CHECK(!keep_all || Tcap == T, "qwen_state_init: the training plan holds one call (Tcap=%d, T=%d)", Tcap, T);
+    s->B = B; s->T = T; s->Tcap = Tcap; s->keep_all = keep_all; s->logits_mode = logits;
+    s->device = dev;
+    qwen_state_alloc(s, c);
+}
+
+void qwen_state_reserve(QwenState *s, const QwenConfig *c, int B, int T) {
+    NM_CHECK(s->keep_all, "qwen_state_reserve: only the training plan grows");
+    if (B <= s->B && T <= s->T) return;
+    qwen_state_release(s);
+    s->B = B > s->B ? B : s->B;   // each side to the largest seen
+    s->T = T > s->T ? T : s->T;
+    s->Tcap = s->T;
+    qwen_state_alloc(s, c);
 }
 
 void qwen_state_free(QwenState *s) {
-    table_free(&s->table);
-    free(s->layers);
+    qwen_state_release(s);
     memset(s, 0, sizeof *s);
 }
-
 // ============================================================================
 // The forward
 // ============================================================================
 
-// RMSNorm over each head of x (N, H, HD), in place, with one weight (HD) shared
-// by all heads: Qwen3's q_norm and k_norm.
-static void head_rmsnorm(float *x, float *rstd, const float *w, int N, int H, int HD, float eps) {
-    rmsnorm_forward(x, rstd, x, w, N * H, HD, eps);
+// The angles of every token of this call into s->rope_cos/sin. Without
+// position ids every row counts pos0 .. pos0+T-1 and one (T, HD/2) table
+// serves all rows; with them each token gets its own table row, and RoPE then
+// sees the batch as one row of B*T tokens (the (B, T, H, HD) layout is the
+// same memory as (1, B*T, H, HD)). The tables are computed on the host, in
+// fp32 exactly as transformers does, and copied to the GPU when the state is
+// there, so both devices rotate by the same angles.
+static void rope_setup(const Qwen *m, QwenState *s, int B, int T, const int32_t *pos) {
+    const int half = m->cfg.HD / 2;
+    s->rope_B = pos ? 1 : B;
+    s->rope_T = pos ? B * T : T;
+    const int rows = s->rope_T;
+    float *cs = s->host, *sn = s->host + (size_t)rows * half;   // (rows, HD/2) each
+    if (!pos) {
+        rope_tables(cs, sn, m->inv_freq, m->cfg.HD, s->pos, T);
+    } else {
+        // the angles of positions 0..P-1 once, then a copy of its row per token
+        int P = 0;
+        for (int t = 0; t < B * T; t++) {
+            NM_CHECK(pos[t] >= 0, "qwen_forward: negative position id %d at token %d", pos[t], t);
+            P = pos[t] + 1 > P ? pos[t] + 1 : P;
+        }
+        float *pc = xmalloc((size_t)2 * P * half * sizeof(float)), *ps = pc + (size_t)P * half;   // (P, HD/2) each
+        rope_tables(pc, ps, m->inv_freq, m->cfg.HD, 0, P);
+        for (int t = 0; t < B * T; t++) {
+            memcpy(cs + (size_t)t * half, pc + (size_t)pos[t] * half, (size_t)half * sizeof(float));
+            memcpy(sn + (size_t)t * half, ps + (size_t)pos[t] * half, (size_t)half * sizeof(float));
+        }
+        free(pc);
+    }
+    tensor_from_host_f32(tensor_sub(s->rope_cos, 0, 2, (int64_t)rows, (int64_t)half), cs);
+    tensor_from_host_f32(tensor_sub(s->rope_sin, 0, 2, (int64_t)rows, (int64_t)half), sn);
 }
 
-void qwen_forward(const Qwen *m, QwenState *s, const int *tokens, int B, int T, float *hidden) {
+// A mask of the host, as the ops of the state's device read it.
+static const int32_t *mask_on_device(QwenState *s, Tensor dev, const int32_t *host, int64_t n) {
+    if (!host || s->device == DEVICE_CPU) return host;
+    Tensor h = tensor_view((void *)host, DT_I32, DEVICE_CPU, 1, (int64_t[]){n});
+    tensor_copy(tensor_sub(dev, 0, 1, n), h);
+    return dev.data;
+}
+
+// Copies hidden state x (B*T, C) into hidden[idx] (host).
+static void emit_hidden(float *hidden, int idx, Tensor x, int64_t BTC) {
+    if (hidden) tensor_to_host_f32(hidden + (size_t)idx * BTC, tensor_sub(x, 0, 1, BTC));
+}
+
+void qwen_embed(const Qwen *m, QwenState *s, const int32_t *tokens, int B, int T) {
+    NM_CHECK((s->keep_all ? B <= s->B : B == s->B) && T >= 1 && T <= s->T,
+             "qwen_embed: B=%d T=%d but the state holds B=%d T<=%d", B, T, s->B, s->T);
+    embedding_forward(tensor_sub(s->h0, 0, 2, (int64_t)B * T, (int64_t)m->cfg.C), m->embed, tokens);
+}
+
+void qwen_forward(const Qwen *m, QwenState *s, const int32_t *tokens, int B, int T, float *hidden) {
+    qwen_embed(m, s, tokens, B, T);
+    qwen_forward_embeds(m, s, B, T, NULL, NULL, NULL, hidden);
+}
+
+void qwen_forward_embeds(const Qwen *m, QwenState *s, int B, int T, const int32_t *pos, const int32_t *seg,
+                         const int32_t *reach, float *hidden) {
     const QwenConfig *c = &m->cfg;
-    const int C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD, V = c->V;
-    const int QD = NH * HD, KD = NKV * HD;
-    const int N = B * T;                 // rows of every matmul
+    const int64_t C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD, V = c->V;
+    const int64_t QD = NH * HD, KD = NKV * HD;
+    const int64_t N = (int64_t)B * T;    // rows of every matmul
+    if (s->keep_all) s->pos = 0;         // the training plan holds one call: each starts afresh
     const int pos0 = s->pos;
-    NM_CHECK(B == s->B && T >= 1 && T <= s->T, "qwen_forward: B=%d T=%d but the state holds B=%d T<=%d", B, T,
-             s->B, s->T);
+    NM_CHECK(m->device == s->device, "qwen_forward: the model is on %s, the state on %s", device_name(m->device),
+             device_name(s->device));
+    // the training plan computes any (B, T) up to its size; inference keeps
+    // its batch, whose rows the cache holds
+    NM_CHECK((s->keep_all ? B <= s->B : B == s->B) && T >= 1 && T <= s->T,
+             "qwen_forward: B=%d T=%d but the state holds B=%d T<=%d", B, T, s->B, s->T);
     NM_CHECK(pos0 + T <= s->Tcap, "qwen_forward: %d + %d positions exceed the cache of %d", pos0, T, s->Tcap);
-    const size_t BTC = (size_t)N * C;
+    // The cache: the training plan's holds this one call, (B, T) keys per
+    // layer; inference keeps Tcap positions per row across calls. The masks
+    // are (B, Tc) likewise.
+    const int64_t Tc = s->keep_all ? T : s->Tcap;
     // A position that looks ahead must find its keys in this call: the caller
     // runs a whole image in one call.
-    if (s->reach)
+    if (reach)
         for (int b = 0; b < B; b++)
             for (int p = pos0; p < pos0 + T; p++)
-                NM_CHECK(s->reach[(size_t)b * s->Tcap + p] <= pos0 + T,
+                NM_CHECK(reach[(size_t)b * Tc + p] <= pos0 + T,
                          "qwen_forward: position %d looks ahead to %d, past this call's last position %d", p,
-                         s->reach[(size_t)b * s->Tcap + p] - 1, pos0 + T - 1);
+                         reach[(size_t)b * Tc + p] - 1, pos0 + T - 1);
+    s->seg = seg;       // the backward skips the keys they hide,
+    s->reach = reach;   // and widens its key blocks the same way
+    const int32_t *seg_d = mask_on_device(s, s->seg_dev, seg, B * Tc);
+    const int32_t *reach_d = mask_on_device(s, s->reach_dev, reach, B * Tc);
+    const bool contiguous = B == 1 || Tc == T;   // the new rows of the cache are one block
+#define ROWS(t, w) tensor_sub((t), 0, 2, N, (int64_t)(w))   // this call's (B*T, w) view of a planned tensor
+    Tensor h = ROWS(s->h0, C);                                 // (B*T, C)
+    emit_hidden(hidden, 0, h, N * C);
 
-    // Embeddings: one row of the table per token. No scaling, no BOS.
-    float *h = s->h0;   // (B, T, C)
-    for (int i = 0; i < N; i++) {
-        NM_CHECK(tokens[i] >= 0 && tokens[i] < V, "qwen_forward: token id %d out of range [0, %d)", tokens[i], V);
-        memcpy(h + (size_t)i * C, m->embed + (size_t)tokens[i] * C, (size_t)C * sizeof(float));
-    }
-    if (hidden) memcpy(hidden, h, BTC * sizeof(float));
-
-    // cos/sin for this call's positions, shared by every layer
-    rope_tables(s->rope_cos, s->rope_sin, m->inv_freq, HD, pos0, T);
-    const float scale = (float)(1.0 / sqrt((double)HD));
+    rope_setup(m, s, B, T, pos);   // cos/sin for this call's positions, shared by every layer
+    const int RB = s->rope_B, RT = s->rope_T, half = (int)HD / 2;
+    const float scale = qwen_attn_scale(c);
 
     for (int l = 0; l < c->L; l++) {
         const QwenLayer *w = &m->layers[l];
-        QwenLayerActs *a = &s->layers[l];
-        float *kc = s->kcache + (size_t)l * B * s->Tcap * KD;   // (B, Tcap, NKV, HD)
-        float *vc = s->vcache + (size_t)l * B * s->Tcap * KD;   // (B, Tcap, NKV, HD)
-        float *v = s->v;                                        // (B, T, NKV, HD)
+        const QwenLayerActs *a = &s->layers[l];
+        const int64_t layer = (int64_t)l * B * Tc * KD;            // this layer's slice of the cache
+        Tensor kc = tensor_sub(s->kcache, layer, 4, (int64_t)B, Tc, NKV, HD);   // (B, Tc, NKV, HD)
+        Tensor vc = tensor_sub(s->vcache, layer, 4, (int64_t)B, Tc, NKV, HD);   // (B, Tc, NKV, HD)
+        Tensor q = ROWS(a->q, QD), qr = ROWS(a->q_rope, QD), k = ROWS(a->k, KD);
 
         // ---- attention half ----
-        rmsnorm_forward(a->x_ln1, a->rstd1, h, w->ln1, N, C, c->eps);
-        linear_forward(a->q, a->x_ln1, w->wq, w->bq, N, C, QD);     // (B, T, NH, HD)
-        linear_forward(a->k, a->x_ln1, w->wk, w->bk, N, C, KD);     // (B, T, NKV, HD)
-        linear_forward(v, a->x_ln1, w->wv, w->bv, N, C, KD);        // (B, T, NKV, HD)
+        Tensor x = ROWS(a->x_ln1, C);
+        rmsnorm_forward(x, a->rstd1, h, w->ln1, c->eps);
+        matmul_forward(q, x, w->wq, w->bq);                       // (B*T, NH*HD)
+        matmul_forward(k, x, w->wk, w->bk);                       // (B*T, NKV*HD)
+        // v: straight into the cache when its new rows are one block
+        Tensor vnew = contiguous ? tensor_sub(vc, (int64_t)pos0 * KD, 2, N, KD) : ROWS(s->v, KD);
+        matmul_forward(vnew, x, w->wv, w->bv);                    // (B*T, NKV*HD)
         // Qwen3 normalises every head of q and k before rotating it. The
         // training plan keeps q and k as projected (for the norm's backward);
-        // inference rotates q in place.
-        float *qr = a->q_rope;                                        // (B, T, NH, HD)
-        if (qr != a->q) memcpy(qr, a->q, (size_t)N * QD * sizeof(float));
-        // k goes straight to its slots in the cache: (B, T, NKV, HD) -> (B, Tcap, NKV, HD)
+        // inference rotates q in place. k goes to its slots in the cache:
+        // (B, T, NKV, HD) -> (B, Tc, NKV, HD), and is normed and rotated there.
+        if (qr.data != q.data) tensor_copy(qr, q);
         for (int b = 0; b < B; b++) {
-            float *kdst = kc + ((size_t)b * s->Tcap + pos0) * KD;
-            float *vdst = vc + ((size_t)b * s->Tcap + pos0) * KD;
-            memcpy(kdst, a->k + (size_t)b * T * KD, (size_t)T * KD * sizeof(float));
-            memcpy(vdst, v + (size_t)b * T * KD, (size_t)T * KD * sizeof(float));
+            Tensor kdst = tensor_sub(kc, ((int64_t)b * Tc + pos0) * KD, 2, (int64_t)T * NKV, HD);   // (T*NKV, HD)
+            tensor_copy(kdst, tensor_sub(k, (int64_t)b * T * KD, 2, (int64_t)T * NKV, HD));
+            if (!contiguous)
+                tensor_copy(tensor_sub(vc, ((int64_t)b * Tc + pos0) * KD, 1, (int64_t)T * KD),
+                            tensor_sub(vnew, (int64_t)b * T * KD, 1, (int64_t)T * KD));
             if (c->qk_norm)
-                head_rmsnorm(kdst, a->rstd_k ? a->rstd_k + (size_t)b * T * NKV : NULL, w->k_norm, T, NKV, HD,
-                             c->eps);
-            rope_forward(kdst, kdst, s->rope_cos, s->rope_sin, 1, T, NKV, HD);
+                rmsnorm_forward(kdst, a->rstd_k.data ? tensor_sub(a->rstd_k, (int64_t)b * T * NKV, 1, (int64_t)T * NKV)
+                                                     : (Tensor){0},
+                                kdst, w->k_norm, c->eps);
+            // this row's angles: its own rows of the table with position ids, else the shared (T, HD/2)
+            const int64_t r0 = RB == 1 && RT == B * T ? (int64_t)b * T * half : 0;
+            rope_forward(tensor_sub(kdst, 0, 4, (int64_t)1, (int64_t)T, NKV, HD),
+                         tensor_sub(s->rope_cos, r0, 2, (int64_t)T, (int64_t)half),
+                         tensor_sub(s->rope_sin, r0, 2, (int64_t)T, (int64_t)half));
         }
-        if (c->qk_norm) head_rmsnorm(qr, a->rstd_q, w->q_norm, N, NH, HD, c->eps);
-        rope_forward(qr, qr, s->rope_cos, s->rope_sin, B, T, NH, HD);
+        if (c->qk_norm) {
+            Tensor heads = tensor_sub(qr, 0, 2, N * NH, HD);      // (B*T*NH, HD)
+            rmsnorm_forward(heads, a->rstd_q, heads, w->q_norm, c->eps);
+        }
+        rope_forward(tensor_sub(qr, 0, 4, (int64_t)RB, (int64_t)RT, NH, HD),
+                     tensor_sub(s->rope_cos, 0, 2, (int64_t)RT, (int64_t)half),
+                     tensor_sub(s->rope_sin, 0, 2, (int64_t)RT, (int64_t)half));
 
         // causal GQA attention of the T new queries against the pos0+T cached keys
-        attention_forward_cpu(a->att, a->probs, qr, kc, vc, NULL, s->reach, B, T, pos0 + T, s->Tcap, NH, NKV, HD,
-                              pos0, true, scale);
-        linear_forward(s->tmp, a->att, w->wo, w->bo, N, QD, C);   // (B, T, C)
-        residual_forward(a->h_att, h, s->tmp, BTC);
+        Tensor att = ROWS(a->att, QD);
+        Tensor probs = a->probs.data ? tensor_sub(a->probs, 0, 4, (int64_t)B, NH, (int64_t)T, Tc) : (Tensor){0};
+        attention_forward(tensor_sub(att, 0, 4, (int64_t)B, (int64_t)T, NH, HD), probs,
+                          tensor_sub(qr, 0, 4, (int64_t)B, (int64_t)T, NH, HD), kc, vc, seg_d, reach_d, pos0 + T,
+                          pos0, true, scale);
+        Tensor tmp = ROWS(s->tmp, C);
+        matmul_forward(tmp, att, w->wo, w->bo);                   // (B*T, C)
+        Tensor h_att = ROWS(a->h_att, C);
+        residual_forward(h_att, h, tmp);
 
         // ---- MLP half ----
-        rmsnorm_forward(a->x_ln2, a->rstd2, a->h_att, w->ln2, N, C, c->eps);
-        linear_forward(a->gate, a->x_ln2, w->wg, NULL, N, C, I);     // (B, T, I)
-        linear_forward(a->up, a->x_ln2, w->wu, NULL, N, C, I);       // (B, T, I)
-        swiglu_forward(a->act, a->gate, a->up, (size_t)N * I);
-        linear_forward(s->tmp, a->act, w->wd, NULL, N, I, C);     // (B, T, C)
-        residual_forward(a->h_out, a->h_att, s->tmp, BTC);
-        h = a->h_out;
-        if (hidden && l < c->L - 1) memcpy(hidden + (size_t)(l + 1) * BTC, h, BTC * sizeof(float));
+        Tensor x2 = ROWS(a->x_ln2, C), gate = ROWS(a->gate, I), up = ROWS(a->up, I), act = ROWS(a->act, I);
+        rmsnorm_forward(x2, a->rstd2, h_att, w->ln2, c->eps);
+        matmul_forward(gate, x2, w->wg, (Tensor){0});             // (B*T, I)
+        matmul_forward(up, x2, w->wu, (Tensor){0});               // (B*T, I)
+        swiglu_forward(act, gate, up);
+        matmul_forward(tmp, act, w->wd, (Tensor){0});             // (B*T, C)
+        h = ROWS(a->h_out, C);
+        residual_forward(h, h_att, tmp);
+        if (l < c->L - 1) emit_hidden(hidden, l + 1, h, N * C);
     }
 
-    rmsnorm_forward(s->x_final, s->rstd_f, h, m->norm, N, C, c->eps);
-    if (hidden) memcpy(hidden + (size_t)c->L * BTC, s->x_final, BTC * sizeof(float));
+    Tensor xf = ROWS(s->x_final, C);
+    rmsnorm_forward(xf, s->rstd_f, h, m->norm, c->eps);
+    emit_hidden(hidden, c->L, xf, N * C);
 
-    // LM head: every position, or the last one of each sequence (generation).
-    if (s->all_logits) {
-        linear_forward(s->logits, s->x_final, m->lm_head, NULL, N, C, V);     // (B, T, V)
-    } else {
+    // LM head: every position, the last one of each sequence (generation), or
+    // none (training: the loss is fused with the head).
+    if (s->logits_mode == QWEN_LOGITS_ALL) {
+        matmul_forward(ROWS(s->logits, V), xf, m->lm_head, (Tensor){0});   // (B*T, V)
+    } else if (s->logits_mode == QWEN_LOGITS_LAST) {
         for (int b = 0; b < B; b++)
-            linear_forward(s->logits + (size_t)b * V, s->x_final + ((size_t)b * T + T - 1) * C, m->lm_head, NULL, 1,
-                           C, V);                                             // (B, V)
+            matmul_forward(tensor_sub(s->logits, (int64_t)b * V, 2, (int64_t)1, V),
+                           tensor_sub(xf, ((int64_t)b * T + T - 1) * C, 2, (int64_t)1, C), m->lm_head,
+                           (Tensor){0});                                   // (B, V)
     }
+#undef ROWS
     s->pos = pos0 + T;
+    s->last_T = T;
+}
+
+float *qwen_logits(QwenState *s) {
+    NM_CHECK(s->logits.data, "qwen_logits: this plan computes no logits");
+    if (s->device == DEVICE_CPU) return s->logits.data;
+    const int64_t rows = s->logits_mode == QWEN_LOGITS_ALL ? (int64_t)s->B * s->last_T : s->B;
+    const int64_t V = s->logits.shape[1];
+    tensor_to_host_f32(s->host, tensor_sub(s->logits, 0, 1, rows * V));
+    return s->host;
 }
 
 // ============================================================================
 // Memory report
 // ============================================================================
-
-static double table_bytes(const Table *t) {
-    double b = 0;
-    for (int i = 0; i < t->n; i++) b += (double)t->entries[i].nbytes;
-    return b;
-}
 
 void qwen_mem_report(const QwenConfig *c, int ctx, FILE *f) {
     char b1[32], b2[32];
@@ -546,14 +698,14 @@ void qwen_mem_report(const QwenConfig *c, int ctx, FILE *f) {
     qwen_params_build(&p, c);
     int64_t nparams = table_numel(&p, false);
     int64_t emb = (int64_t)c->V * c->C;
-    double wbytes = table_bytes(&p);
+    double wbytes = (double)table_bytes(&p);
 
     Table inf;
     table_init(&inf, "inference");
-    qwen_acts_build(&inf, c, 1, ctx, ctx, false, false);
+    qwen_acts_build(&inf, c, 1, ctx, ctx, false, QWEN_LOGITS_LAST, DEVICE_CPU);
     Table tr;
     table_init(&tr, "training");
-    qwen_acts_build(&tr, c, 1, ctx, ctx, true, false);
+    qwen_acts_build(&tr, c, 1, ctx, ctx, true, QWEN_LOGITS_NONE, DEVICE_CPU);
 
     double kv = 0, logits = 0, inf_acts = 0;
     for (int i = 0; i < inf.n; i++) {
@@ -562,13 +714,10 @@ void qwen_mem_report(const QwenConfig *c, int ctx, FILE *f) {
         else if (strcmp(e->name, "logits") == 0) logits += (double)e->nbytes;
         else inf_acts += (double)e->nbytes;
     }
-    double tr_acts = 0, tr_probs = 0;
-    for (int i = 0; i < tr.n; i++) {
-        const TableEntry *e = &tr.entries[i];
-        if (strcmp(e->name, "logits") == 0) continue;
-        if (strstr(e->name, ".probs")) tr_probs += (double)e->nbytes;
-        tr_acts += (double)e->nbytes;
-    }
+    // the training plan, as the trainer allocates it: every entry, aligned
+    double tr_acts = (double)table_bytes(&tr), tr_probs = 0;
+    for (int i = 0; i < tr.n; i++)
+        if (strstr(tr.entries[i].name, ".probs")) tr_probs += (double)tr.entries[i].nbytes;
     double full_logits = (double)ctx * c->V * sizeof(float);
 
     fprintf(f, "memory plan, %s, fp32 on the CPU, batch 1, context %d tokens\n", c->model_type, ctx);
@@ -599,4 +748,13 @@ void qwen_mem_report(const QwenConfig *c, int ctx, FILE *f) {
     table_free(&p);
     table_free(&inf);
     table_free(&tr);
+}
+
+size_t qwen_train_acts_bytes(const QwenConfig *c, int B, int T) {
+    Table t;
+    table_init(&t, "training plan");
+    qwen_acts_build(&t, c, B, T, T, true, QWEN_LOGITS_NONE, DEVICE_CPU);
+    size_t n = table_bytes(&t);
+    table_free(&t);
+    return n;
 }

@@ -23,7 +23,6 @@
 #include "01_tensor/safetensors.h"
 #include "04_qwen/generate.h"
 #include "04_qwen/qwen.h"
-#include "04_qwen/qwen_cuda.h"
 #include "04_qwen/tokenizer.h"
 
 #define NANO_SEED 1234
@@ -153,12 +152,12 @@ static bool print_token(int id, void *user) {
 static void save_logits(const Qwen *m, const int *ids, int T, const char *out) {
     const QwenConfig *c = &m->cfg;
     QwenState s;
-    qwen_state_init(&s, c, 1, T, T, false, true);
+    qwen_state_init(&s, c, 1, T, T, false, QWEN_LOGITS_ALL, m->device);
     float *hidden = xmalloc((size_t)(c->L + 1) * T * c->C * sizeof(float));   // (L+1, T, C)
     qwen_forward(m, &s, ids, 1, T, hidden);
     int64_t sl[2] = {T, c->V}, sh[3] = {c->L + 1, T, c->C}, si[1] = {T};
     StItem items[3] = {
-        {"logits", DT_F32, 2, sl, s.logits},
+        {"logits", DT_F32, 2, sl, (void *)qwen_logits(&s)},
         {"hidden_states", DT_F32, 3, sh, hidden},
         {"input_ids", DT_I32, 1, si, ids},
     };
@@ -339,15 +338,9 @@ int main(int argc, char **argv) {
             sc.temperature <= 0 ? "greedy" : "sampling", (unsigned long long)sc.seed, device_name(device));
     const int chunk = P < 512 ? P : 512;
     QwenState s = {0};
-    QwenCuda *gpu = NULL;
-    Decoder dec;
-    if (device == DEVICE_CUDA) {
-        gpu = qwen_cuda_create(&m, chunk, P + max_new);
-        dec = decoder_cuda(&m, gpu, chunk, P + max_new);
-    } else {
-        qwen_state_init(&s, &m.cfg, 1, chunk, P + max_new, false, false);
-        dec = decoder_cpu(&m, &s);
-    }
+    qwen_to_device(&m, device);   // one forward for both devices: the weights and the state go there
+    qwen_state_init(&s, &m.cfg, 1, chunk, P + max_new, false, QWEN_LOGITS_LAST, device);
+    Decoder dec = decoder_init(&m, &s);
     Sampler smp;
     sampler_init(&smp, &sc, m.cfg.V);
     Printer pr = {.tok = tok};
@@ -366,8 +359,7 @@ int main(int argc, char **argv) {
             st.t_decode > 0 ? st.n_gen / st.t_decode : 0.0, st.stopped_on_eos ? "; stopped on EOS" : "");
     sampler_free(&smp);
     free(out);
-    if (gpu) qwen_cuda_free(gpu);
-    else qwen_state_free(&s);
+    qwen_state_free(&s);
 done:
     free(ids);
     free(ids32);

@@ -104,7 +104,7 @@ void adamw_step(AdamW *o, float lr_factor) {
             int64_t n = tensor_numel(table_tensor(&g->m, e));
             // no decay for 1-D tensors: norms' gains and biases
             const float decay = me->ndim >= 2 ? 1.0f - lr * o->weight_decay : 1.0f;
-NM_OMP(parallel for schedule(static) if (n > 65536))
+            NM_OMP(parallel for schedule(static) if (n > 65536))
             for (int64_t j = 0; j < n; j++) {
                 float gj = gr[j];
                 p[j] *= decay;

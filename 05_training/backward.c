@@ -33,7 +33,7 @@ static inline float dot_lanes(float init, const float *restrict a, const float *
     float lane[SUM_LANES] = {0};
     int i = 0;
     for (; i + SUM_LANES <= n; i += SUM_LANES)
-NM_OMP(simd)
+        NM_OMP(simd)
         for (int l = 0; l < SUM_LANES; l++) lane[l] += a[i + l] * b[i + l];
     for (; i < n; i++) lane[0] += a[i] * b[i];
     for (int l = 0; l < SUM_LANES; l++) init += lane[l];
@@ -45,7 +45,7 @@ static inline double dot3_lanes(const float *restrict a, const float *restrict b
     double lane[SUM_LANES] = {0};
     int i = 0;
     for (; i + SUM_LANES <= n; i += SUM_LANES)
-NM_OMP(simd)
+        NM_OMP(simd)
         for (int l = 0; l < SUM_LANES; l++) lane[l] += (double)a[i + l] * b[i + l] * c[i + l];
     for (; i < n; i++) lane[0] += (double)a[i] * b[i] * c[i];
     double sum = 0.0;
@@ -72,7 +72,7 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
                       const float *rstd, int N, int C) {
     const int chunks = (N + RMS_RB - 1) / RMS_RB;
     float *part = dw ? xcalloc((size_t)chunks * C, sizeof(float)) : NULL;   // (chunks, C) dw of each chunk
-NM_OMP(parallel for schedule(dynamic, 1) if (N > 16))
+    NM_OMP(parallel for schedule(dynamic, 1) if (N > 16))
     for (int ch = 0; ch < chunks; ch++) {
         float *pw = part ? part + (size_t)ch * C : NULL;   // (C,) or NULL
         for (int n = ch * RMS_RB; n < N && n < (ch + 1) * RMS_RB; n++) {
@@ -82,10 +82,10 @@ NM_OMP(parallel for schedule(dynamic, 1) if (N > 16))
             float r = rstd[n];
             double gx = dot3_lanes(dy, w, xr, C);
             float mean_gx = (float)(gx / C);
-NM_OMP(simd)
+            NM_OMP(simd)
             for (int c = 0; c < C; c++) dxr[c] += r * (dy[c] * w[c] - xr[c] * r * r * mean_gx);
             if (pw) {
-NM_OMP(simd)
+                NM_OMP(simd)
                 for (int c = 0; c < C; c++) pw[c] += dy[c] * xr[c] * r;
             }
         }
@@ -108,7 +108,7 @@ NM_OMP(simd)
 void rope_backward(float *dx, const float *dout, const float *cos_t, const float *sin_t, int B, int T,
                    int H, int HD) {
     int half = HD / 2;
-NM_OMP(parallel for collapse(2) schedule(static) if ((size_t)B * T * H * HD > 65536))
+    NM_OMP(parallel for collapse(2) schedule(static) if ((size_t)B * T * H * HD > 65536))
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const float *c = cos_t + (size_t)t * half;   // (HD/2,)
@@ -182,10 +182,10 @@ void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, 
                             const int32_t *reach, int B, int T, int NH, int NKV, int HD, float scale) {
     const int rep = NH / NKV;
     const int ldq = NH * HD, ldk = NKV * HD;        // row strides of q, dq, dout and of k, v, dk, dv
-NM_OMP(parallel)
+    NM_OMP(parallel)
     {
         float *dS = xmalloc((size_t)BWD_QB * (T > 0 ? T : 1) * sizeof(float));   // (QB, T) this thread's block
-NM_OMP(for collapse(2) schedule(dynamic, 1))
+        NM_OMP(for collapse(2) schedule(dynamic, 1))
         for (int b = 0; b < B; b++)
             for (int g = 0; g < NKV; g++) {
                 const float *kg = k + (size_t)b * T * ldk + (size_t)g * HD;          // (T, HD), stride ldk
@@ -214,9 +214,9 @@ NM_OMP(for collapse(2) schedule(dynamic, 1))
                             float *sr = dS + (size_t)r * T;
                             // sum_j p_ij dp_ij, over the two windows of keys
                             float dot = dot_lanes(dot_lanes(0.0f, pr, sr, a), pr + c, sr + c, nk - c);
-NM_OMP(simd)
+                            NM_OMP(simd)
                             for (int j = 0; j < a; j++) sr[j] = scale * pr[j] * (sr[j] - dot);
-NM_OMP(simd)
+                            NM_OMP(simd)
                             for (int j = c; j < nk; j++) sr[j] = scale * pr[j] * (sr[j] - dot);
                         }
                         block_grads(dqh, dkg, dvg, dS, T, P, T, qh, kg, doh, ldq, ldk, qb, 0, a, HD);
@@ -231,13 +231,9 @@ NM_OMP(simd)
 // ----------------------------------------------------------------------------
 // Embedding
 //
-// forward:   h[n] = E[id[n]]      (a row copy: the "matmul with a one-hot")
+// forward (04_qwen/ops.c, embedding_forward_cpu):
+//            h[n] = E[id[n]]      (a row copy: the "matmul with a one-hot")
 // backward:  dE[id[n]] += dh[n]   (the transpose of a copy is an add)
-void embedding_forward(float *h, const float *E, const int32_t *ids, int N, int C) {
-    for (int n = 0; n < N; n++)
-        if (ids[n] >= 0) memcpy(h + (size_t)n * C, E + (size_t)ids[n] * C, (size_t)C * sizeof(float));
-}
-
 void embedding_backward(float *dE, const float *dh, const int32_t *ids, int N, int C) {
     for (int n = 0; n < N; n++) {
         if (ids[n] < 0) continue;

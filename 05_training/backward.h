@@ -24,13 +24,13 @@
 #include <stdint.h>
 
 // ---- RMSNorm --------------------------------------------------------------
-// Undoes rmsnorm_forward(out, rstd, x, w, N, C, eps) (04_qwen/ops.h), using
+// Undoes rmsnorm_forward_cpu(out, rstd, x, w, N, C, eps) (04_qwen/ops.h), using
 // the rstd (N) it kept. dx (N, C) += ..., dw (C) += ... (dw may be NULL).
 void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                       const float *rstd, int N, int C);
 
 // ---- RoPE -------------------------------------------------------------------
-// Undoes rope_forward (04_qwen/ops.h): dx (B, T, H, HD) += R(-angle) dout.
+// Undoes rope_forward_cpu (04_qwen/ops.h): dx (B, T, H, HD) += R(-angle) dout.
 // Tables cos, sin (T, HD/2) as the forward used them.
 void rope_backward(float *dx, const float *dout, const float *cos_t, const float *sin_t, int B, int T,
                    int H, int HD);
@@ -49,9 +49,7 @@ void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, 
                             const int32_t *reach, int B, int T, int NH, int NKV, int HD, float scale);
 
 // ---- embedding ----------------------------------------------------------------
-// h (N, C) = E[ids] for rows with ids[n] >= 0; rows with a negative id are
-// left alone (the VLM writes visual tokens there).
-void embedding_forward(float *h, const float *E, const int32_t *ids, int N, int C);
+// Undoes embedding_forward_cpu (04_qwen/ops.h), h (N, C) = E[ids].
 // dE (V, C) += dh rows at their ids (skipping negative ids). Serial over rows
 // so the sum order is fixed: a repeated token adds in position order.
 void embedding_backward(float *dE, const float *dh, const int32_t *ids, int N, int C);

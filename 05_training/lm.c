@@ -1,4 +1,4 @@
-// lm.c: the training forward and backward of Qwen (see lm.h for the layer table).
+// lm.c: the backward of Qwen's forward (see lm.h for the layer table).
 #include "05_training/lm.h"
 
 #include <math.h>
@@ -10,36 +10,6 @@
 #include "03_connector/ops.h"
 #include "04_qwen/ops.h"
 #include "05_training/backward.h"
-
-// The activation plan. Entry order is the binding order of lm_bind below.
-void lm_acts_build(Table *t, const QwenConfig *c, int B, int T) {
-    const int64_t BT = (int64_t)B * T, QD = (int64_t)c->NH * c->HD, KD = (int64_t)c->NKV * c->HD;
-    table_addf(t, DT_F32, false, 2, BT, c->C, "h0");
-    table_addf(t, DT_F32, false, 2, BT, c->HD / 2, "rope.cos");   // a row per token (positions may differ per row)
-    table_addf(t, DT_F32, false, 2, BT, c->HD / 2, "rope.sin");
-    for (int l = 0; l < c->L; l++) {
-        table_addf(t, DT_F32, false, 2, BT, c->C, "layer.%d.x1", l);
-        table_addf(t, DT_F32, false, 1, BT, 0, "layer.%d.rstd1", l);
-        table_addf(t, DT_F32, false, 2, BT, QD, "layer.%d.q", l);
-        table_addf(t, DT_F32, false, 1, BT * c->NH, 0, "layer.%d.rstd_q", l);
-        table_addf(t, DT_F32, false, 2, BT, QD, "layer.%d.q_rope", l);
-        table_addf(t, DT_F32, false, 2, BT, KD, "layer.%d.k", l);
-        table_addf(t, DT_F32, false, 1, BT * c->NKV, 0, "layer.%d.rstd_k", l);
-        table_addf(t, DT_F32, false, 2, BT, KD, "layer.%d.k_rope", l);
-        table_addf(t, DT_F32, false, 2, BT, KD, "layer.%d.v", l);
-        table_addf(t, DT_F32, false, 2, (int64_t)B * c->NH * T, T, "layer.%d.probs", l);
-        table_addf(t, DT_F32, false, 2, BT, QD, "layer.%d.att", l);
-        table_addf(t, DT_F32, false, 2, BT, c->C, "layer.%d.h_mid", l);
-        table_addf(t, DT_F32, false, 2, BT, c->C, "layer.%d.x2", l);
-        table_addf(t, DT_F32, false, 1, BT, 0, "layer.%d.rstd2", l);
-        table_addf(t, DT_F32, false, 2, BT, c->I, "layer.%d.gate", l);
-        table_addf(t, DT_F32, false, 2, BT, c->I, "layer.%d.up", l);
-        table_addf(t, DT_F32, false, 2, BT, c->I, "layer.%d.act", l);
-        table_addf(t, DT_F32, false, 2, BT, c->C, "layer.%d.h_out", l);
-    }
-    table_addf(t, DT_F32, false, 2, BT, c->C, "x_final");
-    table_addf(t, DT_F32, false, 1, BT, 0, "rstd_final");
-}
 
 // The backward's gradient buffers: one set, reused by every layer.
 void lm_scratch_build(Table *t, const QwenConfig *c, int B, int T) {
@@ -58,145 +28,42 @@ void lm_scratch_build(Table *t, const QwenConfig *c, int B, int T) {
     table_addf(t, DT_F32, false, 2, BT, c->I, "dact");
 }
 
-static float *at(const Table *t, int *i) { return (float *)table_tensor(t, (*i)++).data; }
-
-static void lm_bind(Lm *lm) {
-    const QwenConfig *c = &lm->m->cfg;
-    int i = 0;
-    lm->h0 = at(&lm->acts, &i);
-    lm->cos_t = at(&lm->acts, &i);
-    lm->sin_t = at(&lm->acts, &i);
-    for (int l = 0; l < c->L; l++) {
-        LmLayerActs *a = &lm->layers[l];
-        a->x1 = at(&lm->acts, &i); a->rstd1 = at(&lm->acts, &i);
-        a->q = at(&lm->acts, &i); a->rstd_q = at(&lm->acts, &i); a->q_rope = at(&lm->acts, &i);
-        a->k = at(&lm->acts, &i); a->rstd_k = at(&lm->acts, &i); a->k_rope = at(&lm->acts, &i);
-        a->v = at(&lm->acts, &i); a->probs = at(&lm->acts, &i); a->att = at(&lm->acts, &i);
-        a->h_mid = at(&lm->acts, &i); a->x2 = at(&lm->acts, &i); a->rstd2 = at(&lm->acts, &i);
-        a->gate = at(&lm->acts, &i); a->up = at(&lm->acts, &i); a->act = at(&lm->acts, &i);
-        a->h_out = at(&lm->acts, &i);
-    }
-    lm->x_final = at(&lm->acts, &i);
-    lm->rstd_f = at(&lm->acts, &i);
-    lm->dh = table_get(&lm->scratch, "dh").data;
-    lm->dx_final = table_get(&lm->scratch, "dx_final").data;
-}
-
 void lm_reserve(Lm *lm, int B, int T) {
-    if (lm->acts.buffer && T <= lm->T && B <= lm->B) return;
-    if (lm->acts.buffer) {   // grow each side to the largest seen: packed batches vary in both
+    qwen_state_reserve(&lm->st, &lm->m->cfg, B, T);
+    if (lm->scratch.buffer && T <= lm->T && B <= lm->B) return;
+    if (lm->scratch.buffer) {   // grow each side to the largest seen: packed batches vary in both
         B = B > lm->B ? B : lm->B;
         T = T > lm->T ? T : lm->T;
     }
-    table_free(&lm->acts);
     table_free(&lm->scratch);
-    table_init(&lm->acts, "lm activations");
     table_init(&lm->scratch, "lm backward scratch");
-    lm_acts_build(&lm->acts, &lm->m->cfg, B, T);
     lm_scratch_build(&lm->scratch, &lm->m->cfg, B, T);
-    table_alloc(&lm->acts, DEVICE_CPU);
     table_alloc(&lm->scratch, DEVICE_CPU);
     lm->B = B;
     lm->T = T;
-    lm_bind(lm);
+    lm->dh = table_get(&lm->scratch, "dh").data;
+    lm->dx_final = table_get(&lm->scratch, "dx_final").data;
 }
 
 void lm_init(Lm *lm, Qwen *m, int B, int T) {
     memset(lm, 0, sizeof *lm);
     lm->m = m;
+    NM_CHECK(m->device == DEVICE_CPU, "training runs on the CPU: the backward has no CUDA twins");
     table_derive(&lm->grads, &m->params, "qwen grads", DT_F32, false);
     table_alloc(&lm->grads, DEVICE_CPU);
-    lm->layers = xcalloc((size_t)m->cfg.L, sizeof *lm->layers);
-    table_init(&lm->acts, "lm activations");
+    qwen_state_init(&lm->st, &m->cfg, B, T, T, true, QWEN_LOGITS_NONE, DEVICE_CPU);
     table_init(&lm->scratch, "lm backward scratch");
     lm_reserve(lm, B, T);
 }
 
 void lm_free(Lm *lm) {
     table_free(&lm->grads);
-    table_free(&lm->acts);
+    qwen_state_free(&lm->st);
     table_free(&lm->scratch);
-    free(lm->layers);
     memset(lm, 0, sizeof *lm);
 }
 
-// out = a + b: the residual connections (megabytes, so both threads take part)
-static void add_into(float *out, const float *a, const float *b, size_t n) {
-    NM_OMP(parallel for simd schedule(static) if (n > 65536))
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
-}
-
-// The RoPE angles of every token. Without position ids every row counts
-// 0..T-1 and one (T, HD/2) table serves all rows; with them each token gets
-// its own table row, and rope then sees the batch as one row of B*T tokens
-// (the (B, T, H, HD) layout is the same memory as (1, B*T, H, HD)).
-static void lm_rope_setup(Lm *lm, int B, int T, const int32_t *pos) {
-    const Qwen *m = lm->m;
-    const int half = m->cfg.HD / 2;
-    lm->rope_B = pos ? 1 : B;
-    lm->rope_T = pos ? B * T : T;
-    if (!pos) {
-        rope_tables(lm->cos_t, lm->sin_t, m->inv_freq, m->cfg.HD, 0, T);
-        return;
-    }
-    // the angles of positions 0..P-1 once, then a copy of its row per token
-    int P = 0;
-    for (int t = 0; t < B * T; t++) {
-        NM_CHECK(pos[t] >= 0, "lm_forward: negative position id %d at token %d", pos[t], t);
-        P = pos[t] + 1 > P ? pos[t] + 1 : P;
-    }
-    float *cs = xmalloc((size_t)2 * P * half * sizeof(float)), *sn = cs + (size_t)P * half;   // (P, HD/2) each
-    rope_tables(cs, sn, m->inv_freq, m->cfg.HD, 0, P);
-    for (int t = 0; t < B * T; t++) {
-        memcpy(lm->cos_t + (size_t)t * half, cs + (size_t)pos[t] * half, (size_t)half * sizeof(float));
-        memcpy(lm->sin_t + (size_t)t * half, sn + (size_t)pos[t] * half, (size_t)half * sizeof(float));
-    }
-    free(cs);
-}
-
-void lm_forward(Lm *lm, int B, int T, const int32_t *pos, const int32_t *seg, const int32_t *reach) {
-    const Qwen *m = lm->m;
-    const QwenConfig *c = &m->cfg;
-    NM_CHECK(B <= lm->B && T <= lm->T, "lm_forward: (B=%d, T=%d) exceeds the reserved (%d, %d)", B, T, lm->B,
-             lm->T);
-    const int BT = B * T, C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD;
-    const int QD = NH * HD, KD = NKV * HD;
-    lm_rope_setup(lm, B, T, pos);
-    lm->reach = reach;   // the backward widens its key blocks the same way
-    lm->seg = seg;       // and skips the same keys
-    const int RB = lm->rope_B, RT = lm->rope_T;   // rope's view of the batch
-    float *tmp = lm->dx_final;   // (B,T,C) free during the forward: o_proj/down_proj outputs
-    const float *h_in = lm->h0;  // (B,T,C)
-    for (int l = 0; l < c->L; l++) {
-        const QwenLayer *w = &m->layers[l];
-        LmLayerActs *a = &lm->layers[l];
-        rmsnorm_forward(a->x1, a->rstd1, h_in, w->ln1, BT, C, c->eps);
-        matmul_forward_cpu(a->q, a->x1, w->wq, w->bq, BT, C, QD);
-        matmul_forward_cpu(a->k, a->x1, w->wk, w->bk, BT, C, KD);
-        matmul_forward_cpu(a->v, a->x1, w->wv, w->bv, BT, C, KD);
-        if (c->qk_norm) {
-            rmsnorm_forward(a->q_rope, a->rstd_q, a->q, w->q_norm, BT * NH, HD, c->eps);
-            rmsnorm_forward(a->k_rope, a->rstd_k, a->k, w->k_norm, BT * NKV, HD, c->eps);
-        } else {
-            memcpy(a->q_rope, a->q, (size_t)BT * QD * sizeof(float));
-            memcpy(a->k_rope, a->k, (size_t)BT * KD * sizeof(float));
-        }
-        rope_forward(a->q_rope, a->q_rope, lm->cos_t, lm->sin_t, RB, RT, NH, HD);
-        rope_forward(a->k_rope, a->k_rope, lm->cos_t, lm->sin_t, RB, RT, NKV, HD);
-        attention_forward_cpu(a->att, a->probs, a->q_rope, a->k_rope, a->v, seg, reach, B, T, T, T, NH, NKV, HD, 0,
-                              true, 1.0f / sqrtf((float)HD));
-        matmul_forward_cpu(tmp, a->att, w->wo, w->bo, BT, QD, C);
-        add_into(a->h_mid, h_in, tmp, (size_t)BT * C);
-        rmsnorm_forward(a->x2, a->rstd2, a->h_mid, w->ln2, BT, C, c->eps);
-        matmul_forward_cpu(a->gate, a->x2, w->wg, NULL, BT, C, I);
-        matmul_forward_cpu(a->up, a->x2, w->wu, NULL, BT, C, I);
-        swiglu_forward(a->act, a->gate, a->up, (size_t)BT * I);
-        matmul_forward_cpu(tmp, a->act, w->wd, NULL, BT, I, C);
-        add_into(a->h_out, a->h_mid, tmp, (size_t)BT * C);
-        h_in = a->h_out;
-    }
-    rmsnorm_forward(lm->x_final, lm->rstd_f, h_in, m->norm, BT, C, c->eps);
-}
+size_t lm_acts_bytes(const Lm *lm) { return lm->st.table.nbytes; }
 
 // Scratch gradients start at zero, since every backward line adds into its
 // output. The buffers are megabytes, so both threads clear them.
@@ -223,8 +90,11 @@ static void linear_backward_set(float *dinp, float *dweight, float *dbias, const
 void lm_backward(Lm *lm, int B, int T) {
     const Qwen *m = lm->m;
     const QwenConfig *c = &m->cfg;
+    const QwenState *st = &lm->st;
+    NM_CHECK(st->last_T == T && B <= st->B, "lm_backward: must follow the forward of (B=%d, T=%d)", B, T);
     const int BT = B * T, C = c->C, I = c->I, NH = c->NH, NKV = c->NKV, HD = c->HD;
     const int QD = NH * HD, KD = NKV * HD;
+    const float scale = qwen_attn_scale(c);
     const Table *s = &lm->scratch;
     float *dh = lm->dh;                              // (B,T,C)
     float *dx = table_get(s, "dx").data;             // (B,T,C)
@@ -237,57 +107,62 @@ void lm_backward(Lm *lm, int B, int T) {
     float *dgate = table_get(s, "dgate").data;       // (B,T,I)
     float *dup = table_get(s, "dup").data;           // (B,T,I)
     float *dact = table_get(s, "dact").data;         // (B,T,I)
-#define G(p) ((p) ? lm_grad_of(lm, (p)) : NULL)
+    const float *cos_t = st->rope_cos.data, *sin_t = st->rope_sin.data;   // as the forward rotated
+#define G(p) lm_grad_of(lm, (p))   // the gradient of parameter p, or NULL for an absent one
+#define F(t) ((const float *)(t).data)
 
     // x_final = rmsnorm(h_L) * norm
-    const float *h_last = c->L > 0 ? lm->layers[c->L - 1].h_out : lm->h0;
+    const float *h_last = c->L > 0 ? F(st->layers[c->L - 1].h_out) : F(st->h0);
     ZERO(dh, BT * C);
-    rmsnorm_backward(dh, G(m->norm), lm->dx_final, h_last, m->norm, lm->rstd_f, BT, C);
+    rmsnorm_backward(dh, G(m->norm), lm->dx_final, h_last, F(m->norm), F(st->rstd_f), BT, C);
 
     for (int l = c->L - 1; l >= 0; l--) {
         const QwenLayer *w = &m->layers[l];
-        const LmLayerActs *a = &lm->layers[l];
-        const float *h_in = l > 0 ? lm->layers[l - 1].h_out : lm->h0;
-        // h_out = h_mid + act Wd^T: dh passes to h_mid unchanged, and
-        linear_backward_set(dact, G(w->wd), NULL, dh, a->act, w->wd, BT, I, C);
+        const QwenLayerActs *a = &st->layers[l];
+        const float *h_in = l > 0 ? F(st->layers[l - 1].h_out) : F(st->h0);
+        const float *k_rope = F(st->kcache) + (size_t)l * BT * KD;   // (B,T,NKV,HD) this layer's cache slice
+        const float *v = F(st->vcache) + (size_t)l * BT * KD;        // (B,T,NKV,HD)
+        // h_out = h_att + act Wd^T: dh passes to h_att unchanged, and
+        linear_backward_set(dact, G(w->wd), NULL, dh, F(a->act), F(w->wd), BT, I, C);
         // act = silu(gate) * up
         ZERO(dgate, BT * I);
         ZERO(dup, BT * I);
-        swiglu_backward(dgate, dup, dact, a->gate, a->up, (size_t)BT * I);
-        // gate = x2 Wg^T, up = x2 Wu^T
-        linear_backward_set(dx, G(w->wg), NULL, dgate, a->x2, w->wg, BT, C, I);
-        matmul_backward_cpu(dx, G(w->wu), NULL, dup, a->x2, w->wu, BT, C, I);
-        // x2 = rmsnorm(h_mid) * ln2: dh becomes dL/dh_mid
-        rmsnorm_backward(dh, G(w->ln2), dx, a->h_mid, w->ln2, a->rstd2, BT, C);
-        // h_mid = h_in + att Wo^T (+ bo)
-        linear_backward_set(datt, G(w->wo), G(w->bo), dh, a->att, w->wo, BT, QD, C);
+        swiglu_backward(dgate, dup, dact, F(a->gate), F(a->up), (size_t)BT * I);
+        // gate = x_ln2 Wg^T, up = x_ln2 Wu^T
+        linear_backward_set(dx, G(w->wg), NULL, dgate, F(a->x_ln2), F(w->wg), BT, C, I);
+        matmul_backward_cpu(dx, G(w->wu), NULL, dup, F(a->x_ln2), F(w->wu), BT, C, I);
+        // x_ln2 = rmsnorm(h_att) * ln2: dh becomes dL/dh_att
+        rmsnorm_backward(dh, G(w->ln2), dx, F(a->h_att), F(w->ln2), F(a->rstd2), BT, C);
+        // h_att = h_in + att Wo^T (+ bo)
+        linear_backward_set(datt, G(w->wo), G(w->bo), dh, F(a->att), F(w->wo), BT, QD, C);
         // att = attention(q_rope, k_rope, v)
         ZERO(dq, BT * QD);
         ZERO(dk, BT * KD);
         ZERO(dv, BT * KD);
-        attention_backward_cpu(dq, dk, dv, datt, a->probs, a->q_rope, a->k_rope, a->v, lm->seg, lm->reach, B, T, NH,
-                               NKV, HD, 1.0f / sqrtf((float)HD));
+        attention_backward_cpu(dq, dk, dv, datt, F(a->probs), F(a->q_rope), k_rope, v, st->seg, st->reach, B, T,
+                               NH, NKV, HD, scale);
         // q_rope = rope(q_n), k_rope = rope(k_n)
         ZERO(dq_n, BT * QD);
         ZERO(dk_n, BT * KD);
-        rope_backward(dq_n, dq, lm->cos_t, lm->sin_t, lm->rope_B, lm->rope_T, NH, HD);
-        rope_backward(dk_n, dk, lm->cos_t, lm->sin_t, lm->rope_B, lm->rope_T, NKV, HD);
+        rope_backward(dq_n, dq, cos_t, sin_t, st->rope_B, st->rope_T, NH, HD);
+        rope_backward(dk_n, dk, cos_t, sin_t, st->rope_B, st->rope_T, NKV, HD);
         // q_n = rmsnorm(q per head) * q_norm (Qwen3); else q_n = q
         float *dq_pre = dq_n, *dk_pre = dk_n;
         if (c->qk_norm) {
             ZERO(dq, BT * QD);
             ZERO(dk, BT * KD);
-            rmsnorm_backward(dq, G(w->q_norm), dq_n, a->q, w->q_norm, a->rstd_q, BT * NH, HD);
-            rmsnorm_backward(dk, G(w->k_norm), dk_n, a->k, w->k_norm, a->rstd_k, BT * NKV, HD);
+            rmsnorm_backward(dq, G(w->q_norm), dq_n, F(a->q), F(w->q_norm), F(a->rstd_q), BT * NH, HD);
+            rmsnorm_backward(dk, G(w->k_norm), dk_n, F(a->k), F(w->k_norm), F(a->rstd_k), BT * NKV, HD);
             dq_pre = dq;
             dk_pre = dk;
         }
-        // q = x1 Wq^T + bq, k = x1 Wk^T + bk, v = x1 Wv^T + bv
-        linear_backward_set(dx, G(w->wq), G(w->bq), dq_pre, a->x1, w->wq, BT, C, QD);
-        matmul_backward_cpu(dx, G(w->wk), G(w->bk), dk_pre, a->x1, w->wk, BT, C, KD);
-        matmul_backward_cpu(dx, G(w->wv), G(w->bv), dv, a->x1, w->wv, BT, C, KD);
-        // x1 = rmsnorm(h_in) * ln1: dh becomes dL/dh_in
-        rmsnorm_backward(dh, G(w->ln1), dx, h_in, w->ln1, a->rstd1, BT, C);
+        // q = x_ln1 Wq^T + bq, k = x_ln1 Wk^T + bk, v = x_ln1 Wv^T + bv
+        linear_backward_set(dx, G(w->wq), G(w->bq), dq_pre, F(a->x_ln1), F(w->wq), BT, C, QD);
+        matmul_backward_cpu(dx, G(w->wk), G(w->bk), dk_pre, F(a->x_ln1), F(w->wk), BT, C, KD);
+        matmul_backward_cpu(dx, G(w->wv), G(w->bv), dv, F(a->x_ln1), F(w->wv), BT, C, KD);
+        // x_ln1 = rmsnorm(h_in) * ln1: dh becomes dL/dh_in
+        rmsnorm_backward(dh, G(w->ln1), dx, h_in, F(w->ln1), F(a->rstd1), BT, C);
     }
+#undef F
 #undef G
 }

@@ -39,7 +39,7 @@ LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_
         if (n == 0) break;
         // logits (n, V) = xs (n, C) @ W (V, C)^T
         matmul_forward_cpu(logits, xs, W, NULL, n, C, V);
-NM_OMP(parallel for schedule(static))
+        NM_OMP(parallel for schedule(static))
         for (int r = 0; r < n; r++) {
             float *l = logits + (size_t)r * V;   // (V,)
             float mx = l[0];
@@ -59,7 +59,7 @@ NM_OMP(parallel for schedule(static))
         }
         if (dx || dW) {
             // logits -> dlogits in place: scale w (p (1 + 2 z lse) - onehot)
-NM_OMP(parallel for schedule(static))
+            NM_OMP(parallel for schedule(static))
             for (int r = 0; r < n; r++) {
                 float *l = logits + (size_t)r * V;   // (V,)
                 float ls = (float)lse[r];

@@ -159,17 +159,6 @@ void vis_prep(float *out, const float *in, int NI, int G, int D, int merge, int 
 // ----------------------------------------------------------------------------
 // Loading a model directory
 
-// Copies every tensor of src into the same-named tensor of dst (dst may be
-// larger along its first dimension: the embedding with its visual rows).
-static void copy_params(Table *dst, const Table *src) {
-    for (int i = 0; i < src->n; i++) {
-        const TableEntry *s = &src->entries[i];
-        int j = table_find(dst, s->name);
-        NM_CHECK(j >= 0 && dst->entries[j].nbytes >= s->nbytes, "tensor %s does not fit", s->name);
-        memcpy((char *)dst->buffer + dst->entries[j].offset, (const char *)src->buffer + s->offset, s->nbytes);
-    }
-}
-
 void nano_model_load(NanoModel *m, const char *dir) {
     memset(m, 0, sizeof *m);
     m->dir = xstrdup(dir);
@@ -194,13 +183,13 @@ void nano_model_load(NanoModel *m, const char *dir) {
     if (vit_feature_parse(&m->feat, m->cfg.vit_feature, &m->vit.cfg, err, sizeof err) != 0)
         fail_input("vit_feature", "%s", err);
     m->G = vit_grid(&m->vit.cfg);
-    // the LLM, then its inference copy with NV more embedding rows
-    Qwen trained;
-    qwen_load(&trained, dir);
-    m->V = trained.cfg.V;
+    // the LLM, which reads the visual rows as input embeddings
+    qwen_load(&m->llm, dir);
+    m->llm.source = m->dir;
+    m->V = m->llm.cfg.V;
     ConnectorConfig cc;
     connector_config_init(&cc, (ConnectorKind)connector_kind_parse(m->cfg.connector), m->vit.cfg.hidden,
-                          trained.cfg.C, trained.cfg.I, m->G, m->G);
+                          m->llm.cfg.C, m->llm.cfg.I, m->G, m->G);
     cc.in_dim = vis_prep_dim(vit_feature_dim(&m->feat, &m->vit.cfg), m->G, m->cfg.patch_merge, m->cfg.patch_context,
                              vis_pos_flags(&m->cfg));
     cc.grid_h = cc.grid_w = m->G / m->cfg.patch_merge;
@@ -209,14 +198,8 @@ void nano_model_load(NanoModel *m, const char *dir) {
     if (connector_load(&m->conn, p, err, sizeof err) != 0) fail_input(p, "%s", err);
     free(p);
     m->NV = connector_tokens_out(&cc);
-    QwenConfig qc = trained.cfg;
-    qc.V = m->V + m->NV;
-    qwen_init_random(&m->llm, &qc, 0);
-    copy_params(&m->llm.params, &trained.params);
-    m->llm.source = m->dir;
-    qwen_free(&trained);
     const int cap = m->cfg.max_seq_len + 128;
-    qwen_state_init(&m->st, &m->llm.cfg, 1, 128, cap, false, false);
+    qwen_state_init(&m->st, &m->llm.cfg, 1, 128, cap, false, QWEN_LOGITS_LAST, DEVICE_CPU);
     chat_format_init(&m->fmt, m->tok, 2, m->NV, cap, false);
     m->eos[0] = m->fmt.im_end;
     m->eos[1] = m->fmt.eos_id;
@@ -228,7 +211,6 @@ void nano_model_load(NanoModel *m, const char *dir) {
     m->cached = xmalloc((size_t)cap * sizeof(int32_t));
     if (!strcmp(m->cfg.image_attention, "bidirectional")) {
         m->reach = xmalloc((size_t)cap * sizeof(int32_t));   // filled per prompt (nano_answer)
-        m->st.reach = m->reach;
     }
 }
 
@@ -251,10 +233,24 @@ void nano_set_image(NanoModel *m, const Image *img) {
     vit_forward(&m->vit, m->pix, 1, NULL, &m->feat, m->feats, NULL);
     vis_prep(m->coded, m->feats, 1, m->G, vit_feature_dim(&m->feat, &m->vit.cfg), m->cfg.patch_merge,
              m->cfg.patch_context, vis_pos_flags(&m->cfg));
-    const float *vis = connector_forward(&m->conn, m->coded, 1);   // (NV, C)
-    const int C = m->llm.cfg.C;
-    memcpy(m->llm.embed + (size_t)m->V * C, vis, (size_t)m->NV * C * sizeof(float));
+    m->vis = connector_forward(&m->conn, m->coded, 1);   // (NV, C)
     m->ncached = 0;   // the cached prompt saw the previous image
+}
+
+// Runs ids (k) at the next k positions. An id >= V is the visual token
+// id - V: its input embedding is that row of the connector's output, written
+// where the embedding leaves a row alone.
+static void forward_ids(NanoModel *m, const int32_t *ids, int k) {
+    const int C = m->llm.cfg.C;
+    int32_t *text = xmalloc((size_t)k * sizeof(int32_t));   // (k) ids, -1 at the visual positions
+    for (int t = 0; t < k; t++) text[t] = ids[t] < m->V ? ids[t] : -1;
+    qwen_embed(&m->llm, &m->st, text, 1, k);
+    for (int t = 0; t < k; t++)
+        if (text[t] < 0)
+            tensor_from_host_f32(tensor_sub(m->st.h0, (int64_t)t * C, 1, (int64_t)C),
+                                 m->vis + (size_t)(ids[t] - m->V) * C);
+    qwen_forward_embeds(&m->llm, &m->st, 1, k, NULL, NULL, m->reach, NULL);
+    free(text);
 }
 
 // Runs ids[from..n) at positions from.. (the cache holds 0..from-1).
@@ -262,7 +258,7 @@ static void forward_from(NanoModel *m, const int32_t *ids, int from, int n) {
     m->st.pos = from;
     for (int t = from; t < n; t += m->st.T) {
         int k = n - t < m->st.T ? n - t : m->st.T;
-        qwen_forward(&m->llm, &m->st, ids + t, 1, k, NULL);
+        forward_ids(m, ids + t, k);
     }
 }
 
@@ -308,11 +304,11 @@ char *nano_answer(NanoModel *m, const char *question, int max_new) {
     int32_t *out = xmalloc((size_t)max_new * sizeof(int32_t));
     int n = 0;
     while (n < max_new) {
-        int id = argmax_below(m->st.logits, m->V);
+        int id = argmax_below(qwen_logits(&m->st), m->V);
         if (id == m->eos[0] || id == m->eos[1]) break;
         out[n++] = id;
         if (n == max_new) break;
-        qwen_forward(&m->llm, &m->st, &id, 1, 1, NULL);
+        forward_ids(m, &id, 1);
     }
     char *text = tok_decode(m->tok, out, n, false);
     free(out);

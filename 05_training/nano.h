@@ -34,14 +34,14 @@
 //       tokenizer.json                   the small BPE vocabulary (chapter 04)
 //       vit/config.json, vit/model.safetensors   the frozen nano ViT
 //
-// Answering. The LLM reads ids, but an image is NV vectors, not ids. We give
-// the inference copy of the LLM NV extra embedding rows, V..V+NV-1, write the
-// connector's output for the current image into them, and put the ids
-// V..V+NV-1 where the prompt has its <image> placeholders. Chapter 04's
-// forward with its KV cache then runs unchanged; the logits of the extra rows
-// are never chosen (greedy decoding looks at ids below V only). Questions
-// about one image share their prompt prefix (the image), so the KV cache
-// keeps it: only what differs from the previous prompt is recomputed.
+// Answering. An image is NV vectors, not ids. The prompt marks its <image>
+// positions with the ids V..V+NV-1 (one per visual token, so two prompts about
+// the same image compare equal token by token), and the input embeddings of
+// those positions are the connector's output rows for the current image,
+// written where the text's embedding rows go: chapter 04's forward over input
+// embeddings, with its KV cache, then runs as in training. Questions about one
+// image share their prompt prefix (the image), so the KV cache keeps it: only
+// what differs from the previous prompt is recomputed.
 #ifndef NM_NANO_H
 #define NM_NANO_H
 
@@ -117,7 +117,7 @@ typedef struct {
     VitFeature feat;
     ClipPreprocess pp;
     Connector conn;
-    Qwen llm;               // the trained LLM with NV extra embedding rows (see above)
+    Qwen llm;               // the trained LLM
     QwenState st;           // batch 1, KV cache
     ChatFormat fmt;
     int V, NV, G;           // real vocabulary, visual tokens per image, patch grid side
@@ -126,6 +126,7 @@ typedef struct {
     int32_t *reach;         // (Tcap) attention reach with image_attention = bidirectional, else NULL
     int ncached;
     float *pix, *feats, *coded;   // (3,S,S), (Tf,Df), the connector's input: scratch
+    const float *vis;       // (NV, C) the image's visual tokens (the connector's output, borrowed)
 } NanoModel;
 
 // Loads a model directory (layout above). Bad input is fail_input.

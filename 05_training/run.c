@@ -176,14 +176,12 @@ static void mem_report(const TrainConfig *cfg) {
         cc.in_dim = vis_prep_dim(vit_feature_dim(&feat, &vc), G, cfg->patch_merge, cfg->patch_context, vis_pos_flags(cfg));
         cc.grid_h = cc.grid_w = G / cfg->patch_merge;
     }
-    Table vit_t = {0}, q_t = {0}, c_t = {0}, a_t = {0}, s_t = {0};
+    Table vit_t = {0}, q_t = {0}, c_t = {0}, s_t = {0};
     table_init(&q_t, "qwen");
     qwen_params_build(&q_t, &qc);
     table_init(&c_t, "connector");
     connector_describe(&c_t, &cc);
     int B = cfg->batch_size, T = cfg->max_seq_len;
-    table_init(&a_t, "acts");
-    lm_acts_build(&a_t, &qc, B, T);
     table_init(&s_t, "scratch");
     lm_scratch_build(&s_t, &qc, B, T);
     (void)vit_t;
@@ -193,7 +191,8 @@ static void mem_report(const TrainConfig *cfg) {
     double llm_p = (double)table_numel(&q_t, false) * f, con_p = (double)table_numel(&c_t, false) * f;
     double grads = llm_p * cfg->train_llm + con_p * cfg->train_connector;
     double adam = 2 * grads;
-    double acts = (double)table_numel(&a_t, false) * f, scratch = (double)table_numel(&s_t, false) * f;
+    // the training plan of chapter 04's forward, priced as the trainer allocates it
+    double acts = (double)qwen_train_acts_bytes(&qc, B, T), scratch = (double)table_bytes(&s_t);
     int imgs = B;   // one image per row (LLaVA)
     double con_acts = (double)imgs * connector_tokens_out(&cc) * (cc.mlp_hidden + cc.hidden) * 2 * f +
                       (double)imgs * connector_tokens_in(&cc) * cc.in_dim * f;
@@ -221,7 +220,6 @@ static void mem_report(const TrainConfig *cfg) {
            bytes_str((double)B * T * qc.V * f, b1, sizeof b1));
     table_free(&q_t);
     table_free(&c_t);
-    table_free(&a_t);
     table_free(&s_t);
 }
 

@@ -80,12 +80,12 @@ LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float
         ids_text[t] = visual ? -1 : b->ids[t];
         if (visual) {
             NM_CHECK(used < NI * NV, "more <image> placeholders than visual tokens (%d images x %d)", NI, NV);
-            memcpy(v->lm.h0 + (size_t)t * C, vis + (size_t)used * C, (size_t)C * sizeof(float));
+            memcpy((float *)v->lm.st.h0.data + (size_t)t * C, vis + (size_t)used * C, (size_t)C * sizeof(float));
             used++;
         }
     }
     NM_CHECK(used == NI * NV, "%d <image> placeholders for %d images x %d visual tokens", used, NI, NV);
-    embedding_forward(v->lm.h0, v->llm.embed, ids_text, BT, C);
+    qwen_embed(&v->llm, &v->lm.st, ids_text, B, T);
     int32_t *reach = NULL;   // (B, T) with image_bidir: each image's tokens see the whole image
     if (v->image_bidir && NI > 0) {
         if (v->reach_cap < BT) {
@@ -101,7 +101,8 @@ LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float
         free(visual);
         reach = v->reach;
     }
-    lm_forward(&v->lm, B, T, b->seg ? b->pos : NULL, b->seg, reach);   // position ids and the mask only for packed rows
+    // position ids and the mask only for packed rows
+    qwen_forward_embeds(&v->llm, &v->lm.st, B, T, b->seg ? b->pos : NULL, b->seg, reach, NULL);
     // the loss, fused with the LM head; its backward writes dx_final and dW
     float *dx = NULL, *dW = NULL;
     if (backward) {
@@ -109,7 +110,7 @@ LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float
         memset(dx, 0, (size_t)BT * C * sizeof(float));
         dW = lm_grad_of(&v->lm, v->llm.lm_head);
     }
-    LossStats st = fused_ce_forward_backward(v->lm.x_final, v->llm.lm_head, b->targets, b->weights, BT, C, c->V,
+    LossStats st = fused_ce_forward_backward(v->lm.st.x_final.data, v->llm.lm_head.data, b->targets, b->weights, BT, C, c->V,
                                              v->loss_chunk, scale, v->z_coef, dx, dW, v->loss_ws);
     if (backward) {
         lm_backward(&v->lm, B, T);

@@ -1010,12 +1010,12 @@ static int generate_split(const WorldConfig *cfg, WorldSplit split, int n, const
     int failed = 0;
     double t0 = now_seconds();
     bool tty = verbose && isatty(2);
-NM_OMP(parallel for schedule(dynamic, 16))
+    NM_OMP(parallel for schedule(dynamic, 16))
     for (int i = 0; i < n; i++) {
         Scene sc;
         world_scene(&sc, cfg, split, i);
         if (write_scene_png(&sc, images_dir) != 0) {
-NM_OMP(critical)
+            NM_OMP(critical)
             {
                 if (!failed) fprintf(stderr, "error: %s/%s: cannot write: %s\n", images_dir, sc.image, strerror(errno));
                 failed = 1;
@@ -1025,10 +1025,10 @@ NM_OMP(critical)
         rows_a[i] = world_row_json(&sc, split == WORLD_TRAIN ? 1 : 2);
         if (rows_b) rows_b[i] = world_row_json(&sc, 2);
         int d;
-NM_OMP(atomic capture)
+        NM_OMP(atomic capture)
         d = ++*done;
         if (tty && (d % 256 == 0 || d == total)) {
-NM_OMP(critical)
+            NM_OMP(critical)
             fprintf(stderr, "\rgenerate: %d/%d images (%.0f/s)   ", d, total, d / (now_seconds() - t0 + 1e-9));
         }
     }

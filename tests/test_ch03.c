@@ -146,7 +146,7 @@ static void test_elementwise(void) {
     for (int k = 0; k < 2; k++) {
         GeluKind gk = k ? GELU_TANH : GELU_ERF;
         char name[64];
-        gelu_forward(out, xf, N, gk);
+        gelu_forward_cpu(out, xf, N, gk);
         for (int i = 0; i < N; i++) want[i] = gelu_d(x[i], gk);
         snprintf(name, sizeof name, "gelu %s forward", gelu_name(gk));
         gc_compare(name, out, want, N, FTOL);
@@ -165,7 +165,7 @@ static void test_elementwise(void) {
         check_true(name, bad == 0, "%d of %d elements", bad, N);
     }
 
-    swiglu_forward(out, xf, yf, N);
+    swiglu_forward_cpu(out, xf, yf, N);
     for (int i = 0; i < N; i++) want[i] = silu_d(x[i]) * y[i];
     gc_compare("swiglu forward", out, want, N, FTOL);
     memset(dx, 0, sizeof dx);

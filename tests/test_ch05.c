@@ -38,7 +38,7 @@ static void test_rmsnorm(void) {
     gc_fill(x, N * C, 1, -2, 2); gc_fill(w, C, 2, 0.5, 1.5); gc_fill(d, N * C, 3, -1, 1);
     float fx[N * C], fw[C], fd[N * C], y[N * C], rstd[N], dx[N * C] = {0}, dw[C] = {0};
     gc_to_float(fx, x, N * C); gc_to_float(fw, w, C); gc_to_float(fd, d, N * C);
-    rmsnorm_forward(y, rstd, fx, fw, N, C, 1e-6f);
+    rmsnorm_forward_cpu(y, rstd, fx, fw, N, C, 1e-6f);
     rmsnorm_backward(dx, dw, fd, fx, fw, rstd, N, C);
     RmsCase k = {N, C, x, w, d};
     gradcheck("rmsnorm dx", rms_loss, &k, x, N * C, dx, 1e-6, 1e-4);
@@ -506,8 +506,8 @@ static void test_turn_blocks_model(void) {
     Lm lp, ll;
     lm_init(&lp, &m, 1, Tp);
     lm_init(&ll, &m, NB, Tl);
-    embedding_forward(lp.h0, m.embed, ids, Tp, C);
-    lm_forward(&lp, 1, Tp, pos, seg, NULL);
+    qwen_embed(&m, &lp.st, ids, 1, Tp);
+    qwen_forward_embeds(&m, &lp.st, 1, Tp, pos, seg, NULL, NULL);
     memcpy(lp.dx_final, G, (size_t)Tp * C * sizeof(float));
     lm_backward(&lp, 1, Tp);
 
@@ -517,15 +517,15 @@ static void test_turn_blocks_model(void) {
             int src = t < P ? t : t < P + blen[k] ? o + (t - P) : -1;   // -1: padding
             lids[k * Tl + t] = src < 0 ? 0 : ids[src];
         }
-    embedding_forward(ll.h0, m.embed, lids, NB * Tl, C);
-    lm_forward(&ll, NB, Tl, NULL, NULL, NULL);
+    qwen_embed(&m, &ll.st, lids, NB, Tl);
+    qwen_forward_embeds(&m, &ll.st, NB, Tl, NULL, NULL, NULL, NULL);
+    const float *ll_x = ll.st.x_final.data, *lp_x = lp.st.x_final.data;   // (B*T, C) after the final norm
     float *want = xmalloc((size_t)Tp * C * sizeof(float));
     for (int k = 0, o = P; k < NB; o += blen[k++]) {
-        if (k == 0) memcpy(want, ll.x_final, (size_t)P * C * sizeof(float));
-        memcpy(want + (size_t)o * C, ll.x_final + ((size_t)k * Tl + P) * C, (size_t)blen[k] * C * sizeof(float));
+        if (k == 0) memcpy(want, ll_x, (size_t)P * C * sizeof(float));
+        memcpy(want + (size_t)o * C, ll_x + ((size_t)k * Tl + P) * C, (size_t)blen[k] * C * sizeof(float));
     }
-    check_f32("turn blocks: packed forward == each block alone", lp.x_final, want, (size_t)Tp * C, TOL_F32_DEEP);
-    // (dx_final is the forward's scratch: set after it)
+    check_f32("turn blocks: packed forward == each block alone", lp_x, want, (size_t)Tp * C, TOL_F32_DEEP);
     memset(ll.dx_final, 0, (size_t)NB * Tl * C * sizeof(float));
     for (int k = 0, o = P; k < NB; o += blen[k++])
         for (int t = 0; t < P + blen[k]; t++) {
@@ -544,7 +544,7 @@ static void test_turn_blocks_model(void) {
 }
 
 // ---- the image both ways at inference: chapter 04's forward with a KV cache
-// and the reach in QwenState (the chat and the evaluator) gives what the
+// and a reach (the chat and the evaluator) gives what the
 // training forward gives with the same reach: a prefill of 10 tokens holding
 // a 6-token image, then two decode steps. Without the reach it must differ.
 static void test_reach_inference(void) {
@@ -565,27 +565,30 @@ static void test_reach_inference(void) {
 
     Lm lm;
     lm_init(&lm, &m, 1, T);
-    embedding_forward(lm.h0, m.embed, ids, T, C);
-    lm_forward(&lm, 1, T, NULL, NULL, reach);
+    qwen_embed(&m, &lm.st, ids, 1, T);
+    qwen_forward_embeds(&m, &lm.st, 1, T, NULL, NULL, reach, NULL);
+    const float *train_x = lm.st.x_final.data;   // (T, C) the training forward's final norm
 
     float *hid = xmalloc((size_t)(L + 1) * P * C * sizeof(float));   // (L+1, 1, P, C) one call's hidden states
     float *got = xmalloc((size_t)T * C * sizeof(float));               // (T, C) the final norm's output
     for (int pass = 0; pass < 2; pass++) {   // 0: with the reach, 1: causal
         QwenState s;
-        qwen_state_init(&s, &c, 1, P, T, false, false);
-        s.reach = pass == 0 ? reach : NULL;
-        qwen_forward(&m, &s, ids, 1, P, hid);
+        qwen_state_init(&s, &c, 1, P, T, false, QWEN_LOGITS_LAST, DEVICE_CPU);
+        const int32_t *rch = pass == 0 ? reach : NULL;
+        qwen_embed(&m, &s, ids, 1, P);
+        qwen_forward_embeds(&m, &s, 1, P, NULL, NULL, rch, hid);
         memcpy(got, hid + (size_t)L * P * C, (size_t)P * C * sizeof(float));
         for (int t = P; t < T; t++) {
-            qwen_forward(&m, &s, ids + t, 1, 1, hid);
+            qwen_embed(&m, &s, ids + t, 1, 1);
+            qwen_forward_embeds(&m, &s, 1, 1, NULL, NULL, rch, hid);
             memcpy(got + (size_t)t * C, hid + (size_t)L * C, (size_t)C * sizeof(float));
         }
         if (pass == 0) {
-            check_f32("image both ways: cached inference == training forward", got, lm.x_final, (size_t)T * C,
+            check_f32("image both ways: cached inference == training forward", got, train_x, (size_t)T * C,
                       TOL_F32_DEEP);
         } else {
             float diff = 0;
-            for (int i = 2 * C; i < T * C; i++) diff = fmaxf(diff, fabsf(got[i] - lm.x_final[i]));
+            for (int i = 2 * C; i < T * C; i++) diff = fmaxf(diff, fabsf(got[i] - train_x[i]));
             check_true("image both ways: causal inference differs after the image starts", diff > 1e-3f,
                        "max |diff| %.3g", diff);
         }

@@ -72,35 +72,35 @@ static void verify_model(const char *root, const char *name) {
 
     // ---- the full forward: logits and every hidden state ----
     QwenState s;
-    qwen_state_init(&s, c, 1, T, T, false, true);
+    qwen_state_init(&s, c, 1, T, T, false, QWEN_LOGITS_ALL, DEVICE_CPU);
     float *hidden = xmalloc((size_t)(L + 1) * T * C * sizeof(float));   // (L+1, T, C)
     qwen_forward(&m, &s, ids, 1, T, hidden);
     snprintf(label, sizeof label, "%s/logits", name);
-    check_f32(label, s.logits, want_logits, (size_t)T * V, TOL_F32);
+    check_f32(label, qwen_logits(&s), want_logits, (size_t)T * V, TOL_F32);
     for (int l = 0; l <= L; l++) {
         snprintf(label, sizeof label, "%s/hidden_states[%d]", name, l);
         check_f32(label, hidden + (size_t)l * T * C, want_hidden + (size_t)l * T * C, (size_t)T * C, TOL_F32);
     }
     float *full = xmalloc((size_t)T * V * sizeof(float));   // (T, V) our full-forward logits
-    memcpy(full, s.logits, (size_t)T * V * sizeof(float));
+    memcpy(full, qwen_logits(&s), (size_t)T * V * sizeof(float));
     qwen_state_free(&s);
 
     // ---- the training plan gives the same numbers ----
-    qwen_state_init(&s, c, 1, T, T, true, true);
+    qwen_state_init(&s, c, 1, T, T, true, QWEN_LOGITS_ALL, DEVICE_CPU);
     qwen_forward(&m, &s, ids, 1, T, NULL);
     snprintf(label, sizeof label, "%s/training_plan_logits", name);
-    check_f32(label, s.logits, full, (size_t)T * V, TOL_F32);
+    check_f32(label, qwen_logits(&s), full, (size_t)T * V, TOL_F32);
     qwen_state_free(&s);
 
     // ---- the KV cache: prefill 5 tokens, then one at a time ----
     const int P0 = 5;
-    qwen_state_init(&s, c, 1, T, T, false, true);
+    qwen_state_init(&s, c, 1, T, T, false, QWEN_LOGITS_ALL, DEVICE_CPU);
     float *inc = xmalloc((size_t)T * V * sizeof(float));    // (T, V) logits from the cached path
     qwen_forward(&m, &s, ids, 1, P0, NULL);
-    memcpy(inc, s.logits, (size_t)P0 * V * sizeof(float));
+    memcpy(inc, qwen_logits(&s), (size_t)P0 * V * sizeof(float));
     for (int t = P0; t < T; t++) {
         qwen_forward(&m, &s, ids + t, 1, 1, NULL);
-        memcpy(inc + (size_t)t * V, s.logits, (size_t)V * sizeof(float));
+        memcpy(inc + (size_t)t * V, qwen_logits(&s), (size_t)V * sizeof(float));
     }
     snprintf(label, sizeof label, "%s/kv_cache_vs_full_forward", name);
     check_f32(label, inc, full, (size_t)T * V, TOL_F32);
@@ -111,13 +111,13 @@ static void verify_model(const char *root, const char *name) {
 
     // ---- greedy generation, EOS ids from config.json / generation_config.json ----
     const int max_new = 32;
-    qwen_state_init(&s, c, 1, (int)nP, (int)nP + max_new, false, false);
+    qwen_state_init(&s, c, 1, (int)nP, (int)nP + max_new, false, QWEN_LOGITS_LAST, DEVICE_CPU);
     Sampler smp;
     SamplerConfig sc = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .repetition_penalty = 1.0f, .seed = 1};
     sampler_init(&smp, &sc, V);
     int *got = xmalloc(max_new * sizeof(int));
     GenStats st;
-    Decoder dec = decoder_cpu(&m, &s);
+    Decoder dec = decoder_init(&m, &s);
     int n = generate(&dec, &smp, prompt, (int)nP, max_new, c->eos, c->n_eos, got, NULL, NULL, &st);
     int first_diff = -1;
     for (int i = 0; i < n && i < nG && first_diff < 0; i++)

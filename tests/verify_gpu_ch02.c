@@ -38,8 +38,10 @@ static void compare(const char *label, VitConfig c, int B) {
     float *h_cpu = xmalloc(sizeof(float) * nh), *h_gpu = xmalloc(sizeof(float) * nh);   // (L+1, B, T, C)
     float *p_cpu = xmalloc(sizeof(float) * (size_t)B * C), *p_gpu = xmalloc(sizeof(float) * (size_t)B * C);
     vit_forward(&m, pix, B, h_cpu, NULL, NULL, p_cpu);
-    VitCuda *g = vit_cuda_create(&m, B);
-    vit_cuda_forward(g, pix, B, h_gpu, NULL, NULL, p_gpu);
+    Vit g;                  // the same weights, its forward on the GPU
+    vit_init_random(&g, &c, 42);
+    vit_to_device(&g, DEVICE_CUDA);
+    vit_forward(&g, pix, B, h_gpu, NULL, NULL, p_gpu);
     char name[128];
     for (int l = 0; l <= L; l++) {
         snprintf(name, sizeof name, "%s: hidden_states[%d] cuda vs C", label, l);
@@ -53,10 +55,10 @@ static void compare(const char *label, VitConfig c, int B) {
     char err[128];
     NM_CHECK(vit_feature_parse(&f, "hidden:1", &c, err, sizeof err) == 0, "%s", err);
     float *feat = xmalloc(sizeof(float) * (size_t)B * T * C);
-    vit_cuda_forward(g, pix, B, NULL, &f, feat, NULL);
+    vit_forward(&g, pix, B, NULL, &f, feat, NULL);
     snprintf(name, sizeof name, "%s: feature hidden:1 (early exit) cuda vs C", label);
     check_f32(name, feat, h_cpu + (size_t)B * T * C, (size_t)B * T * C, TOL_BF16);
-    vit_cuda_free(g);
+    vit_free(&g);
     free(pix); free(h_cpu); free(h_gpu); free(p_cpu); free(p_gpu); free(feat);
     vit_free(&m);
 }
@@ -73,15 +75,14 @@ static void timing(int B) {
     NM_CHECK(vit_feature_parse(&f, "penultimate", &c, err, sizeof err) == 0, "%s", err);
     float *feat = xmalloc(sizeof(float) * (size_t)B * vit_feature_tokens(&f, &c) * vit_feature_dim(&f, &c));
     float *pooled = xmalloc(sizeof(float) * (size_t)B * c.hidden);
-    VitCuda *g = vit_cuda_create(&m, B);
-    vit_cuda_forward(g, pix, B, NULL, NULL, NULL, pooled);   // warm up
+    vit_to_device(&m, DEVICE_CUDA);
+    vit_forward(&m, pix, B, NULL, NULL, NULL, pooled);   // warm up
     double t0 = now_seconds();
     int reps = 3;
-    for (int r = 0; r < reps; r++) vit_cuda_forward(g, pix, B, NULL, NULL, NULL, pooled);
+    for (int r = 0; r < reps; r++) vit_forward(&m, pix, B, NULL, NULL, NULL, pooled);
     double dt = (now_seconds() - t0) / reps;
     printf("# ViT-L/14-336 bf16 CUDA forward (24 layers, incl. host copies), batch %d: %.2f ms, %.1f images/s\n", B,
            dt * 1e3, B / dt);
-    vit_cuda_free(g);
     free(pix); free(feat); free(pooled);
     vit_free(&m);
 }

@@ -61,7 +61,7 @@ static void check_dtype(DType dt) {
     for (int k = 0; k < 2; k++) {
         GeluKind gk = k ? GELU_TANH : GELU_ERF;
         char name[64];
-        gelu_forward(out, x, N, gk);
+        gelu_forward_cpu(out, x, N, gk);
         gelu_forward_cuda(dout, dx, N, gk, dt);
         snprintf(name, sizeof name, "gelu %s forward", gelu_name(gk));
         cmp(name, dt, dout, out, N);
@@ -73,7 +73,7 @@ static void check_dtype(DType dt) {
         cmp(name, dt, dd, d1, N);
         ops_cuda_free(dd);
     }
-    swiglu_forward(out, x, y, N);
+    swiglu_forward_cpu(out, x, y, N);
     swiglu_forward_cuda(dout, dx, dy, N, dt);
     cmp("swiglu forward", dt, dout, out, N);
     memcpy(d1, acc, N * sizeof(float));

@@ -1,4 +1,4 @@
-// verify_gpu_ch04.c: the CUDA Qwen forward (qwen_cuda.cu) against the C oracle (qwen.c).
+// verify_gpu_ch04.c: Qwen's one forward on the GPU (ops_cuda.cu under qwen.c) against the C oracle.
 //
 // verify_ch04 ties the C forward to transformers; this program ties the GPU
 // forward to the C one, on tiny random models of both families (Qwen3 with
@@ -9,6 +9,8 @@
 //   - the logits of a 13-token prompt, every position;
 //   - the KV cache: a 5-token prefill then one token at a time, each step's
 //     logits against the C full forward's row;
+//   - the training plan at batch 2 with position ids, segments and a reach:
+//     the final norm's output on both devices;
 //   - how many greedy tokens agree with the C greedy run (printed, `#`).
 // Needs a GPU (make verify-gpu); without one it prints FAIL and exits 1.
 #include <stdio.h>
@@ -20,7 +22,6 @@
 #include "01_tensor/rng.h"
 #include "04_qwen/generate.h"
 #include "04_qwen/qwen.h"
-#include "04_qwen/qwen_cuda.h"
 
 // A random model whose every number is a bf16 value, with random norm weights
 // and biases (zeros and ones would hide a misplaced one).
@@ -43,47 +44,82 @@ static void make_model(Qwen *m, const QwenConfig *c, uint64_t seed) {
 }
 
 static void verify(const char *name, const QwenConfig *c) {
-    Qwen m;
+    Qwen m, mg;                     // the same numbers: m computes on the CPU, mg on the GPU
     make_model(&m, c, 7);
+    make_model(&mg, c, 7);
+    qwen_to_device(&mg, DEVICE_CUDA);
     const int T = 13, V = c->V, P0 = 5;
-    int ids[13];
+    int32_t ids[13];
     Rng r;
     rng_seed(&r, 5, 5);
-    for (int i = 0; i < T; i++) ids[i] = (int)rng_below(&r, (uint32_t)V);
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)rng_below(&r, (uint32_t)V);
     char label[128];
 
     // the C oracle
     QwenState s;
-    qwen_state_init(&s, c, 1, T, 64, false, true);
+    qwen_state_init(&s, c, 1, T, 64, false, QWEN_LOGITS_ALL, DEVICE_CPU);
     qwen_forward(&m, &s, ids, 1, T, NULL);
-    float *want = s.logits;   // (T, V)
+    float *want = qwen_logits(&s);   // (T, V)
 
-    // the full forward on the GPU
-    QwenCuda *g = qwen_cuda_create(&m, T, 64);
-    const float *got = qwen_cuda_forward(g, ids, T, true);
+    // the same forward (qwen.c's one layer loop) with its state on the GPU
+    QwenState g;
+    qwen_state_init(&g, c, 1, T, 64, false, QWEN_LOGITS_ALL, DEVICE_CUDA);
+    qwen_forward(&mg, &g, ids, 1, T, NULL);
     snprintf(label, sizeof label, "gpu/%s/logits", name);
-    check_f32(label, got, want, (size_t)T * V, TOL_BF16);
+    check_f32(label, qwen_logits(&g), want, (size_t)T * V, TOL_BF16);
 
     // KV cache: prefill P0, then one token at a time
-    qwen_cuda_reset(g);
+    qwen_state_reset(&g);
     float *inc = xmalloc((size_t)T * V * sizeof(float));   // (T, V)
-    got = qwen_cuda_forward(g, ids, P0, true);
-    memcpy(inc, got, (size_t)P0 * V * sizeof(float));
+    qwen_forward(&mg, &g, ids, 1, P0, NULL);
+    memcpy(inc, qwen_logits(&g), (size_t)P0 * V * sizeof(float));
     for (int t = P0; t < T; t++) {
-        got = qwen_cuda_forward(g, ids + t, 1, false);
-        memcpy(inc + (size_t)t * V, got, (size_t)V * sizeof(float));
+        qwen_forward(&mg, &g, ids + t, 1, 1, NULL);
+        memcpy(inc + (size_t)t * V, qwen_logits(&g) + (size_t)0 * V, (size_t)V * sizeof(float));
     }
     snprintf(label, sizeof label, "gpu/%s/kv_cache_decode", name);
     check_f32(label, inc, want, (size_t)T * V, TOL_BF16);
+
+    // the training plan on both devices, batch 2, with packed rows (position
+    // ids and segments) in row 0 and an image seen both ways (reach) in row 1:
+    // every mask the attention kernel applies
+    {
+        enum { B2 = 2, T2 = 12 };
+        int32_t tk[B2 * T2], pos[B2 * T2], seg[B2 * T2], reach[B2 * T2];
+        for (int i = 0; i < B2 * T2; i++) tk[i] = (int32_t)rng_below(&r, (uint32_t)V);
+        for (int t = 0; t < T2; t++) {   // row 0: a 4-token prefix, then two blocks of 4
+            pos[t] = t < 4 ? t : 4 + (t - 4) % 4;
+            seg[t] = t < 4 ? 0 : 1 + (t - 4) / 4;
+            pos[T2 + t] = t;             // row 1: one sequence
+            seg[T2 + t] = 0;
+        }
+        for (int t = 0; t < B2 * T2; t++) reach[t] = t % T2 + 1;
+        for (int t = 2; t < 8; t++) reach[T2 + t] = 8;   // row 1: tokens 2..7 are an image
+        QwenState a, b;
+        qwen_state_init(&a, c, B2, T2, T2, true, QWEN_LOGITS_NONE, DEVICE_CPU);
+        qwen_state_init(&b, c, B2, T2, T2, true, QWEN_LOGITS_NONE, DEVICE_CUDA);
+        qwen_embed(&m, &a, tk, B2, T2);
+        qwen_forward_embeds(&m, &a, B2, T2, pos, seg, reach, NULL);
+        qwen_embed(&mg, &b, tk, B2, T2);
+        qwen_forward_embeds(&mg, &b, B2, T2, pos, seg, reach, NULL);
+        float *xg = xmalloc((size_t)B2 * T2 * c->C * sizeof(float));
+        tensor_to_host_f32(xg, tensor_sub(b.x_final, 0, 1, (int64_t)B2 * T2 * c->C));
+        snprintf(label, sizeof label, "gpu/%s/training_plan_masks", name);
+        check_f32(label, xg, a.x_final.data, (size_t)B2 * T2 * c->C, TOL_BF16);
+        free(xg);
+        qwen_state_free(&a);
+        qwen_state_free(&b);
+    }
 
     // greedy agreement (information: bf16 may legitimately flip a near tie)
     const int N = 16;
     int a[16], b[16];
     SamplerConfig sc = {.temperature = 0.0f, .top_p = 1.0f, .repetition_penalty = 1.0f};
     Sampler smp;
-    QwenState s1;
-    qwen_state_init(&s1, c, 1, T, T + N, false, false);
-    Decoder dc = decoder_cpu(&m, &s1), dg = decoder_cuda(&m, g, T, 64);
+    QwenState s1, g1;
+    qwen_state_init(&s1, c, 1, T, T + N, false, QWEN_LOGITS_LAST, DEVICE_CPU);
+    qwen_state_init(&g1, c, 1, T, T + N, false, QWEN_LOGITS_LAST, DEVICE_CUDA);
+    Decoder dc = decoder_init(&m, &s1), dg = decoder_init(&mg, &g1);
     sampler_init(&smp, &sc, V);
     int na = generate(&dc, &smp, ids, T, N, NULL, 0, a, NULL, NULL, NULL);
     sampler_free(&smp);
@@ -96,9 +132,11 @@ static void verify(const char *name, const QwenConfig *c) {
 
     free(inc);
     qwen_state_free(&s1);
+    qwen_state_free(&g1);
     qwen_state_free(&s);
-    qwen_cuda_free(g);
+    qwen_state_free(&g);
     qwen_free(&m);
+    qwen_free(&mg);
 }
 
 int main(void) {
