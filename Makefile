@@ -2,7 +2,8 @@
 #
 #   make            build every chapter
 #   make ch01 .. ch07   build that chapter and the ones before it, nothing else
-#   make test       unit, CLI and bad-input tests (under ASan+UBSan), then `make verify`
+#   make test       unit, CLI and bad-input tests (under ASan+UBSan), the build without
+#                   OpenMP, then `make verify`
 #   make verify     parity with PyTorch/transformers (creates the reference venv on first use)
 #   make verify-gpu every CUDA op against the C oracle (needs a GPU)
 #   make bench      CPU benchmarks side by side with PyTorch
@@ -11,7 +12,7 @@
 #   make clean
 #
 # Switches: ASAN=1 (AddressSanitizer + UBSan build in build/asan), NO_CUDA=1,
-# NO_OPENMP=1, CC=clang.
+# NO_OPENMP=1 (build in build/noomp), CC=clang.
 
 ifeq ($(origin CC),default)
   CC     := gcc
@@ -34,7 +35,9 @@ ifeq ($(ASAN),1)
   # tests the C paths and links the CUDA stub.
   NVCC   :=
 else
-  BUILD  := build/release
+  # a build without OpenMP has objects of its own, so that switching back and
+  # forth never mixes the two (make sees nothing to rebuild otherwise)
+  BUILD  := $(if $(filter 1,$(NO_OPENMP)),build/noomp,build/release)
   OPT    := -O3 -march=native -g
 endif
 
@@ -77,8 +80,10 @@ lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_c,$(1))) \
            $(if $(NVCC),$(patsubst %.cu,$(BUILD)/%.cu.o,$(call lib_cu,$(1))),\
                 $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/cuda_stub.c)))
 
-# Release binaries sit in the chapter folders (./01_tensor/run); ASan ones under build/asan/.
-RUNDIR := $(if $(filter 1,$(ASAN)),$(BUILD)/,)
+# Release binaries sit in the chapter folders (./01_tensor/run); every other
+# build's under its build folder (build/asan/01_tensor/run, build/noomp/...), so
+# that building one never replaces the binaries the others' tests run.
+RUNDIR := $(if $(filter build/release,$(BUILD)),,$(BUILD)/)
 
 .PHONY: all $(foreach c,$(CHAPTERS),ch$(firstword $(subst _, ,$(c)))) test test-c test-asan verify \
         verify-gpu bench-gpu bench fuzz clean checklist venv print-sources book book-check

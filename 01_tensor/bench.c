@@ -195,48 +195,57 @@ static Timing time_linear(int M, int K, int N, int reps, double peak, Rng *rng) 
 
 #define MAX_SIZES 16
 
-// "1024" -> 1024^3, "4096x1024x1024" -> M=4096, K=1024, N=1024.
+// "1024" -> 1024^3, "4096x1024x1024" -> M=4096, K=1024, N=1024: one side, or
+// three joined by 'x', each a whole number in 1..65536 (parse_whole, common.h).
 static bool parse_size(const char *s, int *M, int *K, int *N) {
+    int64_t v[3];
     int n = 0;
-    long a, b, c;
-    if (sscanf(s, "%ldx%ldx%ld%n", &a, &b, &c, &n) != 3 || s[n] != '\0') {
-        n = 0;
-        if (sscanf(s, "%ld%n", &a, &n) != 1 || s[n] != '\0') return false;
-        b = c = a;
+    for (const char *p = s;;) {
+        const char *x = strchr(p, 'x');
+        size_t len = x ? (size_t)(x - p) : strlen(p);
+        char piece[16];
+        if (n == 3 || len >= sizeof piece) return false;
+        memcpy(piece, p, len);
+        piece[len] = '\0';
+        if (!parse_whole(piece, 1, 65536, &v[n++])) return false;
+        if (!x) break;
+        p = x + 1;
     }
-    if (a < 1 || b < 1 || c < 1 || a > 65536 || b > 65536 || c > 65536) return false;
-    *M = (int)a, *K = (int)b, *N = (int)c;
+    if (n == 2) return false;
+    if (n == 1) v[1] = v[2] = v[0];
+    *M = (int)v[0], *K = (int)v[1], *N = (int)v[2];
     return true;
 }
 
 static int bench_usage(void) {
-    fprintf(stderr, "usage: ./01_tensor/run bench [--threads N] [--json] [--sizes S,MxKxN,...] [--reps N] [--quick]\n");
+    fprintf(stderr, "usage: ./01_tensor/run bench [--threads N] [--json] [--sizes S,MxKxN,...] [--reps N] [--quick]"
+                    " [--device cpu]\n");
     return 2;
 }
 
 int bench_main(int argc, char **argv) {
     bool json = false, quick = false;
+    const char *device = NULL;
     int threads = ctx_num_threads(), reps = 5, nsizes = 0;
     int sizes[MAX_SIZES][3];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            printf("usage: ./01_tensor/run bench [--threads N] [--json] [--sizes S,MxKxN,...] [--reps N] [--quick]\n"
-                   "  peak fp32 GFLOP/s of this CPU, then sgemm_cpu GFLOP/s (out = inp @ W^T) and %% of peak\n");
+            printf("usage: ./01_tensor/run bench [--threads N] [--json] [--sizes S,MxKxN,...] [--reps N] [--quick]"
+                   " [--device cpu]\n"
+                   "  peak fp32 GFLOP/s of this CPU, then sgemm_cpu GFLOP/s (out = inp @ W^T) and %% of peak;\n"
+                   "  the CPU only (the GPU's timings are make bench-gpu's), so --device cuda is an error\n");
             return 0;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
         } else if (strcmp(a, "--quick") == 0) {
             quick = true;
-        } else if ((strcmp(a, "--threads") == 0 || strcmp(a, "--reps") == 0) && i + 1 < argc) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end != '\0' || v < 1 || v > 4096) {
-                fprintf(stderr, "error: bench: %s wants a positive integer, got '%s'\n", a, argv[i]);
-                return 2;
-            }
-            if (a[2] == 't') threads = (int)v;
-            else reps = (int)v;
+        } else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
+            threads = parse_int_arg("--threads", argv[++i], 1, 4096);
+        } else if (strcmp(a, "--reps") == 0 && i + 1 < argc) {
+            reps = parse_int_arg("--reps", argv[++i], 1, 4096);
+        } else if (strcmp(a, "--device") == 0 && i + 1 < argc) {
+            device = argv[++i];
         } else if (strcmp(a, "--sizes") == 0 && i + 1 < argc) {
             char *list = xstrdup(argv[++i]), *save = NULL;
             nsizes = 0;
@@ -256,6 +265,7 @@ int bench_main(int argc, char **argv) {
             return bench_usage();
         }
     }
+    device_select(device, "bench", false, cuda_available());
 #ifndef _OPENMP
     threads = 1;
 #endif

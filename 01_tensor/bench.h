@@ -18,6 +18,8 @@
 //   --sizes LIST    comma-separated GEMM sizes, each S (for S x S x S) or MxKxN;
 //                   default 256,1024,2048,4096x1024x1024
 //   --reps N        timed repetitions per size, the best one counts (default 5)
+//   --quick         one small size, two repetitions (the tour's)
+//   --device cpu    the only device it measures; cuda is an error
 // Returns the process exit code.
 int bench_main(int argc, char **argv);
 

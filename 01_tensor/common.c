@@ -1,9 +1,12 @@
-// common.c: failing, allocating, reading whole files, and the run context.
+// common.c: failing, allocating, reading whole files, numbers from the
+// command line, and the run context.
 #define _GNU_SOURCE
 #include "01_tensor/common.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -123,12 +126,106 @@ int write_file_atomic(const char *path, const void *data, size_t len) {
     return 0;
 }
 
+// ----------------------------------------------------------------------------
+// Numbers from the command line
+//
+// strtol and atoi are the usual tools and the usual trap: atoi("abc") is 0,
+// strtol skips leading spaces, accepts "12abc" unless the caller checks the end
+// pointer, and signals overflow only through errno. So the digits are read
+// here, by hand: the sign, then every character a digit, each step checked
+// against overflow before it is taken. The magnitude is kept unsigned, which
+// holds every int64 and every uint64 alike; the signed and the unsigned forms
+// below are two range checks on the one reading.
+
+// S as '-'? digits, to its end: the sign and the magnitude. False on anything
+// else (empty, a space, '+', trailing junk) and on a magnitude past 2^64 - 1.
+static bool read_whole(const char *s, bool *neg, uint64_t *mag) {
+    *neg = *s == '-';
+    if (*neg) s++;
+    if (!*s) return false;
+    uint64_t m = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return false;
+        unsigned d = (unsigned)(*s - '0');
+        if (m > (UINT64_MAX - d) / 10) return false;
+        m = m * 10 + d;
+    }
+    *mag = m;
+    return true;
+}
+
+bool parse_whole(const char *s, int64_t lo, int64_t hi, int64_t *v) {
+    bool neg;
+    uint64_t m;
+    if (!read_whole(s, &neg, &m)) return false;
+    // |INT64_MIN| is one more than INT64_MAX, hence the two limits
+    if (neg ? m > (uint64_t)INT64_MAX + 1 : m > (uint64_t)INT64_MAX) return false;
+    int64_t x = neg ? (m == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)m) : (int64_t)m;
+    if (x < lo || x > hi) return false;
+    *v = x;
+    return true;
+}
+
+bool parse_whole_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *v) {
+    bool neg;
+    uint64_t m;
+    // "-0" is zero, but a minus sign in front of a count or a seed is a mistake
+    if (!read_whole(s, &neg, &m) || neg || m < lo || m > hi) return false;
+    *v = m;
+    return true;
+}
+
+// Real numbers are strtod's (decimal, exponent, hex floats), with the end
+// pointer and errno checked; "nan" and "inf" are refused by the range, since
+// NaN compares false with everything and no flag's range is infinite.
+bool parse_real(const char *s, double lo, double hi, double *v) {
+    if (!*s || isspace((unsigned char)*s)) return false;
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (*end || errno == ERANGE || !isfinite(x) || !(x >= lo && x <= hi)) return false;
+    *v = x;
+    return true;
+}
+
+int parse_int_arg(const char *what, const char *s, int lo, int hi) {
+    int64_t v;
+    if (!parse_whole(s, lo, hi, &v)) fail_input(what, "'%s' is not a whole number in %d..%d", s, lo, hi);
+    return (int)v;
+}
+
+uint64_t parse_u64_arg(const char *what, const char *s, uint64_t lo, uint64_t hi) {
+    uint64_t v;
+    if (!parse_whole_u64(s, lo, hi, &v))
+        fail_input(what, "'%s' is not a whole number in %llu..%llu", s, (unsigned long long)lo, (unsigned long long)hi);
+    return v;
+}
+
+double parse_real_arg(const char *what, const char *s, double lo, double hi) {
+    double v;
+    if (!parse_real(s, lo, hi, &v)) fail_input(what, "'%s' is not a number in [%g, %g]", s, lo, hi);
+    return v;
+}
+
+// ----------------------------------------------------------------------------
+// The run context
+
 const char *device_name(Device d) { return d == DEVICE_CUDA ? "cuda" : "cpu"; }
 
 Device device_parse(const char *s) {
     if (strcmp(s, "cpu") == 0) return DEVICE_CPU;
     if (strcmp(s, "cuda") == 0) return DEVICE_CUDA;
     fail_input("--device", "unknown device '%s' (expected cpu or cuda)", s);
+}
+
+Device device_select(const char *arg, const char *command, bool has_cuda, bool gpu_present) {
+    Device d = arg ? device_parse(arg) : has_cuda && gpu_present ? DEVICE_CUDA : DEVICE_CPU;
+    if (d == DEVICE_CUDA && !has_cuda)
+        fail_input("--device", "'%s' runs on the CPU in this build (cuda is not available for it)", command);
+    if (d == DEVICE_CUDA && !gpu_present)
+        fail_input("--device", "cuda: no usable GPU in this machine or this build (use --device cpu)");
+    nm_ctx.device = d;
+    return d;
 }
 
 void ctx_apply_threads(void) {

@@ -1,6 +1,6 @@
 // common.h: the few helpers every file of the project leans on.
 //
-// Three things live here, and nothing else:
+// Four things live here, and nothing else:
 //   1. How we fail. A library call that can go wrong is wrapped in a macro that
 //      prints `file:line` and the cause, then exits. Bad *user input* (a missing
 //      file, a malformed header) is reported differently, with `fail_input()`:
@@ -8,9 +8,12 @@
 //      user, not a developer, and the line number of our C code means nothing
 //      to them.
 //   2. Checked allocation (`xmalloc`, `xcalloc`, `xrealloc`, `xstrdup`).
-//   3. The run context: the one piece of global mutable state the project
+//   3. Numbers typed by a user: one strict reader for every flag of every
+//      `run`, and for the values of a config file.
+//   4. The run context: the one piece of global mutable state the project
 //      allows (device, thread count, seed), so that every op can ask "where do
-//      I run?" without threading a parameter through every call.
+//      I run?" without threading a parameter through every call, and the one
+//      place `--device` is decided.
 //
 // What it does not do: logging frameworks, error codes threaded through the
 // stack. A C program that reads a corrupt file has nothing better to do than
@@ -19,6 +22,7 @@
 #ifndef NM_COMMON_H
 #define NM_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -81,6 +85,29 @@ int write_file_atomic(const char *path, const void *data, size_t len);
 #endif
 
 // ----------------------------------------------------------------------------
+// Numbers from the command line
+//
+// A number a user types is the whole string: an optional '-' and decimal
+// digits for a whole number, what strtod reads for a real one; no spaces, no
+// trailing junk, no overflow, inside the range the flag allows. `--threads abc`,
+// `--steps 5x`, `--steps ''` and `--seed 99999999999999999999` are all the same
+// mistake and get the same answer, one line and exit status 1:
+//
+//     error: --threads: 'abc' is not a whole number in 1..4096
+//
+// WHAT names the input (the flag, or "token id" for a positional argument).
+
+int parse_int_arg(const char *what, const char *s, int lo, int hi);
+uint64_t parse_u64_arg(const char *what, const char *s, uint64_t lo, uint64_t hi);
+double parse_real_arg(const char *what, const char *s, double lo, double hi);
+
+// The same checks without the exit, for a reader that words its own message
+// (a config file names the line): true, and *v set, when S is a number in [lo, hi].
+bool parse_whole(const char *s, int64_t lo, int64_t hi, int64_t *v);
+bool parse_whole_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *v);
+bool parse_real(const char *s, double lo, double hi, double *v);
+
+// ----------------------------------------------------------------------------
 // The run context
 
 typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } Device;
@@ -96,6 +123,15 @@ extern RunContext nm_ctx;
 const char *device_name(Device d);
 // Parses "cpu" / "cuda"; exits with a clear message on anything else.
 Device device_parse(const char *s);
+// The device a command runs on, set in nm_ctx.device and returned; every
+// `run` decides `--device` here. ARG is the flag's value (NULL when it was not
+// given), COMMAND the command's name for the messages, HAS_CUDA whether that
+// command has a CUDA path, GPU_PRESENT what cuda_available() (matmul.h) says;
+// the caller asks it, so that this file, which the fuzzer links alone, needs
+// no CUDA. Without the flag: cuda when the command has a CUDA path and a GPU is
+// there, else cpu. `--device cuda` for a command without a CUDA path, or with
+// no GPU, is a one-line error.
+Device device_select(const char *arg, const char *command, bool has_cuda, bool gpu_present);
 // Applies nm_ctx.threads to OpenMP (no-op in a build without OpenMP).
 void ctx_apply_threads(void);
 // Number of threads CPU ops will use.

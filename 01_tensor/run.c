@@ -22,7 +22,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: ./01_tensor/run [COMMAND] [ARGS]\n"
+            "usage: ./01_tensor/run [COMMAND] [ARGS] [--device cpu]\n"
             "\n"
             "Chapter 01: tensors, the tensor table, safetensors, matmul.\n"
             "\n"
@@ -32,11 +32,14 @@ static void usage(FILE *f) {
             "  inspect PATH      one line per tensor of a .safetensors file or a HuggingFace model\n"
             "                    directory (single file or sharded with model.safetensors.index.json):\n"
             "                    name, dtype, shape, bytes; then totals\n"
-            "  bench [--threads N] [--json]\n"
+            "  bench [--threads N] [--json] [--sizes LIST] [--reps N] [--quick]\n"
             "                    SGEMM GFLOP/s at 256, 1024, 2048 and 4096x1024x1024, next to this\n"
-            "                    CPU's measured peak (make bench adds PyTorch beside it)\n"
+            "                    CPU's measured peak (make bench adds PyTorch beside it; bench --help)\n"
             "\n"
             "options:\n"
+            "  --device cpu      where the command runs; every command of this chapter runs on the\n"
+            "                    CPU, even with a GPU present (its CUDA matmul is checked by\n"
+            "                    make verify-gpu), so --device cuda is an error\n"
             "  -h, --help        this text\n");
 }
 
@@ -144,13 +147,43 @@ static int cmd_tour(void) {
     return rc;
 }
 
+// The options of the tour and of inspect: --device and --help, through
+// getopt_long. Returns the index of the first argument that is not an option.
+static int parse_opts(int argc, char **argv, const char *command) {
+    static const struct option opts[] = {
+        {"device", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *device = NULL;
+    opterr = 0;   // the errors are worded below, one line each
+    optind = 1;
+    int o;
+    while ((o = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'd': device = optarg; break;
+        case 'h': usage(stdout); exit(0);
+        case ':': fail_input(argv[optind - 1], "needs a value (see --help)");
+        default: fail_input(argv[optind - 1], "unknown option (see --help)");
+        }
+    }
+    device_select(device, command, false, cuda_available());
+    return optind;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
         usage(stdout);
         return 0;
     }
-    if (argc == 1) return cmd_tour();
-    if (strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
+    if (argc == 1 || argv[1][0] == '-') {
+        int first = parse_opts(argc, argv, "tour");
+        if (first < argc) fail_input(argv[first], "unexpected argument (see --help)");
+        return cmd_tour();
+    }
+    if (strcmp(argv[1], "inspect") == 0) {
+        // getopt_long moves the options of argv[1..] to the front; cmd_inspect
+        // reads its arguments from its argv[1], so it is handed the slot before them
+        int first = parse_opts(argc - 1, argv + 1, "inspect");
+        return cmd_inspect(argc - first, argv + first);
+    }
     if (strcmp(argv[1], "bench") == 0) return bench_main(argc - 1, argv + 1);
     fprintf(stderr, "error: unknown command '%s' (try --help)\n", argv[1]);
     return 2;

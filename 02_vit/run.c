@@ -67,7 +67,9 @@ static void usage(FILE *f) {
         "                     --model DIR, or built-in ViT-L/14-336; at --batch N, or at 1 and 32\n"
         "  --config FILE      a config.json for --mem\n"
         "  --batch N          images per forward (cache) or batch of the memory plan\n"
-        "  --device D         cpu or cuda [cpu]; cuda runs the bf16 forward (features and pooled)\n"
+        "  --device D         cpu or cuda [cuda when a GPU is present, else cpu]; cuda runs the bf16\n"
+        "                     forward (features and pooled) of the encoding and of cache; export\n"
+        "                     runs on the CPU only\n"
         "  --threads N        OpenMP threads [all cores]\n"
         "  --seed N           seed of the nano preset's random weights [1234]\n"
         "  -h, --help         this text\n"
@@ -93,14 +95,6 @@ typedef struct {
     int batch, shard_mb;
 } Args;
 
-
-static int parse_int(const char *opt, const char *s, int lo, int hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) fail_input(opt, "'%s' is not an integer in %d..%d", s, lo, hi);
-    return (int)v;
-}
 
 // Mean, standard deviation, min and max of n floats, for the tour's printout.
 static void stats(const char *what, const float *x, size_t n) {
@@ -443,7 +437,7 @@ static int export_model(const Args *a, const char *dir) {
 // ----------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
-    Args a = {.image = DEFAULT_IMAGE, .feature = "penultimate", .device = "cpu", .shard_mb = 512};
+    Args a = {.image = DEFAULT_IMAGE, .feature = "penultimate", .shard_mb = 512};
     bool is_cache = argc > 1 && !strcmp(argv[1], "cache");
     bool is_export = argc > 1 && !strcmp(argv[1], "export");
     if (is_cache || is_export) { argv++; argc--; }
@@ -467,14 +461,14 @@ int main(int argc, char **argv) {
         case 's': a.save = optarg; break;
         case 'M': a.mem = true; break;
         case 'c': a.config = optarg; break;
-        case 'b': a.batch = parse_int("--batch", optarg, 1, 4096); break;
+        case 'b': a.batch = parse_int_arg("--batch", optarg, 1, 4096); break;
         case 'd': a.device = optarg; break;
-        case 't': nm_ctx.threads = parse_int("--threads", optarg, 1, 4096); break;
-        case 'S': nm_ctx.seed = (uint64_t)parse_int("--seed", optarg, 0, 2147483647); seeded = true; break;
+        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); break;
+        case 'S': nm_ctx.seed = (uint64_t)parse_int_arg("--seed", optarg, 0, 2147483647); seeded = true; break;
         case 'l': a.list = optarg; break;
         case 'o': a.out = optarg; break;
         case 'r': a.root = optarg; break;
-        case 'x': a.shard_mb = parse_int("--shard-mb", optarg, 1, 1 << 20); break;
+        case 'x': a.shard_mb = parse_int_arg("--shard-mb", optarg, 1, 1 << 20); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -492,10 +486,10 @@ int main(int argc, char **argv) {
         a.model = NANO_VIT_DIR;
         a.shipped = true;
     }
-    Device dev = device_parse(a.device);
-    if (dev == DEVICE_CUDA && !cuda_available())
-        fail_input("--device cuda", "no CUDA device available in this binary or machine");
-    nm_ctx.device = dev;
+    // the encoding and the cache have a CUDA forward; export only copies weights
+    // (--mem prices both devices, and asks for a GPU only when told to)
+    Device dev = device_select(a.device, is_export ? "export" : is_cache ? "cache" : a.mem ? "--mem" : "encode",
+                               !is_export, cuda_available());
     ctx_apply_threads();
     if (export_dir) return export_model(&a, export_dir);
     if (a.mem && !is_cache) { mem_report(&a); return 0; }

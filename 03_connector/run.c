@@ -21,6 +21,7 @@
 //      The loss falling is the whole forward/backward of this chapter at work.
 //
 // What it does not do: train against an LLM (chapter 05), run on the GPU.
+#include <float.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include "01_tensor/check.h"
+#include "01_tensor/matmul.h"   // cuda_available
 #include "01_tensor/rng.h"
 #include "01_tensor/safetensors.h"
 #include "02_vit/image.h"
@@ -77,17 +79,12 @@ static void usage(FILE *f) {
             "  --mem                 print only the memory breakdown (params, grads, AdamW, activations)\n"
             "  --seed N              seed of the init, the synthetic data and the teacher (default 1234)\n"
             "  --threads N           OpenMP threads (default: OpenMP's)\n"
+            "  --device cpu          where it runs: the CPU, even with a GPU present (the connector's\n"
+            "                        CUDA ops are checked by make verify-gpu); --device cuda is an error\n"
             "  --help                this text\n"
             "\n"
             "Real sizes: CLIP-L -> Qwen3-0.6B is --vision-dim 1024 --llm-hidden 1024 --llm-intermediate 3072;\n"
             "CLIP-L -> Qwen2.5-0.5B is --vision-dim 1024 --llm-hidden 896 --llm-intermediate 4864.\n");
-}
-
-static int parse_int(const char *opt, const char *s, int lo, int hi) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > hi) fail_input(opt, "expected an integer in %d..%d, got '%s'", lo, hi, s);
-    return (int)v;
 }
 
 // Synthetic features: smooth functions of the patch position and channel, with
@@ -181,7 +178,7 @@ int main(int argc, char **argv) {
     uint64_t seed = 1234;
 
     enum { O_IMAGE = 256, O_VIT, O_FEATURES, O_SYNTH, O_CONN, O_MODEL, O_VDIM, O_HID, O_INTER, O_MLPH, O_GELU,
-           O_HEADS, O_GRID, O_BATCH, O_STEPS, O_LR, O_SAVE, O_MEM, O_SEED, O_THREADS, O_BENCH, O_HELP };
+           O_HEADS, O_GRID, O_BATCH, O_STEPS, O_LR, O_SAVE, O_MEM, O_SEED, O_THREADS, O_BENCH, O_DEVICE, O_HELP };
     static const struct option opts[] = {
         {"image", required_argument, 0, O_IMAGE}, {"vit", required_argument, 0, O_VIT},
         {"features", required_argument, 0, O_FEATURES}, {"synthetic", no_argument, 0, O_SYNTH},
@@ -193,11 +190,14 @@ int main(int argc, char **argv) {
         {"steps", required_argument, 0, O_STEPS}, {"lr", required_argument, 0, O_LR},
         {"save", required_argument, 0, O_SAVE}, {"mem", no_argument, 0, O_MEM},
         {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
-        {"bench", required_argument, 0, O_BENCH}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+        {"bench", required_argument, 0, O_BENCH}, {"device", required_argument, 0, O_DEVICE},
+        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+    const char *device = NULL;
     int o;
     bool shaped = false;   // an option that chooses the features, the connector or its sizes
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (o != O_STEPS && o != O_LR && o != O_MEM && o != O_THREADS && o != O_SAVE && o != O_BENCH) shaped = true;
+        if (o != O_STEPS && o != O_LR && o != O_MEM && o != O_THREADS && o != O_SAVE && o != O_BENCH && o != O_DEVICE)
+            shaped = true;
         switch (o) {
         case O_IMAGE:
             if (n_images == MAX_IMAGES) fail_input("--image", "at most %d images", MAX_IMAGES);
@@ -208,26 +208,22 @@ int main(int argc, char **argv) {
         case O_SYNTH: synthetic = 1; break;
         case O_CONN: kind_s = optarg; break;
         case O_MODEL: model_path = optarg; break;
-        case O_VDIM: vision_dim = parse_int("--vision-dim", optarg, 1, 1 << 16); break;
-        case O_HID: llm_hidden = parse_int("--llm-hidden", optarg, 1, 1 << 16); break;
-        case O_INTER: llm_inter = parse_int("--llm-intermediate", optarg, 1, 1 << 18); break;
-        case O_MLPH: mlp_hidden = parse_int("--mlp-hidden", optarg, 1, 1 << 18); break;
+        case O_VDIM: vision_dim = parse_int_arg("--vision-dim", optarg, 1, 1 << 16); break;
+        case O_HID: llm_hidden = parse_int_arg("--llm-hidden", optarg, 1, 1 << 16); break;
+        case O_INTER: llm_inter = parse_int_arg("--llm-intermediate", optarg, 1, 1 << 18); break;
+        case O_MLPH: mlp_hidden = parse_int_arg("--mlp-hidden", optarg, 1, 1 << 18); break;
         case O_GELU: gelu_s = optarg; break;
-        case O_HEADS: heads = parse_int("--heads", optarg, 1, 4096); break;
-        case O_GRID: grid = parse_int("--grid", optarg, 1, 1024); break;
-        case O_BATCH: batch = parse_int("--batch", optarg, 1, 4096); break;
-        case O_STEPS: steps = parse_int("--steps", optarg, 0, 1000000); break;
-        case O_LR: {
-            char *end;
-            lr = strtof(optarg, &end);
-            if (end == optarg || *end || !(lr > 0)) fail_input("--lr", "expected a positive number, got '%s'", optarg);
-            break;
-        }
+        case O_HEADS: heads = parse_int_arg("--heads", optarg, 1, 4096); break;
+        case O_GRID: grid = parse_int_arg("--grid", optarg, 1, 1024); break;
+        case O_BATCH: batch = parse_int_arg("--batch", optarg, 1, 4096); break;
+        case O_STEPS: steps = parse_int_arg("--steps", optarg, 0, 1000000); break;
+        case O_LR: lr = (float)parse_real_arg("--lr", optarg, FLT_MIN, FLT_MAX); break;   // positive
         case O_SAVE: save_path = optarg; break;
         case O_MEM: mem = 1; break;
-        case O_SEED: seed = (uint64_t)parse_int("--seed", optarg, 0, 0x7fffffff); break;
-        case O_THREADS: threads = parse_int("--threads", optarg, 1, 1024); break;
-        case O_BENCH: bench = parse_int("--bench", optarg, 1, 1000000); break;
+        case O_SEED: seed = (uint64_t)parse_int_arg("--seed", optarg, 0, 0x7fffffff); break;
+        case O_THREADS: threads = parse_int_arg("--threads", optarg, 1, 1024); break;
+        case O_BENCH: bench = parse_int_arg("--bench", optarg, 1, 1000000); break;
+        case O_DEVICE: device = optarg; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 1;
         }
@@ -238,6 +234,8 @@ int main(int argc, char **argv) {
     if (strcmp(gelu_s, "erf") && strcmp(gelu_s, "tanh")) fail_input("--gelu", "expected erf or tanh, got '%s'", gelu_s);
     if (!!features_path + synthetic + !!(vit_dir || n_images) > 1)
         fail_input("features", "choose one of --image/--vit, --features and --synthetic");
+    // the connector's CUDA ops are checked by make verify-gpu; this program runs them on the CPU
+    device_select(device, mem ? "--mem" : bench ? "--bench" : "connector", false, cuda_available());
     nm_ctx.threads = threads;
     nm_ctx.seed = seed;
     ctx_apply_threads();

@@ -10,7 +10,6 @@
 // randomly initialise) the model and the tokenizer, build the prompt (plain or
 // through the chat template), then prefill + decode with streaming output. The
 // model is qwen.c, the loop and sampling generate.c, the tokenizer tokenizer.c.
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -62,7 +61,8 @@ static void usage(FILE *f) {
             "  --top-p P              nucleus sampling, 1 = off (default 0.95)\n"
             "  --repetition-penalty R divide the logits of tokens already seen (HF semantics; default 1)\n"
             "  --seed S               sampling seed (default 1)\n"
-            "  --device cpu|cuda      where to run (default: cpu; cuda runs bf16 on the GPU)\n"
+            "  --device cpu|cuda      where to run (default: cuda when a GPU is present, else cpu; cuda\n"
+            "                         generates in bf16 on the GPU; --save-logits runs on the CPU only)\n"
             "  --threads N            OpenMP threads for the CPU (default: all)\n"
             "  --save-logits OUT      write the prompt's logits [T,V] f32, hidden_states [L+1,T,C]\n"
             "                         (transformers' numbering) and input_ids to OUT.safetensors, then exit\n"
@@ -75,25 +75,6 @@ static void usage(FILE *f) {
             "Output: the prompt's continuation streamed to stdout as it is generated; the model\n"
             "used and the speed (prefill and decode tokens/s) on stderr.\n",
             NANO_SEED);
-}
-
-// ----------------------------------------------------------------------------
-// Parsing numbers strictly: the whole string, in range, or a one-line error.
-
-static long parse_long(const char *opt, const char *s, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) fail_input(opt, "'%s' is not an integer in [%ld, %ld]", s, lo, hi);
-    return v;
-}
-
-static double parse_double(const char *opt, const char *s, double lo, double hi) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) fail_input(opt, "'%s' is not a number in [%g, %g]", s, lo, hi);
-    return v;
 }
 
 static bool is_dir(const char *p) {
@@ -181,7 +162,7 @@ int main(int argc, char **argv) {
     bool chat = false, think = false, mem = false, random_init = false, prompt_given = false;
     int max_new = 64, ctx = 4096;
     SamplerConfig sc = {.temperature = 0.7f, .top_k = 20, .top_p = 0.95f, .repetition_penalty = 1.0f, .seed = 1};
-    Device device = DEVICE_CPU;
+    const char *device_arg = NULL;
 
     enum { O_MODEL = 256, O_TOK, O_PROMPT, O_CHAT, O_SYSTEM, O_THINK, O_MAXNEW, O_TEMP, O_TOPK, O_TOPP, O_REP,
            O_SEED, O_DEVICE, O_THREADS, O_SAVE, O_MEM, O_CONFIG, O_CTX, O_RANDOM };
@@ -209,18 +190,18 @@ int main(int argc, char **argv) {
         case O_CHAT: chat = true; break;
         case O_SYSTEM: system_msg = optarg; break;
         case O_THINK: think = true; break;
-        case O_MAXNEW: max_new = (int)parse_long("--max-new", optarg, 0, 1 << 20); break;
-        case O_TEMP: sc.temperature = (float)parse_double("--temperature", optarg, 0.0, 100.0); break;
-        case O_TOPK: sc.top_k = (int)parse_long("--top-k", optarg, 0, INT_MAX); break;
-        case O_TOPP: sc.top_p = (float)parse_double("--top-p", optarg, 1e-6, 1.0); break;
-        case O_REP: sc.repetition_penalty = (float)parse_double("--repetition-penalty", optarg, 1e-3, 1e3); break;
-        case O_SEED: sc.seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
-        case O_DEVICE: device = device_parse(optarg); break;
-        case O_THREADS: nm_ctx.threads = (int)parse_long("--threads", optarg, 1, 4096); break;
+        case O_MAXNEW: max_new = parse_int_arg("--max-new", optarg, 0, 1 << 20); break;
+        case O_TEMP: sc.temperature = (float)parse_real_arg("--temperature", optarg, 0.0, 100.0); break;
+        case O_TOPK: sc.top_k = parse_int_arg("--top-k", optarg, 0, INT_MAX); break;
+        case O_TOPP: sc.top_p = (float)parse_real_arg("--top-p", optarg, 1e-6, 1.0); break;
+        case O_REP: sc.repetition_penalty = (float)parse_real_arg("--repetition-penalty", optarg, 1e-3, 1e3); break;
+        case O_SEED: sc.seed = parse_u64_arg("--seed", optarg, 0, LONG_MAX); break;
+        case O_DEVICE: device_arg = optarg; break;
+        case O_THREADS: nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); break;
         case O_SAVE: save_path = optarg; break;
         case O_MEM: mem = true; break;
         case O_CONFIG: config_path = optarg; break;
-        case O_CTX: ctx = (int)parse_long("--ctx", optarg, 1, 1 << 24); break;
+        case O_CTX: ctx = parse_int_arg("--ctx", optarg, 1, 1 << 24); break;
         case O_RANDOM: random_init = true; break;
         case 'h': usage(stdout); return 0;
         case ':': fail_input(argv[optind - 1], "needs a value (see --help)");
@@ -230,8 +211,10 @@ int main(int argc, char **argv) {
     if (optind < argc) fail_input(argv[optind], "unexpected argument (see --help; the prompt goes after --prompt)");
     if (config_path && !mem) fail_input("--config", "only used with --mem");
     ctx_apply_threads();
-    if (device == DEVICE_CUDA && !cuda_available())
-        fail_input("--device", "cuda: no usable GPU in this machine or this build (use --device cpu)");
+    // generation has a CUDA path (and --mem prices it); --save-logits runs the CPU forward,
+    // whose hidden states are the ones transformers numbers
+    const Device device = device_select(device_arg, mem ? "--mem" : save_path ? "--save-logits" : "generate",
+                                        mem || !save_path, cuda_available());
 
     // ---- --mem: the plan, from the config alone ----
     if (mem) {

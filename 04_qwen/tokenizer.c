@@ -19,7 +19,6 @@
 // once per distinct word, and the regex and NFC are linear.
 #include "04_qwen/tokenizer.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -1003,13 +1002,9 @@ int tok_cli_detokenize(int argc, char **argv) {
     int32_t *ids = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
     for (int i = 0; i < n; i++) {
         const char *a = argv[o.first_arg + i];
-        char *end;
-        errno = 0;
-        long v = strtol(a, &end, 10);
-        if (end == a || *end != '\0' || errno) fail_input(a, "not an integer token id");
-        if (v < 0 || v >= tok_vocab_size(t) || !tok_id_to_str(t, (int32_t)v))
-            fail_input(a, "token id out of range (the tokenizer has ids 0..%d)", tok_vocab_size(t) - 1);
-        ids[i] = (int32_t)v;
+        int v = parse_int_arg("token id", a, 0, tok_vocab_size(t) - 1);
+        if (!tok_id_to_str(t, v)) fail_input(a, "no token has this id (the tokenizer has ids 0..%d)", tok_vocab_size(t) - 1);
+        ids[i] = v;
     }
     char *text = tok_decode(t, ids, n, o.no_special);
     printf("%s\n", text);
@@ -1030,22 +1025,14 @@ int tok_cli_train(int argc, char **argv) {
     static const struct option longopts[] = {
         {"vocab-size", required_argument, 0, 'v'}, {"out", required_argument, 0, 'o'},
         {"min-frequency", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    long vocab = -1, minf = 2;
+    int vocab = -1, minf = 2;
     const char *out = NULL;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        char *end;
         switch (c) {
-        case 'v':
-            vocab = strtol(optarg, &end, 10);
-            if (*end || end == optarg || vocab < 256 + BPE_N_SPECIAL || vocab > 1000000)
-                fail_input(optarg, "--vocab-size must be an integer in %d..1000000", 256 + BPE_N_SPECIAL);
-            break;
-        case 'f':
-            minf = strtol(optarg, &end, 10);
-            if (*end || end == optarg || minf < 1) fail_input(optarg, "--min-frequency must be a positive integer");
-            break;
+        case 'v': vocab = parse_int_arg("--vocab-size", optarg, 256 + BPE_N_SPECIAL, 1000000); break;
+        case 'f': minf = parse_int_arg("--min-frequency", optarg, 1, INT_MAX); break;
         case 'o': out = optarg; break;
         case 'h': printf("%s", usage); return 0;
         default: fprintf(stderr, "%s", usage); return 1;
@@ -1056,7 +1043,7 @@ int tok_cli_train(int argc, char **argv) {
     if (optind >= argc) fail_input("CORPUS", "at least one corpus file is required");
     char err[512];
     BpeTrainStats st;
-    if (bpe_train_files((const char *const *)argv + optind, argc - optind, (int)vocab, (int)minf, out, &st, err,
+    if (bpe_train_files((const char *const *)argv + optind, argc - optind, vocab, minf, out, &st, err,
                         sizeof err) != 0)
         fail_input(st.bad_path ? st.bad_path : out, "%s", err);
     printf("trained %d merges on %zu bytes (%zu distinct words); vocabulary %d ids -> %s (%.2f s)\n", st.merges,

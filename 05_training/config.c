@@ -2,8 +2,6 @@
 #include "05_training/config.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -126,20 +124,20 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
         seen[k] = true;
         const Key *K = &KEYS[k];
         void *dst = (char *)c + K->off;
-        char *end = NULL;
-        errno = 0;
+        // numbers are read by common.h's parsers, the flags' own, without their exit:
+        // the message below names the line
         bool bad = !*val;
         if (!bad && K->kind == K_INT) {
-            long v = strtol(val, &end, 10);
-            bad = *end || errno || v < K->lo || v > K->hi;
+            int64_t v;
+            bad = !parse_whole(val, (int64_t)K->lo, (int64_t)K->hi, &v);
             if (!bad) *(int *)dst = (int)v;
         } else if (!bad && K->kind == K_U64) {
-            unsigned long long v = strtoull(val, &end, 10);
-            bad = *end || errno || val[0] == '-';
+            uint64_t v;
+            bad = !parse_whole_u64(val, 0, UINT64_MAX, &v);
             if (!bad) *(uint64_t *)dst = v;
         } else if (!bad && K->kind == K_FLOAT) {
-            double v = strtod(val, &end);
-            bad = *end || errno || !isfinite(v) || v < K->lo || v > K->hi;
+            double v;
+            bad = !parse_real(val, K->lo, K->hi, &v);
             if (!bad) *(float *)dst = (float)v;
         } else if (!bad && K->kind == K_BOOL) {
             if (!strcmp(val, "true")) *(bool *)dst = true;

@@ -3,12 +3,14 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "01_tensor/dtype.h"
 #include "01_tensor/json.h"
+#include "01_tensor/matmul.h"   // cuda_available
 #include "01_tensor/safetensors.h"
 #include "05_training/eval.h"
 #include "05_training/vlm.h"
@@ -344,26 +346,25 @@ int nano_cli_eval(int argc, char **argv) {
                                          {"n", required_argument, 0, 'n'},     {"json", required_argument, 0, 'j'},
                                          {"max-shapes", required_argument, 0, 'k'},
                                          {"answers", required_argument, 0, 'a'},
-                                         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+                                         {"threads", required_argument, 0, 't'},
+                                         {"device", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *device = NULL;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        char *end;
         switch (ch) {
         case 'm': model = optarg; break;
-        case 's': seed = strtol(optarg, &end, 10); if (*end || seed < 0) fail_input("--seed", "must be a whole number >= 0"); break;
-        case 'n': n = strtol(optarg, &end, 10); if (*end || n < 1 || n > 100000) fail_input("--n", "must be in 1..100000"); break;
+        case 's': seed = (long)parse_u64_arg("--seed", optarg, 0, LONG_MAX); break;
+        case 'n': n = parse_int_arg("--n", optarg, 1, 100000); break;
         case 'j': json = optarg; break;
         case 'a': answers_out = optarg; break;
-        case 'k':
-            max_shapes = strtol(optarg, &end, 10);
-            if (*end || max_shapes < 1 || max_shapes > WORLD_MAX_SHAPES)
-                fail_input("--max-shapes", "must be in 1..%d", WORLD_MAX_SHAPES);
-            break;
-        case 't': nm_ctx.threads = atoi(optarg); ctx_apply_threads(); break;
+        case 'k': max_shapes = parse_int_arg("--max-shapes", optarg, 1, WORLD_MAX_SHAPES); break;
+        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); ctx_apply_threads(); break;
+        case 'd': device = optarg; break;
         case 'h':
             printf("usage: ./05_training/run eval [--model DIR] [--seed S] [--n N] [--json OUT] [--max-shapes K]\n"
-                   "                             [--answers OUT]\n"
+                   "                             [--answers OUT] [--threads N] [--device cpu]\n"
                    "Asks a trained model every question about N held-out scenes of the world (seed S, test\n"
                    "split), greedy decoding, and again with each image replaced by noise (the control), and\n"
                    "about N scenes of the composition split (each starts with a held-out (kind, colour) pair);\n"
@@ -372,13 +373,15 @@ int nano_cli_eval(int argc, char **argv) {
                    "--max-shapes K must match the world the model was trained on (default 4, generate's).\n"
                    "--answers OUT: also write the model's answers about the held-out scenes, one JSON line\n"
                    "each (what `run score` reads; `run generate --seed S --n-test N` writes the scenes).\n"
-                   "--threads N: OpenMP threads (decoding is one token at a time: 1 is usually fastest).\n",
+                   "--threads N: OpenMP threads (decoding is one token at a time: 1 is usually fastest).\n"
+                   "--device cpu: the evaluation runs on the CPU, even with a GPU present; cuda is an error.\n",
                    NANO_DEFAULT_MODEL);
             return 0;
         default: return 1;
         }
     }
     if (optind < argc) fail_input(argv[optind], "unexpected argument (see --help)");
+    device_select(device, "eval", false, cuda_available());
     NanoModel m;
     nano_model_load(&m, model);
     WorldConfig wc;
@@ -439,23 +442,29 @@ int nano_cli_eval(int argc, char **argv) {
 int nano_cli_chat(int argc, char **argv) {
     const char *model = NANO_DEFAULT_MODEL, *image = NULL;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"image", required_argument, 0, 'i'},
-                                         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+                                         {"threads", required_argument, 0, 't'},
+                                         {"device", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *device = NULL;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (ch) {
         case 'm': model = optarg; break;
         case 'i': image = optarg; break;
-        case 't': nm_ctx.threads = atoi(optarg); ctx_apply_threads(); break;
+        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); ctx_apply_threads(); break;
+        case 'd': device = optarg; break;
         case 'h':
-            printf("usage: ./05_training/run chat [--model DIR] --image IMG \"question\"\n"
+            printf("usage: ./05_training/run chat [--model DIR] --image IMG [--threads N] [--device cpu] \"question\"\n"
                    "Answers a question about an image with a trained nano VLM (greedy decoding).\n"
                    "Default model: %s. Try: \"Describe the image.\", \"How many shapes are there?\",\n"
-                   "\"What colour is the circle?\", \"Point to the square.\"\n", NANO_DEFAULT_MODEL);
+                   "\"What colour is the circle?\", \"Point to the square.\"\n"
+                   "It runs on the CPU, even with a GPU present; --device cuda is an error.\n", NANO_DEFAULT_MODEL);
             return 0;
         default: return 1;
         }
     }
+    device_select(device, "chat", false, cuda_available());
     if (!image) fail_input("--image", "missing (an image file: PNG, JPEG, PPM, ...)");
     if (optind != argc - 1) fail_input("chat", "give exactly one question, in quotes");
     const char *question = argv[optind];

@@ -13,6 +13,7 @@
 // OUT/loss.svg the loss curve, both rewritten as the run goes. Checkpoints
 // (checkpoint.h) go to OUT/step_N/.
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "01_tensor/matmul.h"   // cuda_available
 #include "01_tensor/rng.h"
 #include "01_tensor/safetensors.h"
 #include "05_training/adamw.h"
@@ -51,6 +53,8 @@ static void usage(FILE *f) {
             "  --steps N            override max_steps\n"
             "  --set KEY=VALUE      override one config key (repeatable; same checks as the file)\n"
             "  --threads N          OpenMP threads (default: OpenMP's)\n"
+            "  --device cpu         where it runs: training is written for the CPU and runs there even\n"
+            "                       with a GPU present; --device cuda is an error (eval and chat too)\n"
             "  --mem                memory breakdown for the config, then exit\n"
             "testing aids:\n"
             "  --kill-at-step K     SIGKILL the process right after step K (and its checkpoint)\n"
@@ -529,8 +533,9 @@ int main(int argc, char **argv) {
         {"steps", required_argument, 0, 's'},  {"threads", required_argument, 0, 't'},
         {"mem", no_argument, 0, 'm'},          {"kill-at-step", required_argument, 0, 'K'},
         {"kill-in-checkpoint", required_argument, 0, 'C'}, {"inject-nan", required_argument, 0, 'N'},
-        {"set", required_argument, 0, 'S'},
+        {"set", required_argument, 0, 'S'},    {"device", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    const char *device = NULL;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (ch) {
@@ -540,12 +545,13 @@ int main(int argc, char **argv) {
         case 'f': a.features = optarg; break;
         case 'o': a.out = optarg; break;
         case 'r': a.resume = true; break;
-        case 's': a.steps = atoi(optarg); if (a.steps < 1) fail_input("--steps", "must be >= 1"); break;
-        case 't': nm_ctx.threads = atoi(optarg); ctx_apply_threads(); break;
+        case 's': a.steps = parse_int_arg("--steps", optarg, 1, 1000000000); break;   // max_steps' range
+        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); ctx_apply_threads(); break;
         case 'm': a.mem = true; break;
-        case 'K': a.kill_at = atoi(optarg); break;
-        case 'C': a.kill_in_ckpt = atoi(optarg); break;
-        case 'N': a.nan_at = atoi(optarg); break;
+        case 'K': a.kill_at = parse_int_arg("--kill-at-step", optarg, 1, INT_MAX); break;
+        case 'C': a.kill_in_ckpt = parse_int_arg("--kill-in-checkpoint", optarg, 1, INT_MAX); break;
+        case 'N': a.nan_at = parse_int_arg("--inject-nan", optarg, 1, INT_MAX); break;
+        case 'D': device = optarg; break;
         case 'S':
             if (a.n_set == 32) fail_input("--set", "at most 32 overrides");
             a.set[a.n_set++] = optarg;
@@ -560,6 +566,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    // the backward, AdamW and the data path are written for the CPU only
+    device_select(device, a.mem ? "--mem" : cmd ? "train" : "demo", false, cuda_available());
     TrainConfig cfg;
     if (a.config) config_load(&cfg, a.config);
     else config_defaults(&cfg);

@@ -1094,15 +1094,6 @@ static void generate_usage(FILE *f) {
             "  --answers points: position answers point at both shapes, then answer\n");
 }
 
-static long long parse_int_flag(const char *flag, const char *s, long long lo, long long hi) {
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < lo || v > hi)
-        fail_input(flag, "expected an integer in [%lld, %lld], got '%s'", lo, hi, s);
-    return v;
-}
-
 int world_cli_generate(int argc, char **argv) {
     static const struct option opts[] = {
         {"out", required_argument, 0, 'o'},     {"seed", required_argument, 0, 's'},
@@ -1122,11 +1113,11 @@ int world_cli_generate(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
-        case 's': cfg.seed = (uint64_t)parse_int_flag("--seed", optarg, 0, INT64_MAX); break;
-        case 't': cfg.n_train = (int)parse_int_flag("--n-train", optarg, 0, 10000000); break;
-        case 'e': cfg.n_test = (int)parse_int_flag("--n-test", optarg, 0, 10000000); break;
-        case 'z': cfg.size = (int)parse_int_flag("--size", optarg, 16, 1024); break;
-        case 'k': cfg.max_shapes = (int)parse_int_flag("--max-shapes", optarg, 1, WORLD_MAX_SHAPES); break;
+        case 's': cfg.seed = parse_u64_arg("--seed", optarg, 0, INT64_MAX); break;
+        case 't': cfg.n_train = parse_int_arg("--n-train", optarg, 0, 10000000); break;
+        case 'e': cfg.n_test = parse_int_arg("--n-test", optarg, 0, 10000000); break;
+        case 'z': cfg.size = parse_int_arg("--size", optarg, 16, 1024); break;
+        case 'k': cfg.max_shapes = parse_int_arg("--max-shapes", optarg, 1, WORLD_MAX_SHAPES); break;
         case 'q': verbose = false; break;
         case 'd': cfg.dense = true; break;
         case 'p': cfg.point_all = true; break;

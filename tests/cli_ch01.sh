@@ -31,19 +31,12 @@ set -u
 export LC_ALL=C            # ${#s} counts bytes, not characters
 cd "$(dirname "$0")/.." || exit 1
 
+# shellcheck source=tests/lib.sh
+source tests/lib.sh   # pass, fail, expect_error, ...; the scratch directory $T
+
 RUN=${RUNDIR:-.}/01_tensor/run
 REF=${REF:-build/ref}
-FAILED=0
-T=$(mktemp -d "${TMPDIR:-/tmp}/nm_cli.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-
-pass() { echo "PASS $1${2:+ $2}"; }
-fail() { echo "FAIL $1 $2"; FAILED=$((FAILED + 1)); }
-
-if [ ! -x "$RUN" ]; then
-    fail cli.binary "$RUN does not exist or is not executable (build it with make ch01)"
-    exit 1
-fi
+require_binary "$RUN" "build it with make ch01"
 
 # ---- writing safetensors files by hand ----------------------------------------
 
@@ -176,12 +169,29 @@ else
     fail cli.inspect_no_path "exit status $rc, stderr: $(head -c 200 "$T/err")"
 fi
 
+# ---- --device and the numbers of the command line --------------------------------
+# Every command of this chapter runs on the CPU, GPU or not: --device cpu is
+# accepted, --device cuda refused by the command's name; a flag's number is
+# a whole number in range or an error, never a silent 0.
+ERROR_QUIET_STDOUT=1
+expect_error cli.device_cuda_tour "--device: 'tour' runs on the CPU" "$RUN" --device cuda
+expect_error cli.device_cuda_inspect "--device: 'inspect' runs on the CPU" "$RUN" inspect --device cuda "$T/x"
+expect_error cli.device_cuda_bench "--device: 'bench' runs on the CPU" "$RUN" bench --device cuda
+expect_error cli.device_unknown "--device: unknown device 'tpu'" "$RUN" --device tpu
+expect_error cli.device_no_value "--device: needs a value" "$RUN" --device
+expect_error cli.bench_threads_not_a_number "--threads: 'abc' is not a whole number in 1\.\.4096" \
+    "$RUN" bench --threads abc
+expect_error cli.bench_reps_trailing_junk "--reps: '3x' is not a whole number" "$RUN" bench --reps 3x
+expect_error cli.bench_threads_overflow "--threads: '99999999999999999999' is not" "$RUN" bench --threads 99999999999999999999
+ERROR_QUIET_STDOUT=0
+
 # ---- inspect on good inputs ------------------------------------------------------
 
 # One file: three tensors of three dtypes, one of them 0-d, offsets not in name order.
 GOOD_HDR="{\"__metadata__\":{\"format\":\"pt\"},$(ent a F32 2,3 0 24),$(ent c I64 '' 34 42),$(ent b BF16 5 24 34)}"
 mkst "$T/good.safetensors" "$GOOD_HDR" 42
 expect_listing cli.inspect_file "$T/good.safetensors" 3 12 42 "a F32 24" "b BF16 10" "c I64 8"
+expect_ok cli.inspect_device_cpu "$RUN" inspect --device cpu "$T/good.safetensors"
 
 # The same three tensors as an HF model directory: two shards and an index.
 mkdir -p "$T/model_sharded"
@@ -319,4 +329,4 @@ else
     fail cli.tour "exit status $rc$([ $rc -eq 124 ] && echo ' (timed out)'): $(tail -c 300 "$T/err")"
 fi
 
-[ "$FAILED" -eq 0 ]
+finish

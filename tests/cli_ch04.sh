@@ -19,40 +19,14 @@
 # Output: one `PASS name` / `FAIL name reason` line per check.
 set -u
 cd "$(dirname "$0")/.." || exit 1
+# shellcheck source=tests/lib.sh
+source tests/lib.sh   # pass, fail, expect_error; the scratch directory $T
 
 RUN=${RUNDIR:-.}/04_qwen/run
-FAILED=0
-T=$(mktemp -d "${TMPDIR:-/tmp}/nm_cli04.XXXXXX")
-trap 'rm -rf "$T"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-
-pass() { echo "PASS $1${2:+ $2}"; }
-fail() { echo "FAIL $1 $2"; FAILED=$((FAILED + 1)); }
-
-if [ ! -x "$RUN" ]; then
-    fail cli04.binary "$RUN does not exist or is not executable (build it with make ch04)"
-    exit 1
-fi
-
-# expect_error NAME PATTERN ARGS...: exit status 1, exactly one stderr line
-# starting with "error:" and matching PATTERN, nothing on stdout.
-expect_error() {
-    local name=$1 pat=$2; shift 2
-    "$RUN" "$@" >"$T/out" 2>"$T/err"
-    local rc=$? lines
-    lines=$(wc -l <"$T/err")
-    if [ "$rc" -ne 1 ]; then
-        fail "$name" "exit status $rc (want 1): $(head -c 300 "$T/err")"
-    elif [ "$lines" -ne 1 ] || ! grep -q '^error: ' "$T/err"; then
-        fail "$name" "want one 'error:' line on stderr, got $lines: $(head -c 300 "$T/err")"
-    elif ! grep -q -- "$pat" "$T/err"; then
-        fail "$name" "message does not mention '$pat': $(cat "$T/err")"
-    elif [ -s "$T/out" ]; then
-        fail "$name" "wrote to stdout on error: $(head -c 200 "$T/out")"
-    else
-        pass "$name" "$(cat "$T/err")"
-    fi
-}
+require_binary "$RUN" "build it with make ch04"
+# every bad input below is refused before anything is printed: stdout stays empty
+ERROR_QUIET_STDOUT=1
 
 # ---- the default run --------------------------------------------------------------
 "$RUN" --max-new 8 >"$T/out" 2>"$T/err"
@@ -104,6 +78,9 @@ else fail cli04.seeded_sampling "outputs: $(cat "$T/a") | $(cat "$T/b") | t=2: $
 "$RUN" --max-new 6 --temperature 0 --threads 2 >"$T/b" 2>/dev/null
 if [ -s "$T/a" ] && cmp -s "$T/a" "$T/b"; then pass cli04.greedy_threads "greedy text independent of --threads"
 else fail cli04.greedy_threads "$(cat "$T/a") | $(cat "$T/b")"; fi
+"$RUN" --max-new 6 --temperature 0 --threads 1 --device cpu >"$T/c" 2>"$T/err"
+if cmp -s "$T/a" "$T/c" && grep -q ' on cpu$' "$T/err"; then pass cli04.device_cpu "--device cpu: the same greedy text, on the CPU"
+else fail cli04.device_cpu "$(cat "$T/c") | $(grep '^prompt' "$T/err")"; fi
 "$RUN" --random --chat --prompt "Hi" --max-new 4 >"$T/out" 2>"$T/err"
 rc=$?
 if [ $rc -eq 0 ] && grep -q "prompt: 13 tokens" "$T/err"; then
@@ -164,30 +141,41 @@ mkdir -p "$T/empty" "$T/badjson" "$T/llama" "$T/noweights"
 printf '{"model_type": "qwen3", "hidden_size": 64,,}' >"$T/badjson/config.json"
 sed 's/"qwen3"/"llama"/' "$T/qwen3.json" >"$T/llama/config.json"
 cp "$T/qwen3.json" "$T/noweights/config.json"
-expect_error cli04.bad.missing_model_dir "not a model directory" --model "$T/nope"
-expect_error cli04.bad.no_config_json "config.json" --model "$T/empty"
-expect_error cli04.bad.malformed_config "bad JSON" --model "$T/badjson"
-expect_error cli04.bad.unknown_model_type "unknown model_type 'llama'" --model "$T/llama"
-expect_error cli04.bad.no_weights "$T/noweights" --model "$T/noweights"
+expect_error cli04.bad.missing_model_dir "not a model directory" "$RUN" --model "$T/nope"
+expect_error cli04.bad.no_config_json "config.json" "$RUN" --model "$T/empty"
+expect_error cli04.bad.malformed_config "bad JSON" "$RUN" --model "$T/badjson"
+expect_error cli04.bad.unknown_model_type "unknown model_type 'llama'" "$RUN" --model "$T/llama"
+expect_error cli04.bad.no_weights "$T/noweights" "$RUN" --model "$T/noweights"
 # an unreadable shard: the shipped nano model with its weights file cut in half
 if [ -f models/nano/model.safetensors ]; then
     mkdir -p "$T/cutshard"
     cp models/nano/config.json models/nano/tokenizer.json "$T/cutshard/"
     head -c 1000000 models/nano/model.safetensors >"$T/cutshard/model.safetensors"
-    expect_error cli04.bad.truncated_shard "model.safetensors" --model "$T/cutshard"
+    expect_error cli04.bad.truncated_shard "model.safetensors" "$RUN" --model "$T/cutshard"
 fi
-expect_error cli04.bad.mem_malformed_config "bad JSON" --mem --config "$T/badjson/config.json"
-expect_error cli04.bad.unknown_flag "unknown option" --frobnicate
-expect_error cli04.bad.max_new_negative "max-new" --max-new -1
-expect_error cli04.bad.max_new_missing_value "needs a value" --max-new
-expect_error cli04.bad.temperature_nan "temperature" --temperature nan
-expect_error cli04.bad.top_p_zero "top-p" --top-p 0
-expect_error cli04.bad.stray_argument "unexpected argument" hello
-expect_error cli04.bad.empty_prompt "empty" --prompt ""
-expect_error cli04.bad.prompt_longer_than_context "context" --max-new 4095
-expect_error cli04.bad.device "device" --device tpu
-expect_error cli04.bad.tokenizer_missing "$T/none.json" --tokenizer "$T/none.json"
-expect_error cli04.bad.save_logits_unwritable "$T/nodir/x.safetensors" --save-logits "$T/nodir/x.safetensors"
+expect_error cli04.bad.mem_malformed_config "bad JSON" "$RUN" --mem --config "$T/badjson/config.json"
+expect_error cli04.bad.unknown_flag "unknown option" "$RUN" --frobnicate
+expect_error cli04.bad.max_new_negative "max-new" "$RUN" --max-new -1
+expect_error cli04.bad.max_new_missing_value "needs a value" "$RUN" --max-new
+expect_error cli04.bad.temperature_nan "temperature" "$RUN" --temperature nan
+expect_error cli04.bad.top_p_zero "top-p" "$RUN" --top-p 0
+expect_error cli04.bad.stray_argument "unexpected argument" "$RUN" hello
+expect_error cli04.bad.empty_prompt "empty" "$RUN" --prompt ""
+expect_error cli04.bad.prompt_longer_than_context "context" "$RUN" --max-new 4095
+expect_error cli04.bad.device "device" "$RUN" --device tpu
+expect_error cli04.bad.device_save_logits_cuda "--device: '--save-logits' runs on the CPU" \
+    "$RUN" --random --prompt hi --save-logits "$T/d.safetensors" --device cuda
+if "$RUN" --random --max-new 2 --device cuda >/dev/null 2>&1; then
+    pass cli04.device_cuda "(a GPU is here: generation ran on it)"
+else
+    expect_error cli04.bad.device_cuda_without_gpu "--device: cuda: no usable GPU" "$RUN" --random --device cuda
+fi
+expect_error cli04.bad.threads_not_a_number "--threads: 'abc' is not a whole number in 1..4096" "$RUN" --threads abc
+expect_error cli04.bad.seed_overflow "--seed: '99999999999999999999' is not a whole number" "$RUN" --seed 99999999999999999999
+expect_error cli04.bad.top_k_trailing_junk "--top-k: '5x' is not a whole number" "$RUN" --top-k 5x
+expect_error cli04.bad.top_p_not_a_number "--top-p: 'abc' is not a number in" "$RUN" --top-p abc
+expect_error cli04.bad.tokenizer_missing "$T/none.json" "$RUN" --tokenizer "$T/none.json"
+expect_error cli04.bad.save_logits_unwritable "$T/nodir/x.safetensors" "$RUN" --save-logits "$T/nodir/x.safetensors"
 
 # ---- the tokenizer's CLI (tokenize / detokenize / train-tokenizer) ----------------------
 if [ -f tests/cli_ch04_tok.sh ]; then
@@ -196,4 +184,4 @@ if [ -f tests/cli_ch04_tok.sh ]; then
     tok_cli_tests
 fi
 
-exit $((FAILED > 0))
+finish

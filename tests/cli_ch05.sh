@@ -4,27 +4,16 @@
 #
 # Binary: ${RUNDIR:-.}/05_training/run. Prints one PASS/FAIL line per check.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
+# shellcheck source=tests/lib.sh
+source tests/lib.sh   # pass, fail, expect_error, expect_error_in_log; the scratch directory $T
 RUN=${RUNDIR:-.}/05_training/run
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-FAILS=0
-pass() { echo "PASS $1 ${2:-}"; }
-fail() { echo "FAIL $1 ${2:-}"; FAILS=$((FAILS + 1)); }
+require_binary "$RUN" "build it with make ch05"
 
-# expect_error NAME PATTERN CMD...: exit status 1, one line starting with `error: `, matching PATTERN
-expect_error() {
-    local name=$1 pat=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    local lines
-    lines=$(grep -c '^error: ' "$T/err")
-    if [ "$rc" -eq 1 ] && [ "$lines" -eq 1 ] && grep -q -- "$pat" "$T/err"; then
-        pass "$name" "$(grep '^error: ' "$T/err")"
-    else
-        fail "$name" "rc=$rc error-lines=$lines: $(tail -2 "$T/err" | tr '\n' ' ')"
-    fi
-}
+# A training run logs its progress on stderr before a bad row or a NaN stops
+# it, so its refusals are checked with expect_error_in_log: one `error: ` line
+# among the log. A flag refused before anything runs gets expect_error: the
+# error line alone.
 
 losses() { sed -n 's/.*"loss": \([^,]*\),.*/\1/p' "$1"; }
 jnum() { sed -n "s/^ *\"$2\": \([0-9.]*\),*\$/\1/p" "$1"; }   # jnum FILE KEY: a number of eval.json
@@ -101,12 +90,12 @@ if PHASES="10:7:5:bidirectional" NFRESH=200 RUNDIR=$LEARN 05_training/train_nano
 else
     fail "train_nano.sh ci runs" "$(tail -3 "$T/w.log" | tr '\n' ' ')"
 fi
-expect_error "train_nano.sh: a bad PHASES entry" "PHASES: '20:x:0' is not STEPS:ORDER:WORLD" \
+expect_error_in_log "train_nano.sh: a bad PHASES entry" "PHASES: '20:x:0' is not STEPS:ORDER:WORLD" \
     env PHASES="20:x:0" 05_training/train_nano.sh ci "$T/badph"
-expect_error "train_nano.sh: a bad PHASES attention" "PHASES: '20:1:0:sideways' is not" \
+expect_error_in_log "train_nano.sh: a bad PHASES attention" "PHASES: '20:1:0:sideways' is not" \
     env PHASES="20:1:0:sideways" 05_training/train_nano.sh ci "$T/badph"
-expect_error "eval: a directory without a model" "no trained model here" $RUN eval --model "$T" --n 1
-expect_error "chat: no --image" "--image" $RUN chat --model "$W/model" "hi"
+expect_error_in_log "eval: a directory without a model" "no trained model here" $RUN eval --model "$T" --n 1
+expect_error_in_log "chat: no --image" "--image" $RUN chat --model "$W/model" "hi"
 
 # Every run below uses the CI model's small vocabulary (and the nano LLM sized to it):
 # a step costs milliseconds instead of Qwen3's 151,936-row LM head.
@@ -172,15 +161,15 @@ cp "$IMG/shape000.ppm" "$T/img/ok.ppm"
 cp data/images/truncated.jpg "$T/img/truncated.jpg"
 row() { printf '{"id": "%s", "image": "%s", "conversations": [{"from": "human", "value": "<image>\\n"}, {"from": "gpt", "value": "%s"}]}\n' "$1" "$2" "$3"; }
 row 1 nope.png "a red square" > "$T/missing.jsonl"
-expect_error "bad input: missing image" "nope.png" $RUN train --config "$T/r.conf" --data "$T/missing.jsonl" --images "$T/img" --out "$T/o1"
+expect_error_in_log "bad input: missing image" "nope.png" $RUN train --config "$T/r.conf" --data "$T/missing.jsonl" --images "$T/img" --out "$T/o1"
 { row 1 truncated.jpg "a red square"; row 2 truncated.jpg "a red square"; } > "$T/corrupt.jsonl"
-expect_error "bad input: corrupt image" "truncated.jpg" $RUN train --config "$T/r.conf" --data "$T/corrupt.jsonl" --images "$T/img" --out "$T/o2"
+expect_error_in_log "bad input: corrupt image" "truncated.jpg" $RUN train --config "$T/r.conf" --data "$T/corrupt.jsonl" --images "$T/img" --out "$T/o2"
 { row 1 ok.ppm "a"; echo '{"id": 2, "conversations": [ '; row 3 ok.ppm "b"; } > "$T/badjson.jsonl"
-expect_error "bad input: malformed JSON on line 2" "line 2" $RUN train --config "$T/r.conf" --data "$T/badjson.jsonl" --images "$T/img" --out "$T/o3"
+expect_error_in_log "bad input: malformed JSON on line 2" "line 2" $RUN train --config "$T/r.conf" --data "$T/badjson.jsonl" --images "$T/img" --out "$T/o3"
 { row 1 ok.ppm "a"; echo '{"id": "e", "conversations": []}'; } > "$T/empty.jsonl"
-expect_error "bad input: empty conversation" "empty conversation" $RUN train --config "$T/r.conf" --data "$T/empty.jsonl" --images "$T/img" --out "$T/o4"
+expect_error_in_log "bad input: empty conversation" "empty conversation" $RUN train --config "$T/r.conf" --data "$T/empty.jsonl" --images "$T/img" --out "$T/o4"
 echo '{"id": "x", "conversations": [{"from": "human", "value": "<image> hi"}, {"from": "gpt", "value": "a"}]}' > "$T/count.jsonl"
-expect_error "bad input: <image> count != images" "1 <image> tags for 0 images" $RUN train --config "$T/r.conf" --data "$T/count.jsonl" --images "$T/img" --out "$T/o5"
+expect_error_in_log "bad input: <image> count != images" "1 <image> tags for 0 images" $RUN train --config "$T/r.conf" --data "$T/count.jsonl" --images "$T/img" --out "$T/o5"
 # too long: 64 visual tokens + caption > max_seq_len 70 for the long rows: skipped and logged, training goes on
 LONG=$(printf 'word %.0s' $(seq 40))
 { row 1 ok.ppm "a red square"; row 2 ok.ppm "$LONG"; } > "$T/long.jsonl"
@@ -190,17 +179,17 @@ if $RUN train --config "$T/long.conf" --data "$T/long.jsonl" --images "$T/img" -
     pass "too-long row skipped and logged" "$(grep 'skipped' "$T/long.err" | head -1)"
 else fail "too-long row skipped and logged" "$(tail -2 "$T/long.err")"; fi
 printf 'max_steps = 3\n' > "$T/unk.conf"; printf 'learning_rate = 1e-4\n' >> "$T/unk.conf"
-expect_error "bad config: unknown key" "line 2: unknown key 'learning_rate'" $RUN train --config "$T/unk.conf" --data "$DATA" --images "$IMG" --out "$T/o7"
+expect_error_in_log "bad config: unknown key" "line 2: unknown key 'learning_rate'" $RUN train --config "$T/unk.conf" --data "$DATA" --images "$IMG" --out "$T/o7"
 printf 'batch_size = -3\n' > "$T/badval.conf"
-expect_error "bad config: bad value" "bad value '-3' for 'batch_size'" $RUN train --config "$T/badval.conf" --data "$DATA" --images "$IMG" --out "$T/o8"
+expect_error_in_log "bad config: bad value" "bad value '-3' for 'batch_size'" $RUN train --config "$T/badval.conf" --data "$DATA" --images "$IMG" --out "$T/o8"
 printf 'train_llm = maybe\n' > "$T/badbool.conf"
-expect_error "bad config: bad boolean" "expected true or false" $RUN train --config "$T/badbool.conf" --data "$DATA" --images "$IMG" --out "$T/o9"
+expect_error_in_log "bad config: bad boolean" "expected true or false" $RUN train --config "$T/badbool.conf" --data "$DATA" --images "$IMG" --out "$T/o9"
 printf 'patch_context = 2\n' > "$T/badctx.conf"
-expect_error "bad config: an even patch_context" "patch_context must be odd" $RUN train --config "$T/badctx.conf" --data "$DATA" --images "$IMG" --out "$T/o9b"
-expect_error "generate: an unknown caption order" "expected reading or shuffled" $RUN generate --out "$T/w0" --caption-order sideways
+expect_error_in_log "bad config: an even patch_context" "patch_context must be odd" $RUN train --config "$T/badctx.conf" --data "$DATA" --images "$IMG" --out "$T/o9b"
+expect_error_in_log "generate: an unknown caption order" "expected reading or shuffled" $RUN generate --out "$T/w0" --caption-order sideways
 printf 'image_attention = sideways\n' > "$T/badatt.conf"
-expect_error "bad config: an unknown image_attention" "image_attention must be causal or bidirectional" $RUN train --config "$T/badatt.conf" --data "$DATA" --images "$IMG" --out "$T/o9c"
-expect_error "generate: an unknown answer form" "expected short, walk or points" $RUN generate --out "$T/w0" --answers long
+expect_error_in_log "bad config: an unknown image_attention" "image_attention must be causal or bidirectional" $RUN train --config "$T/badatt.conf" --data "$DATA" --images "$IMG" --out "$T/o9c"
+expect_error_in_log "generate: an unknown answer form" "expected short, walk or points" $RUN generate --out "$T/w0" --answers long
 # --point-all: every training scene asks to point at each of its shapes, a test scene at one
 if $RUN generate --out "$T/wp" --n-train 40 --n-test 10 --max-shapes 4 --quiet --point-all; then
     want=$(awk -F'"kind":' '{ s += NF - 1 } END { print s }' "$T/wp/scenes_train.jsonl")
@@ -234,13 +223,36 @@ if $RUN generate --out "$T/wb" --n-train 60 --n-test 10 --max-shapes 4 --quiet -
     else fail "generate --position-both" "$rows rows with pairs, $bad off, $tq test rows asking twice"; fi
 else fail "generate --position-both" "generate failed"; fi
 printf 'loss_weight = sentence\n' > "$T/badlw.conf"
-expect_error "bad config: an unknown loss_weight" "loss_weight must be token or answer" $RUN train --config "$T/badlw.conf" --data "$DATA" --images "$IMG" --out "$T/o9d"
+expect_error_in_log "bad config: an unknown loss_weight" "loss_weight must be token or answer" $RUN train --config "$T/badlw.conf" --data "$DATA" --images "$IMG" --out "$T/o9d"
 touch "$T/afile"
-expect_error "unwritable output directory" "cannot create" $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/afile/sub"
+expect_error_in_log "unwritable output directory" "cannot create" $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/afile/sub"
 printf 'stage = 1\nbatch_size = 2\nmax_steps = 4\nsave_every = 1\n%s\n' "$SMALL" > "$T/nan.conf"
-expect_error "NaN loss stops the run" "step 2: loss is NaN" $RUN train --config "$T/nan.conf" --data "$DATA" --images "$IMG" --out "$T/o10" --inject-nan 2
+expect_error_in_log "NaN loss stops the run" "step 2: loss is NaN" $RUN train --config "$T/nan.conf" --data "$DATA" --images "$IMG" --out "$T/o10" --inject-nan 2
 if [ -f "$T/o10/step_00000001/COMPLETE" ] && [ ! -e "$T/o10/step_00000002" ] && grep -q 'step_00000001 is intact' "$T/err"; then
     pass "NaN stop: last checkpoint intact" "step_00000001 complete, nothing written for step 2"
 else fail "NaN stop: last checkpoint intact"; fi
-echo "# cli_ch05: $FAILS failed"
-[ "$FAILS" -eq 0 ]
+
+# ---- --device and the numbers of the command line: refused before anything runs
+expect_error "train --threads abc" "--threads: 'abc' is not a whole number in 1..4096" \
+    $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --threads abc
+expect_error "train --threads ''" "--threads: '' is not a whole number" \
+    $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --threads ''
+expect_error "train --steps 5x" "--steps: '5x' is not a whole number in 1..1000000000" \
+    $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --steps 5x
+expect_error "train --kill-at-step with an overflow" "--kill-at-step: '99999999999' is not a whole number" \
+    $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --kill-at-step 99999999999
+expect_error "train --device cuda: training has no CUDA path" "--device: 'train' runs on the CPU" \
+    $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --device cuda
+expect_error "the demo --device cuda" "--device: 'demo' runs on the CPU" $RUN --device cuda
+expect_error "eval --device cuda" "--device: 'eval' runs on the CPU" $RUN eval --model "$T" --device cuda
+expect_error "chat --device cuda" "--device: 'chat' runs on the CPU" $RUN chat --image x --device cuda "hi"
+expect_error "an unknown --device" "--device: unknown device 'tpu'" $RUN train --config "$T/r.conf" --device tpu
+expect_error "eval --n 0" "--n: '0' is not a whole number in 1..100000" $RUN eval --n 0
+expect_error "generate --seed -1" "--seed: '-1' is not a whole number" $RUN generate --out "$T/w1" --seed -1
+[ ! -e "$T/o11" ] && pass "refused flags leave no output directory" || fail "refused flags" "$T/o11 was created"
+if $RUN --mem --device cpu --config 05_training/configs/stage1.conf | grep -q 'AdamW m + v'; then
+    pass "--device cpu is accepted"
+else fail "--device cpu is accepted"; fi
+
+echo "# cli_ch05: $FAILED failed"
+finish

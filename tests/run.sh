@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh: the test driver behind `make test`, `make test-c` and `make verify`.
 #
-#   tests/run.sh c        C unit tests, CLI tests, bad-input tests
+#   tests/run.sh c        C unit tests, CLI tests, bad-input tests, the build without OpenMP
 #   tests/run.sh verify   PyTorch parity (needs $VPY, the reference venv's python)
 #   tests/run.sh all      both; C tests use the ASan build when $ASAN_BUILD is set
 #
@@ -54,15 +54,41 @@ run_prog() {
 CHAPTERS="01 02 03 04 05 06 07"
 
 # C tests of every chapter that has them: unit tests, then CLI and bad-input tests.
+# The run binaries of build/release sit in the chapter folders, every other
+# build's under its build folder (the Makefile's RUNDIR).
 run_c() {
     local rundir
-    rundir=$([ "$CBUILD" = "$BUILD" ] && echo . || echo "$CBUILD")
+    rundir=$([ "$CBUILD" = build/release ] && echo . || echo "$CBUILD")
     for n in $CHAPTERS; do
         [ -x "$CBUILD/tests/test_ch$n" ] && run_prog "chapter $n: unit tests [$CBUILD]" "$CBUILD/tests/test_ch$n"
         [ -f "tests/cli_ch$n.sh" ] && RUNDIR=$rundir run_prog "chapter $n: CLI and bad-input tests [$rundir]" \
             bash "tests/cli_ch$n.sh"
     done
     [ -f tests/test_book.sh ] && run_prog "book: weaver, pages, browser" bash tests/test_book.sh
+    run_noomp
+}
+
+# The project builds without OpenMP too: every pragma is written NM_OMP(...),
+# which such a build compiles to nothing, and -Werror would catch a bare one.
+# One check, in its own build folder (build/noomp, binaries included), so the
+# binaries the tests above ran are not replaced. The make is a fresh one: the
+# -j and jobserver of a make that called this script do not reach it.
+run_noomp() {
+    echo "## the build without OpenMP [make NO_OPENMP=1, build/noomp]"
+    env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -j"$(nproc 2>/dev/null || echo 2)" \
+        NO_OPENMP=1 all >"$LOG" 2>&1
+    local rc=$?
+    local summary
+    summary=$(grep -m 1 '^nanoMolmo2 build:' "$LOG")
+    if [ "$rc" -eq 0 ] && grep -q 'OpenMP: no' <<<"$summary" && grep -q 'build dir: build/noomp' <<<"$summary"; then
+        echo "PASS build: make NO_OPENMP=1 compiles and links every chapter ($summary)"
+        PASSED=$((PASSED + 1))
+    else
+        grep -E 'error|warning' "$LOG" | head -20
+        tail -n 5 "$LOG"
+        echo "FAIL build: make NO_OPENMP=1 exited with status $rc (${summary:-no build summary line})"
+        FAILED=$((FAILED + 1))
+    fi
 }
 
 # PyTorch parity: the reference script writes expected outputs, the C verify

@@ -16,22 +16,15 @@
 # Run from anywhere; WEAVER (default build/book/weaver), BOOK (default
 # build/book) and CHROMIUM (default: chromium on the PATH) can be overridden.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
+# shellcheck source=tests/lib.sh
+source tests/lib.sh   # pass, fail, expect_error; the scratch directory $T
 ROOT=$PWD
 WEAVER=${WEAVER:-$ROOT/build/book/weaver}
 BOOK=${BOOK:-build/book}
 CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-FAILED=0
-
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1"; FAILED=1; }
-
-if [ ! -x "$WEAVER" ]; then
-    fail "weaver built: $WEAVER is missing (make book builds it)"
-    exit 1
-fi
+TMP=$T
+require_binary "$WEAVER" "make book builds it"
 
 # ---- 1. golden -------------------------------------------------------------------
 if "$WEAVER" --file tests/book/golden_input.c --out "$TMP/golden.html" 2>"$TMP/err" &&
@@ -54,20 +47,10 @@ fake_book() {
     printf '%s\n' '01_demo: 01_demo/demo.c' '02_next: ' > "$TMP/fake/sources.txt"
 }
 
-# expect_error NAME PATTERN: the weaver (run in the fake book) fails with one
-# `error:` line matching PATTERN.
-expect_error() {
-    local name=$1 pattern=$2
-    (cd "$TMP/fake" && "$WEAVER" --sources sources.txt --out out >"$TMP/out" 2>"$TMP/err")
-    local rc=$?
-    local lines
-    lines=$(grep -c . "$TMP/err")
-    if [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && grep -Eq "^error: $pattern" "$TMP/err"; then
-        pass "bad input: $name ($(cat "$TMP/err"))"
-    else
-        fail "bad input: $name: status $rc, stderr: $(head -3 "$TMP/err")"
-    fi
-}
+# weaver_refuses NAME PATTERN: the weaver, run in the fake book, refuses it:
+# exit status 1 and one line, `error: ` followed by PATTERN (an extended regex).
+weave_fake() { (cd "$TMP/fake" && "$WEAVER" --sources sources.txt --out out); }
+weaver_refuses() { expect_error "bad input: $1" "^error: $2" weave_fake; }
 
 fake_book
 if (cd "$TMP/fake" && "$WEAVER" --sources sources.txt --out out >/dev/null 2>"$TMP/err") && [ -f "$TMP/fake/out/01_demo.html" ]; then
@@ -77,33 +60,33 @@ else
 fi
 
 fake_book; printf '%s\n' '# A demo chapter' '' 'See @ref(01_demo/demo.c:nothere).' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "@ref to a missing function" "book/intro/01_demo.md:3: @ref\(01_demo/demo.c:nothere\)"
+weaver_refuses "@ref to a missing function" "book/intro/01_demo.md:3: @ref\(01_demo/demo.c:nothere\)"
 fake_book; printf '%s\n' '# A demo chapter' '' 'See @ref(01_demo/demo.c:99).' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "@ref to a line past the end" "book/intro/01_demo.md:3: .*has 2 lines"
+weaver_refuses "@ref to a line past the end" "book/intro/01_demo.md:3: .*has 2 lines"
 fake_book; printf '%s\n' '# A demo chapter' '' 'See @ref(nowhere/x.c).' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "@ref to a file not in the book" "book/intro/01_demo.md:3: @ref\(nowhere/x.c\): .*not a file of the book"
+weaver_refuses "@ref to a file not in the book" "book/intro/01_demo.md:3: @ref\(nowhere/x.c\): .*not a file of the book"
 fake_book; printf '%s\n' '# A demo chapter' '' '@run(echo partial; echo oops >&2; exit 3)' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "@run of a failing command" "book/intro/01_demo.md:3: @run\(.*\) failed \(exit status 3\): oops"
+weaver_refuses "@run of a failing command" "book/intro/01_demo.md:3: @run\(.*\) failed \(exit status 3\): oops"
 fake_book; printf '%s\n' '# A demo chapter' '' 'Inline @run(echo x) is not allowed.' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "@run inside a paragraph" "book/intro/01_demo.md:3: @run must stand alone"
+weaver_refuses "@run inside a paragraph" "book/intro/01_demo.md:3: @run must stand alone"
 fake_book; printf '%s\n' '# A demo chapter' '' '@embed(tests/book/missing.md)' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "@embed of a missing file" "book/intro/01_demo.md:3: @embed\(tests/book/missing.md\): cannot read"
+weaver_refuses "@embed of a missing file" "book/intro/01_demo.md:3: @embed\(tests/book/missing.md\): cannot read"
 fake_book; printf '%s\n' '# A demo chapter' '' '@embed(tests/book/golden_results.md#other)' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "@embed without a date and machine" "book/intro/01_demo.md:3: .*does not say when"
+weaver_refuses "@embed without a date and machine" "book/intro/01_demo.md:3: .*does not say when"
 fake_book; printf '%s\n' '# A demo chapter' '' '@embed(tests/book/golden_results.md#nosuch)' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "@embed of a missing section" "book/intro/01_demo.md:3: .*has no heading '#nosuch'"
+weaver_refuses "@embed of a missing section" "book/intro/01_demo.md:3: .*has no heading '#nosuch'"
 fake_book; printf '%s\n' '# A demo chapter' '' 'See @ref(01_demo/demo.c:demo' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "an unclosed directive" "book/intro/01_demo.md:3: @ref\( is never closed"
+weaver_refuses "an unclosed directive" "book/intro/01_demo.md:3: @ref\( is never closed"
 fake_book; printf '%s\n' '// demo.c: a file.' 'int demo(void) {' '    // see @ref(01_demo/demo.c:demo)' '    return 1;' '}' > "$TMP/fake/01_demo/demo.c"
-expect_error "a directive inside code" "01_demo/demo.c:3: @ref inside code"
+weaver_refuses "a directive inside code" "01_demo/demo.c:3: @ref inside code"
 fake_book; printf '%s\n' '01_demo: 01_demo/demo.c 01_demo/gone.c' > "$TMP/fake/sources.txt"
-expect_error "a missing source file" "01_demo/gone.c: cannot read"
+weaver_refuses "a missing source file" "01_demo/gone.c: cannot read"
 fake_book; rm "$TMP/fake/book/intro/01_demo.md"
-expect_error "a chapter without its intro" "book/intro/01_demo.md: missing"
+weaver_refuses "a chapter without its intro" "book/intro/01_demo.md: missing"
 fake_book; printf '%s\n' 'A demo chapter' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "an intro without a title" "book/intro/01_demo.md:1: an intro starts with its title"
+weaver_refuses "an intro without a title" "book/intro/01_demo.md:1: an intro starts with its title"
 fake_book; printf '%s\n' '# A demo chapter' '' '```c' 'int x;' > "$TMP/fake/book/intro/01_demo.md"
-expect_error "an unclosed fenced block" "book/intro/01_demo.md:3: a fenced block"
+weaver_refuses "an unclosed fenced block" "book/intro/01_demo.md:3: a fenced block"
 
 # ---- 3. the book make book wrote -----------------------------------------------------
 MANIFEST=$BOOK/manifest.txt
@@ -204,4 +187,4 @@ for page in index.html $chapter; do
     done
 done
 
-exit $FAILED
+finish

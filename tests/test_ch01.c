@@ -4,7 +4,8 @@
 // f16 value survives a round trip through f32 unchanged; the JSON reader
 // accepts what RFC 8259 allows and rejects what it forbids; a table written by
 // our safetensors writer reads back byte for byte, sharded or not; a table's
-// buffer is one aligned allocation. Comparisons with PyTorch's own numbers
+// buffer is one aligned allocation; the number reader behind every flag takes
+// whole strings in range and nothing else. Comparisons with PyTorch's own numbers
 // (conversion rounding, matmul, files written by Python) are in verify_ch01.c.
 #include <dirent.h>
 #include <math.h>
@@ -297,11 +298,46 @@ static void test_rng(void) {
                mean, var);
 }
 
+// ----------------------------------------------------------------------------
+// numbers from the command line (common.h): the flags' one reader
+
+static void test_numbers(void) {
+    // whole numbers: the string entire, the range inclusive, the int64 ends exact
+    const char *bad[] = {"", "-", "abc", "12x", "x12", " 1", "1 ", "+1", "1.0", "0x10", "1e3",
+                         "9223372036854775808", "-9223372036854775809", "99999999999999999999999"};
+    int wrong = 0;
+    int64_t v;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (parse_whole(bad[i], INT64_MIN, INT64_MAX, &v)) { wrong++; fprintf(stderr, "# accepted '%s'\n", bad[i]); }
+    check_true("parse_whole refuses what is not a whole number", wrong == 0, "%d accepted", wrong);
+    bool ends = parse_whole("9223372036854775807", INT64_MIN, INT64_MAX, &v) && v == INT64_MAX &&
+                parse_whole("-9223372036854775808", INT64_MIN, INT64_MAX, &v) && v == INT64_MIN &&
+                parse_whole("-0", 0, 0, &v) && v == 0 && parse_whole("007", 0, 10, &v) && v == 7;
+    check_true("parse_whole reads the int64 ends, -0 and leading zeros", ends, "last %lld", (long long)v);
+    bool range = parse_whole("1", 1, 4, &v) && parse_whole("4", 1, 4, &v) && !parse_whole("0", 1, 4, &v) &&
+                 !parse_whole("5", 1, 4, &v) && !parse_whole("-1", 0, 4, &v);
+    check_true("parse_whole's range is inclusive", range, "%s", "1..4");
+    uint64_t u;
+    bool u64 = parse_whole_u64("18446744073709551615", 0, UINT64_MAX, &u) && u == UINT64_MAX &&
+               !parse_whole_u64("18446744073709551616", 0, UINT64_MAX, &u) && !parse_whole_u64("-1", 0, UINT64_MAX, &u) &&
+               !parse_whole_u64("-0", 0, UINT64_MAX, &u) && !parse_whole_u64("11", 0, 10, &u);
+    check_true("parse_whole_u64 reads all of uint64 and no sign", u64, "%s", "2^64 - 1");
+    // real numbers: strtod's forms, the whole string, finite and in range
+    double d;
+    bool reals = parse_real("0.5", 0, 1, &d) && d == 0.5 && parse_real("1e-3", 0, 1, &d) && d == 1e-3 &&
+                 parse_real("-2", -3, 0, &d) && !parse_real("", 0, 1, &d) && !parse_real(" 1", 0, 2, &d) &&
+                 !parse_real("1x", 0, 2, &d) && !parse_real("nan", -1e300, 1e300, &d) &&
+                 !parse_real("inf", -1e300, 1e300, &d) && !parse_real("1e999", -1e300, 1e300, &d) &&
+                 !parse_real("1.5", 0, 1, &d);
+    check_true("parse_real takes a finite number in range and nothing else", reals, "%s", "0.5, 1e-3, -2 / nan, inf, 1x");
+}
+
 int main(void) {
     test_dtypes();
     test_json();
     test_table();
     test_validator();
     test_rng();
+    test_numbers();
     return check_summary("test_ch01");
 }
