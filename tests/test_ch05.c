@@ -600,6 +600,30 @@ static void test_reach_inference(void) {
     free(got);
 }
 
+// ---- --mem prices what training allocates: the training plan's activation
+// bytes that `run --mem` prints (qwen_train_acts_bytes) equal the bytes of the
+// table the trainer allocates (lm_acts_bytes), at the size asked for and after
+// the plan grows to a larger packed batch.
+static void test_mem_matches_allocation(void) {
+    QwenConfig c = qwen_nano_config();
+    c.V = 300;
+    Qwen m;
+    qwen_init_random(&m, &c, 3);
+    Lm lm;
+    lm_init(&lm, &m, 2, 24);
+    size_t priced = qwen_train_acts_bytes(&c, 2, 24), got = lm_acts_bytes(&lm);
+    check_true("--mem: training activations priced == allocated (B=2, T=24)", priced == got && got > 0,
+               "--mem %zu bytes, trainer %zu bytes", priced, got);
+    printf("# --mem training activations (B=2, T=24): %zu bytes priced, %zu bytes allocated by the trainer\n", priced,
+           got);
+    lm_reserve(&lm, 3, 40);
+    priced = qwen_train_acts_bytes(&c, 3, 40), got = lm_acts_bytes(&lm);
+    check_true("--mem: training activations priced == allocated after growing (B=3, T=40)", priced == got,
+               "--mem %zu bytes, trainer %zu bytes", priced, got);
+    lm_free(&lm);
+    qwen_free(&m);
+}
+
 // ---- embedding backward: repeated ids add
 static void test_embedding(void) {
     float dE[3 * 2] = {0}, dh[4 * 2] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -772,6 +796,7 @@ int main(void) {
     test_attention_blocks("causal", NULL, NULL);
     test_attention_reach();
     test_reach_inference();
+    test_mem_matches_allocation();
     test_weighted_ce();
     test_turn_blocks_encoding();
     test_turn_blocks_model();
