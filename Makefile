@@ -153,8 +153,9 @@ $(VENV)/.ok: tests/reference/requirements.txt
 
 REF := build/ref
 
-# test-c: everything in C (unit, CLI, bad input); verify: PyTorch parity. The
-# driver counts PASS/FAIL lines and prints the total last.
+# test-c: everything in C (unit, CLI, bad input, the build without OpenMP);
+# verify: PyTorch parity. The driver counts PASS/FAIL lines and prints the
+# total last.
 test-c: all $(TEST_BINS)
 	@BUILD=$(BUILD) tests/run.sh c
 test-asan:

@@ -234,7 +234,7 @@ int main(int argc, char **argv) {
     if (strcmp(gelu_s, "erf") && strcmp(gelu_s, "tanh")) fail_input("--gelu", "expected erf or tanh, got '%s'", gelu_s);
     if (!!features_path + synthetic + !!(vit_dir || n_images) > 1)
         fail_input("features", "choose one of --image/--vit, --features and --synthetic");
-    // the connector's CUDA ops are checked by make verify-gpu; this program runs them on the CPU
+    // the connector's CUDA ops are make verify-gpu's to check; this program runs its C ops only
     device_select(device, mem ? "--mem" : bench ? "--bench" : "connector", false, cuda_available());
     nm_ctx.threads = threads;
     nm_ctx.seed = seed;

@@ -77,7 +77,6 @@ expect_error "cache: a list naming a truncated image" "" "$RUN" cache --model na
     || fail "cache: index.json written despite the failure"
 expect_error "bad --batch" "" "$RUN" --batch 0
 
-
 # ---- --device and the numbers of the command line ---------------------------------
 # The encoding and the cache have a CUDA forward (cuda by default when a GPU is
 # there); export runs on the CPU and refuses --device cuda by name.
