@@ -201,7 +201,9 @@ train-long:
 
 # ---- fuzzing (clang's libFuzzer) -----------------------------------------------
 FUZZ_SECONDS ?= 60
-FUZZ_SRC := 01_tensor/common.c 01_tensor/dtype.c 01_tensor/tensor.c 01_tensor/json.c 01_tensor/safetensors.c
+# tensor.c can place a table on a GPU; the fuzzer links the CUDA stubs for that
+FUZZ_SRC := 01_tensor/common.c 01_tensor/dtype.c 01_tensor/tensor.c 01_tensor/json.c 01_tensor/safetensors.c \
+            01_tensor/cuda_stub.c
 build/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)
 	clang $(CSTD) -g -O1 -I. -fsanitize=fuzzer,address,undefined $^ -o $@ -lm

@@ -41,6 +41,8 @@
 // Letters: QB queries per block, nk keys a block reads; the rest as attention.h.
 #include "01_tensor/attention.h"
 
+#include "01_tensor/sum.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -101,23 +103,11 @@ static float window_max(const float *s, int j0, int j1, float m) {
 }
 
 // The sum is added up in the AVX-512 path's order, not the compiler's: 16
-// running lanes (key j0 + 16t + l into lane l), then the lanes in halves, 8,
-// 4, 2, 1 (the tree of _mm512_reduce_add_ps). Float addition is not
-// associative, so a sum in another order rounds differently; this way the
-// softmax of a build for AVX2, or for no vector unit, gives the same bits as
-// the AVX-512 one. It matters more than it seems: with this file alone
-// compiled for AVX2, the sum in the compiler's order took a training run off
-// the AVX-512 run's path at step 9, and at `make train`'s budget a run is
-// chaotic (bench/RESULTS.md, thirteenth session). 05_training/backward.c
-// spells out its sums too, in the order of its own AVX-512 code (dot_lanes).
-static float lanes_sum16(float v[16]) {
-    for (int w = 8; w >= 1; w /= 2)
-        for (int i = 0; i < w; i++) v[i] += v[i + w];
-    return v[0];
-}
-
+// running lanes (key j0 + 16t + l into lane l), then the tree of
+// _mm512_reduce_add_ps (sum.h), so the softmax of a build for AVX2, or for no
+// vector unit, gives the same bits as the AVX-512 one.
 static float window_exp(float *s, int j0, int j1, float maxs) {
-    float lane[16] = {0};
+    float lane[SUM_LANES] = {0};
     int j = j0;
     for (; j + 16 <= j1; j += 16) {
         NM_OMP(simd)
@@ -130,7 +120,7 @@ static float window_exp(float *s, int j0, int j1, float maxs) {
         s[j + l] = nm_exp_neg(s[j + l] - maxs);
         lane[l] += s[j + l];
     }
-    return lanes_sum16(lane);
+    return lanes_sum_tree(lane);
 }
 
 static void window_scale(float *s, int j0, int j1, float inv) {

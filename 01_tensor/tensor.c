@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "01_tensor/cuda_util.h"
+#include "01_tensor/matmul.h"   // cuda_available
 
 // ----------------------------------------------------------------------------
 // Tensor views
@@ -172,6 +173,15 @@ void table_alloc(Table *t, Device dev) {
         cuda_zero(t->buffer, off ? off : 256);
     } else {
         t->buffer = xcalloc(1, off ? off : 64);
+    }
+}
+
+void table_mirror(Table *mirror, const Table *host, Device from, Device to, const char *name) {
+    if (from == to) return;
+    if (from == DEVICE_CUDA) table_free(mirror);
+    if (to == DEVICE_CUDA) {
+        NM_CHECK(cuda_available(), "--device cuda: no usable GPU (%s)", cuda_unavailable_reason());
+        table_to_device(mirror, host, name, DT_BF16, DEVICE_CUDA);
     }
 }
 

@@ -117,6 +117,11 @@ void table_derive(Table *dst, const Table *src, const char *name, DType dt, bool
 // (every entry, in dtype dt), allocated on dev, and filled with src's numbers,
 // converted. How a model's fp32 parameters become its bf16 weights on a GPU.
 void table_to_device(Table *dst, const Table *src, const char *name, DType dt, Device dev);
+// The copy of a host table that a forward computes with on device `to`: none
+// on the CPU (the host table is it), a bf16 table_to_device copy on cuda (which
+// must be available). The mirror made for `from` is released first. How a
+// model moves its forward between devices (qwen_to_device, vit_to_device).
+void table_mirror(Table *mirror, const Table *host, Device from, Device to, const char *name);
 // Bytes the entries need, each rounded up to the 64-byte alignment of
 // table_alloc: what allocating the table costs, computable before allocating.
 size_t table_bytes(const Table *t);

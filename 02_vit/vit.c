@@ -13,6 +13,7 @@
 #include "01_tensor/cuda_util.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -106,6 +107,35 @@ done:
 
 static void vit_bind(Vit *m);
 
+// The tensors of one encoder block, once: HF's name after
+// "encoder.layers.N.", the shape in the letters C and I, and the VitLayer
+// field it binds to. vit_build adds them to the table; vit_bind points the
+// fields at them.
+typedef struct {
+    const char *name;
+    int ndim;
+    char d0, d1;    // 'C' or 'I'
+    size_t field;   // offsetof(VitLayer, ...)
+} BlockTensor;
+static const BlockTensor VIT_BLOCK[] = {
+    {"layer_norm1.weight", 1, 'C', 0, offsetof(VitLayer, ln1_w)},
+    {"layer_norm1.bias", 1, 'C', 0, offsetof(VitLayer, ln1_b)},
+    {"self_attn.q_proj.weight", 2, 'C', 'C', offsetof(VitLayer, q_w)},
+    {"self_attn.q_proj.bias", 1, 'C', 0, offsetof(VitLayer, q_b)},
+    {"self_attn.k_proj.weight", 2, 'C', 'C', offsetof(VitLayer, k_w)},
+    {"self_attn.k_proj.bias", 1, 'C', 0, offsetof(VitLayer, k_b)},
+    {"self_attn.v_proj.weight", 2, 'C', 'C', offsetof(VitLayer, v_w)},
+    {"self_attn.v_proj.bias", 1, 'C', 0, offsetof(VitLayer, v_b)},
+    {"self_attn.out_proj.weight", 2, 'C', 'C', offsetof(VitLayer, o_w)},
+    {"self_attn.out_proj.bias", 1, 'C', 0, offsetof(VitLayer, o_b)},
+    {"layer_norm2.weight", 1, 'C', 0, offsetof(VitLayer, ln2_w)},
+    {"layer_norm2.bias", 1, 'C', 0, offsetof(VitLayer, ln2_b)},
+    {"mlp.fc1.weight", 2, 'I', 'C', offsetof(VitLayer, fc1_w)},
+    {"mlp.fc1.bias", 1, 'I', 0, offsetof(VitLayer, fc1_b)},
+    {"mlp.fc2.weight", 2, 'C', 'I', offsetof(VitLayer, fc2_w)},
+    {"mlp.fc2.bias", 1, 'C', 0, offsetof(VitLayer, fc2_b)},
+};
+
 // The tensor `prefix name` of t (an empty Tensor when absent).
 static Tensor vget(const Table *t, const char *prefix, const char *name) {
     char full[160];
@@ -134,29 +164,13 @@ void vit_build(Vit *m, const VitConfig *c, const char *prefix) {
     add(t, prefix, "embeddings.position_embedding.weight", 2, T, C, 0, 0);
     add(t, prefix, "pre_layrnorm.weight", 1, C, 0, 0, 0);   // sic: HF's spelling
     add(t, prefix, "pre_layrnorm.bias", 1, C, 0, 0, 0);
-    for (int l = 0; l < c->layers; l++) {
-        char n[128];
-#define L_ADD(suffix, nd, a, b)                                                     \
-        snprintf(n, sizeof n, "encoder.layers.%d.%s", l, suffix);                   \
-        add(t, prefix, n, nd, a, b, 0, 0)
-        L_ADD("layer_norm1.weight", 1, C, 0);
-        L_ADD("layer_norm1.bias", 1, C, 0);
-        L_ADD("self_attn.q_proj.weight", 2, C, C);
-        L_ADD("self_attn.q_proj.bias", 1, C, 0);
-        L_ADD("self_attn.k_proj.weight", 2, C, C);
-        L_ADD("self_attn.k_proj.bias", 1, C, 0);
-        L_ADD("self_attn.v_proj.weight", 2, C, C);
-        L_ADD("self_attn.v_proj.bias", 1, C, 0);
-        L_ADD("self_attn.out_proj.weight", 2, C, C);
-        L_ADD("self_attn.out_proj.bias", 1, C, 0);
-        L_ADD("layer_norm2.weight", 1, C, 0);
-        L_ADD("layer_norm2.bias", 1, C, 0);
-        L_ADD("mlp.fc1.weight", 2, I, C);
-        L_ADD("mlp.fc1.bias", 1, I, 0);
-        L_ADD("mlp.fc2.weight", 2, C, I);
-        L_ADD("mlp.fc2.bias", 1, C, 0);
-#undef L_ADD
-    }
+    for (int l = 0; l < c->layers; l++)
+        for (size_t k = 0; k < sizeof VIT_BLOCK / sizeof *VIT_BLOCK; k++) {
+            const BlockTensor *e = &VIT_BLOCK[k];
+            char n[128];
+            snprintf(n, sizeof n, "encoder.layers.%d.%s", l, e->name);
+            add(t, prefix, n, e->ndim, e->d0 == 'I' ? I : C, e->ndim == 1 ? 0 : e->d1 == 'I' ? I : C, 0, 0);
+        }
     add(t, prefix, "post_layernorm.weight", 1, C, 0, 0, 0);
     add(t, prefix, "post_layernorm.bias", 1, C, 0, 0, 0);
     table_alloc(t, DEVICE_CPU);
@@ -179,29 +193,17 @@ static void vit_bind(Vit *m) {
     m->post_w = vget(t, pf, "post_layernorm.weight");
     m->post_b = vget(t, pf, "post_layernorm.bias");
     if (!m->layer) m->layer = xcalloc((size_t)c->layers, sizeof(VitLayer));
-    for (int l = 0; l < c->layers; l++) {
-        VitLayer *y = &m->layer[l];
-        char n[128];
-#define L_GET(field, suffix) (snprintf(n, sizeof n, "encoder.layers.%d.%s", l, suffix), y->field = vget(t, pf, n))
-        L_GET(ln1_w, "layer_norm1.weight");  L_GET(ln1_b, "layer_norm1.bias");
-        L_GET(q_w, "self_attn.q_proj.weight"); L_GET(q_b, "self_attn.q_proj.bias");
-        L_GET(k_w, "self_attn.k_proj.weight"); L_GET(k_b, "self_attn.k_proj.bias");
-        L_GET(v_w, "self_attn.v_proj.weight"); L_GET(v_b, "self_attn.v_proj.bias");
-        L_GET(o_w, "self_attn.out_proj.weight"); L_GET(o_b, "self_attn.out_proj.bias");
-        L_GET(ln2_w, "layer_norm2.weight");  L_GET(ln2_b, "layer_norm2.bias");
-        L_GET(fc1_w, "mlp.fc1.weight");      L_GET(fc1_b, "mlp.fc1.bias");
-        L_GET(fc2_w, "mlp.fc2.weight");      L_GET(fc2_b, "mlp.fc2.bias");
-#undef L_GET
-    }
+    for (int l = 0; l < c->layers; l++)
+        for (size_t k = 0; k < sizeof VIT_BLOCK / sizeof *VIT_BLOCK; k++) {
+            char n[128];
+            snprintf(n, sizeof n, "encoder.layers.%d.%s", l, VIT_BLOCK[k].name);
+            *(Tensor *)((char *)&m->layer[l] + VIT_BLOCK[k].field) = vget(t, pf, n);
+        }
 }
 
 void vit_to_device(Vit *m, Device d) {
     if (d == m->device) return;
-    if (m->device == DEVICE_CUDA) table_free(&m->dev);
-    if (d == DEVICE_CUDA) {
-        NM_CHECK(cuda_available(), "--device cuda: no usable GPU (%s)", cuda_unavailable_reason());
-        table_to_device(&m->dev, &m->params, "clip vision weights (bf16, GPU)", DT_BF16, DEVICE_CUDA);
-    }
+    table_mirror(&m->dev, &m->params, m->device, d, "clip vision weights (bf16, GPU)");
     m->device = d;
     vit_bind(m);
 }
@@ -368,7 +370,7 @@ void vit_forward(const Vit *m, const float *pix, int B, float *hidden, const Vit
     // The embedding's buffers are freed before the layers allocate theirs.
     Table e;
     table_init(&e, "vit embedding");
-    table_add(&e, "pix", DT_F32, false, 4, (int64_t[]){B, 3, S, S});
+    if (dev != DEVICE_CPU) table_add(&e, "pix", DT_F32, false, 4, (int64_t[]){B, 3, S, S});   // the GPU's copy
     table_addf(&e, A, false, 2, B * NP, 3 * P * P, "patches");   // (B*NP, 3*P*P)
     table_addf(&e, A, false, 2, B * NP, C, "emb");               // (B*NP, C)
     table_alloc(&e, dev);
@@ -387,8 +389,13 @@ void vit_forward(const Vit *m, const float *pix, int B, float *hidden, const Vit
     float *host = dev == DEVICE_CPU ? NULL : xmalloc((size_t)BT * C * sizeof(float));   // hidden states back
 
     // x = pre_layrnorm(patch_embed(pixels) + pos)
-    Tensor tpix = table_get(&e, "pix"), patches = table_get(&e, "patches"), emb = table_get(&e, "emb");
-    tensor_from_host_f32(tpix, pix);
+    Tensor tpix = tensor_view((void *)pix, DT_F32, DEVICE_CPU, 4, (int64_t[]){B, 3, S, S});   // (B, 3, S, S)
+    if (dev != DEVICE_CPU) {
+        Tensor d = table_get(&e, "pix");
+        tensor_copy(d, tpix);
+        tpix = d;
+    }
+    Tensor patches = table_get(&e, "patches"), emb = table_get(&e, "emb");
     im2col_forward(patches, tpix, (int)P);
     matmul_forward(emb, patches, m->patch_w, (Tensor){0});
     tokens_forward(x, emb, m->class_emb, m->pos_emb);

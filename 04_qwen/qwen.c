@@ -319,11 +319,7 @@ void qwen_init_random(Qwen *m, const QwenConfig *c, uint64_t seed) {
 
 void qwen_to_device(Qwen *m, Device d) {
     if (d == m->device) return;
-    if (m->device == DEVICE_CUDA) table_free(&m->dev);
-    if (d == DEVICE_CUDA) {
-        NM_CHECK(cuda_available(), "--device cuda: no usable GPU (%s)", cuda_unavailable_reason());
-        table_to_device(&m->dev, &m->params, "qwen weights (bf16, GPU)", DT_BF16, DEVICE_CUDA);
-    }
+    table_mirror(&m->dev, &m->params, m->device, d, "qwen weights (bf16, GPU)");
     m->device = d;
     qwen_bind(m);
 }
@@ -454,7 +450,7 @@ static void qwen_state_alloc(QwenState *s, const QwenConfig *c) {
     }
     const size_t half = (size_t)c->HD / 2, BT = (size_t)s->B * s->T;
     size_t nlog = s->logits.data ? (size_t)tensor_numel(s->logits) : 0;
-    s->host = xmalloc((2 * BT * half > nlog ? 2 * BT * half : nlog) * sizeof(float) + 64);
+    if (s->device != DEVICE_CPU) s->host = xmalloc((2 * BT * half > nlog ? 2 * BT * half : nlog) * sizeof(float));
 }
 
 static void qwen_state_release(QwenState *s) {
@@ -505,7 +501,10 @@ static void rope_setup(const Qwen *m, QwenState *s, int B, int T, const int32_t 
     s->rope_B = pos ? 1 : B;
     s->rope_T = pos ? B * T : T;
     const int rows = s->rope_T;
-    float *cs = s->host, *sn = s->host + (size_t)rows * half;   // (rows, HD/2) each
+    // on the CPU straight into the state's tables; for a GPU through host scratch
+    const bool host = s->device == DEVICE_CPU;
+    float *cs = host ? s->rope_cos.data : s->host;                               // (rows, HD/2)
+    float *sn = host ? s->rope_sin.data : s->host + (size_t)rows * half;         // (rows, HD/2)
     if (!pos) {
         rope_tables(cs, sn, m->inv_freq, m->cfg.HD, s->pos, T);
     } else {
@@ -523,8 +522,10 @@ static void rope_setup(const Qwen *m, QwenState *s, int B, int T, const int32_t 
         }
         free(pc);
     }
-    tensor_from_host_f32(tensor_sub(s->rope_cos, 0, 2, (int64_t)rows, (int64_t)half), cs);
-    tensor_from_host_f32(tensor_sub(s->rope_sin, 0, 2, (int64_t)rows, (int64_t)half), sn);
+    if (!host) {
+        tensor_from_host_f32(tensor_sub(s->rope_cos, 0, 2, (int64_t)rows, (int64_t)half), cs);
+        tensor_from_host_f32(tensor_sub(s->rope_sin, 0, 2, (int64_t)rows, (int64_t)half), sn);
+    }
 }
 
 // A mask of the host, as the ops of the state's device read it.
@@ -611,7 +612,7 @@ void qwen_forward_embeds(const Qwen *m, QwenState *s, int B, int T, const int32_
         // training plan keeps q and k as projected (for the norm's backward);
         // inference rotates q in place. k goes to its slots in the cache:
         // (B, T, NKV, HD) -> (B, Tc, NKV, HD), and is normed and rotated there.
-        if (qr.data != q.data) tensor_copy(qr, q);
+        tensor_copy(qr, q);   // (a no-op in inference, where they are one buffer)
         for (int b = 0; b < B; b++) {
             Tensor kdst = tensor_sub(kc, ((int64_t)b * Tc + pos0) * KD, 2, (int64_t)T * NKV, HD);   // (T*NKV, HD)
             tensor_copy(kdst, tensor_sub(k, (int64_t)b * T * KD, 2, (int64_t)T * NKV, HD));
@@ -623,7 +624,7 @@ void qwen_forward_embeds(const Qwen *m, QwenState *s, int B, int T, const int32_
                                                      : (Tensor){0},
                                 kdst, w->k_norm, c->eps);
             // this row's angles: its own rows of the table with position ids, else the shared (T, HD/2)
-            const int64_t r0 = RB == 1 && RT == B * T ? (int64_t)b * T * half : 0;
+            const int64_t r0 = pos ? (int64_t)b * T * half : 0;
             rope_forward(tensor_sub(kdst, 0, 4, (int64_t)1, (int64_t)T, NKV, HD),
                          tensor_sub(s->rope_cos, r0, 2, (int64_t)T, (int64_t)half),
                          tensor_sub(s->rope_sin, r0, 2, (int64_t)T, (int64_t)half));

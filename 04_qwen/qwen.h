@@ -37,6 +37,7 @@
 #ifndef NM_QWEN_H
 #define NM_QWEN_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -187,7 +188,7 @@ typedef struct {
     int rope_B, rope_T;      // RoPE's view of the batch: (B, T), or (1, B*T) with position ids
     const int32_t *seg;      // (B, Tcap) or NULL, borrowed
     const int32_t *reach;    // (B, Tcap) or NULL, borrowed
-    float *host;             // host scratch: RoPE tables on their way to a GPU, logits on their way back
+    float *host;             // host scratch on a GPU: RoPE tables on their way there, logits on their way back
 } QwenState;
 
 // Fills (but does not allocate) the activation table for a plan, so --mem can
@@ -232,7 +233,7 @@ void qwen_forward(const Qwen *m, QwenState *s, const int32_t *tokens, int B, int
 // until the next call.
 float *qwen_logits(QwenState *s);
 // 1 / sqrt(HD), the attention scale, computed once in double and rounded.
-static inline float qwen_attn_scale(const QwenConfig *c) { return (float)(1.0 / __builtin_sqrt((double)c->HD)); }
+static inline float qwen_attn_scale(const QwenConfig *c) { return (float)(1.0 / sqrt((double)c->HD)); }
 
 // ---- memory report ------------------------------------------------------------
 // Prints weights, KV cache, activations and logits for a config, generating

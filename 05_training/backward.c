@@ -12,46 +12,7 @@
 #include <string.h>
 
 #include "01_tensor/common.h"
-
-// ----------------------------------------------------------------------------
-// Sums in one order on every CPU
-//
-// Float addition is not associative: the same numbers added in another order
-// round to another sum. Left to the compiler (`omp simd reduction`), the order
-// depends on the vector width: GCC 12 for AVX-512 keeps 16 running lanes (the
-// i-th element of the vectorised part goes to lane i mod 16, the ragged end to
-// lane 0) and adds the lanes to the start value one by one, lane 0 first; for
-// AVX2 it keeps 8. At `make train`'s budget a run is chaotic, and these two
-// sums alone took an AVX2 build off the AVX-512 run's path at step 13
-// (bench/RESULTS.md, thirteenth session). So the two dot products below spell
-// the AVX-512 order out, and every build computes its bits. The lane loops are
-// still vectorised (each lane is an element of a vector).
-enum { SUM_LANES = 16 };
-
-// init + sum_i a[i] b[i], in floats
-static inline float dot_lanes(float init, const float *restrict a, const float *restrict b, int n) {
-    float lane[SUM_LANES] = {0};
-    int i = 0;
-    for (; i + SUM_LANES <= n; i += SUM_LANES)
-        NM_OMP(simd)
-        for (int l = 0; l < SUM_LANES; l++) lane[l] += a[i + l] * b[i + l];
-    for (; i < n; i++) lane[0] += a[i] * b[i];
-    for (int l = 0; l < SUM_LANES; l++) init += lane[l];
-    return init;
-}
-
-// sum_i a[i] b[i] c[i], in doubles (RMSNorm's backward: transformers sums in fp32)
-static inline double dot3_lanes(const float *restrict a, const float *restrict b, const float *restrict c, int n) {
-    double lane[SUM_LANES] = {0};
-    int i = 0;
-    for (; i + SUM_LANES <= n; i += SUM_LANES)
-        NM_OMP(simd)
-        for (int l = 0; l < SUM_LANES; l++) lane[l] += (double)a[i + l] * b[i + l] * c[i + l];
-    for (; i < n; i++) lane[0] += (double)a[i] * b[i] * c[i];
-    double sum = 0.0;
-    for (int l = 0; l < SUM_LANES; l++) sum += lane[l];
-    return sum;
-}
+#include "01_tensor/sum.h"   // dot_lanes, dot3_lanes: the AVX-512 order on every build
 
 // ----------------------------------------------------------------------------
 // RMSNorm

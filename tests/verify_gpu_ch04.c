@@ -75,7 +75,7 @@ static void verify(const char *name, const QwenConfig *c) {
     memcpy(inc, qwen_logits(&g), (size_t)P0 * V * sizeof(float));
     for (int t = P0; t < T; t++) {
         qwen_forward(&mg, &g, ids + t, 1, 1, NULL);
-        memcpy(inc + (size_t)t * V, qwen_logits(&g) + (size_t)0 * V, (size_t)V * sizeof(float));
+        memcpy(inc + (size_t)t * V, qwen_logits(&g), (size_t)V * sizeof(float));
     }
     snprintf(label, sizeof label, "gpu/%s/kv_cache_decode", name);
     check_f32(label, inc, want, (size_t)T * V, TOL_BF16);
