@@ -217,7 +217,9 @@ static inline void qwen_state_reset(QwenState *s) { s->pos = 0; }
 //   reach (B, Tcap) or NULL: how far each token may look (attention.h): a
 //       VLM lets the visual tokens of an image see each other both ways. A
 //       position that looks ahead must find its keys in the same call.
-// seg and reach are host arrays, borrowed until the backward.
+// seg and reach are host arrays, borrowed until the backward. Their rows are
+// Tcap long in inference; the training plan holds one call, so there they are
+// (B, T), the call's own size.
 // With `hidden` non-NULL (host, (L+1, B, T, C)), also writes every hidden
 // state as transformers' output_hidden_states gives them: [0] the embeddings,
 // [l] the output of layer l-1 for l < L, [L] the output of the final norm.

@@ -180,7 +180,7 @@ static void mem_report(const TrainConfig *cfg) {
         cc.in_dim = vis_prep_dim(vit_feature_dim(&feat, &vc), G, cfg->patch_merge, cfg->patch_context, vis_pos_flags(cfg));
         cc.grid_h = cc.grid_w = G / cfg->patch_merge;
     }
-    Table vit_t = {0}, q_t = {0}, c_t = {0}, s_t = {0};
+    Table q_t = {0}, c_t = {0}, s_t = {0};
     table_init(&q_t, "qwen");
     qwen_params_build(&q_t, &qc);
     table_init(&c_t, "connector");
@@ -188,7 +188,6 @@ static void mem_report(const TrainConfig *cfg) {
     int B = cfg->batch_size, T = cfg->max_seq_len;
     table_init(&s_t, "scratch");
     lm_scratch_build(&s_t, &qc, B, T);
-    (void)vit_t;
     double f = 4.0;
     double vit_w = vit_mem(&vc, 1, DT_F32, &feat, 1).weights;
     double vit_run = vit_mem(&vc, 1, DT_F32, &feat, 1).total - vit_w;

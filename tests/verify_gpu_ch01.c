@@ -10,6 +10,9 @@
 //   - forward with and without bias, and backward, in f32 and in bf16, at
 //     sizes from 1x1x1 to 4096x1024x1024, odd ones included (cuBLAS takes other
 //     code paths when rows are not a multiple of 8 elements);
+//   - attention (attention_cuda.cu) through the Tensor-level op on both
+//     devices: bidirectional, decoding against a cache with grouped heads,
+//     and packed rows with segments and a reach, in f32 and bf16 storage;
 //   - backward accumulates: into nonzero gradients, and twice over, with some
 //     gradients skipped (NULL) in some calls;
 //   - pointers that are only 64-byte aligned (as tensor tables hand them out);
@@ -32,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "01_tensor/attention.h"
 #include "01_tensor/check.h"
 #include "01_tensor/common.h"
 #include "01_tensor/dtype.h"
@@ -299,6 +303,65 @@ static void test_matmul(const Case *c, DType dt) {
 
 // n random numbers on the device as dt. Random rather than zeros: a GPU
 // multiplying zeros draws less power and clocks higher, which flatters it.
+// ---- attention: the one op both models call, on both devices ---------------
+// attention_forward with host tensors (the C oracle) and with device tensors
+// (attention_cuda.cu), on inputs rounded to bf16 so both see the same numbers:
+// the ViT's case (bidirectional, every head its own kv head), decoding against
+// a cache (causal, grouped heads, queries from q_pos0), and packed training
+// rows (causal, segments in row 0, an image seen both ways in row 1).
+typedef struct {
+    const char *name;
+    int B, Tq, Tk, Tcap, NH, NKV, HD, q_pos0;
+    bool causal, masks;
+} AttnCase;
+
+static void test_attention(const AttnCase *c, DType dt) {
+    const size_t nq = (size_t)c->B * c->Tq * c->NH * c->HD, nk = (size_t)c->B * c->Tcap * c->NKV * c->HD;
+    float *q = host_normal(nq, 1.0f), *k = host_normal(nk, 1.0f), *v = host_normal(nk, 1.0f);
+    round_to_bf16(q, nq), round_to_bf16(k, nk), round_to_bf16(v, nk);
+    int32_t *seg = NULL, *reach = NULL;   // (B, Tcap)
+    if (c->masks) {
+        seg = xcalloc((size_t)c->B * c->Tcap, sizeof(int32_t));
+        reach = xmalloc((size_t)c->B * c->Tcap * sizeof(int32_t));
+        for (int t = 0; t < c->Tcap; t++) {
+            seg[t] = t < 8 ? 0 : 1 + (t - 8) / 10;              // row 0: a prefix, then blocks of 10
+            reach[t] = t + 1;
+            reach[c->Tcap + t] = t >= 4 && t < 20 ? 20 : t + 1;   // row 1: tokens 4..19 an image
+        }
+    }
+    int64_t sq[4] = {c->B, c->Tq, c->NH, c->HD}, sk[4] = {c->B, c->Tcap, c->NKV, c->HD};
+    float *want = xmalloc(nq * sizeof(float));
+    attention_forward(tensor_view(want, DT_F32, DEVICE_CPU, 4, sq), (Tensor){0}, tensor_view(q, DT_F32, DEVICE_CPU, 4, sq),
+                      tensor_view(k, DT_F32, DEVICE_CPU, 4, sk), tensor_view(v, DT_F32, DEVICE_CPU, 4, sk), seg, reach,
+                      c->Tk, c->q_pos0, c->causal, 1.0f / sqrtf((float)c->HD));
+    void *dq = cuda_upload_as(q, nq, dt), *dk = cuda_upload_as(k, nk, dt), *dv = cuda_upload_as(v, nk, dt);
+    void *dout = cuda_upload_as(want, nq, dt);   // overwritten
+    int32_t *dseg = NULL, *dreach = NULL;
+    if (c->masks) {
+        size_t nb = (size_t)c->B * c->Tcap * sizeof(int32_t);
+        dseg = cuda_malloc(nb), dreach = cuda_malloc(nb);
+        cuda_upload(dseg, seg, nb);
+        cuda_upload(dreach, reach, nb);
+    }
+    attention_forward(tensor_view(dout, dt, DEVICE_CUDA, 4, sq), (Tensor){0}, tensor_view(dq, dt, DEVICE_CUDA, 4, sq),
+                      tensor_view(dk, dt, DEVICE_CUDA, 4, sk), tensor_view(dv, dt, DEVICE_CUDA, 4, sk), dseg, dreach,
+                      c->Tk, c->q_pos0, c->causal, 1.0f / sqrtf((float)c->HD));
+    float *got = xmalloc(nq * sizeof(float));
+    cuda_download_f32(got, dout, nq, dt);
+    snprintf(name_buf, sizeof name_buf, "attention/%s/%s", c->name, dtype_name(dt));
+    // f32 storage still differs from the oracle in the order of the online
+    // softmax and in __expf: an fp32 reduction of another order
+    check_f32(name_buf, got, want, nq, dt == DT_BF16 ? TOL_BF16 : TOL_F32_DEEP);
+    cuda_free(dq), cuda_free(dk), cuda_free(dv), cuda_free(dout), cuda_free(dseg), cuda_free(dreach);
+    free(q), free(k), free(v), free(want), free(got), free(seg), free(reach);
+}
+
+static const AttnCase ATTN_CASES[] = {
+    {"vit_bidirectional", 2, 70, 70, 70, 4, 4, 64, 0, false, false},
+    {"decode_gqa_cache", 2, 5, 37, 48, 6, 2, 128, 32, true, false},
+    {"packed_seg_reach", 2, 40, 40, 40, 4, 2, 32, 0, true, true},
+};
+
 static void *dev_random(size_t n, DType dt) {
     const size_t chunk = (size_t)1 << 20;
     float *block = host_normal(chunk, 1.0f);
@@ -354,6 +417,11 @@ int main(void) {
         test_matmul(&CASES[i], DT_BF16);
         printf("# %dx%dx%d took %.2f s (mostly the CPU oracle)\n", CASES[i].M, CASES[i].K, CASES[i].N,
                now_seconds() - t0);
+    }
+
+    for (size_t i = 0; i < sizeof ATTN_CASES / sizeof ATTN_CASES[0]; i++) {
+        test_attention(&ATTN_CASES[i], DT_F32);
+        test_attention(&ATTN_CASES[i], DT_BF16);
     }
 
     bench(4096, 1024, 1024, DT_BF16, false, false, 50);

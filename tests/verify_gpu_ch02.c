@@ -1,11 +1,11 @@
-// verify_gpu_ch02.c: the bf16 CUDA ViT forward against the fp32 C forward.
+// verify_gpu_ch02.c: the ViT's one forward on a GPU (bf16, ops_cuda.cu) against it on the CPU (fp32).
 //
 //   build/release/tests/verify_gpu_ch02
 //
-// Two models with seeded random weights: the nano preset (head dim 32, the
-// generic attention path) and a 2-layer model of ViT-L/14-336's shapes (577
-// tokens, head dim 64, the path CLIP uses), batch 2, on smooth synthetic
-// images. Every hidden state, the pooled output and the Molmo-style feature
+// Two models with seeded random weights: the nano preset (head dim 32) and a
+// 2-layer model of ViT-L/14-336's shapes (577 tokens, head dim 64), batch 2,
+// the same weights on the CPU and, after vit_to_device, on the GPU, on smooth
+// synthetic images. Every hidden state, the pooled output and the Molmo-style feature
 // are compared at the bf16 tolerance (bf16 storage, fp32 accumulation vs the
 // fp32 oracle). Then a timing line for ViT-L/14-336 shapes (24 layers) at
 // batch 1 and 32 (informational; tests never assert on time).
