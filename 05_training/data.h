@@ -173,8 +173,8 @@ void batch_free(Batch *b);
 // an assistant turn) weighs 1 in all, spread evenly over its tokens, and the
 // loss becomes the mean over answers of each answer's mean cross-entropy.
 // Sets b->weights and b->sup_weight (= the number of answers). Measured on
-// the world, it did not lift the short answers (bench/RESULTS.md, seventh
-// session), so the world configs keep `token`.
+// the world, it does not lift the short answers (bench/RESULTS.md), so the
+// world configs keep `token`.
 void batch_weight_answers(Batch *b);
 
 // ---- the data order -----------------------------------------------------------

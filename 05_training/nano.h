@@ -89,7 +89,7 @@ void feat_cache_close(FeatCache *c);
 //     a trained 3 x 3 convolution, which can name the kind on the token
 //     itself, where a question's attention can find it. Measured, captions
 //     learned faster and questions did not improve, so the world configs
-//     keep k = 1 (bench/RESULTS.md, fourth session);
+//     keep k = 1 (bench/RESULTS.md);
 //   pos_code: 2(G/m) more numbers, a one-hot of the token's row and one of
 //     its column; pos_ramp: 2(G/m) more, the same as "thermometers" (entry
 //     k is 1 for k <= row, else 0, and the same for the column). A one-hot

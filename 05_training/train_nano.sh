@@ -16,20 +16,19 @@
 #          (a long stage 1: caption steps are short and cheap, and they are where the
 #          model learns to find a shape and name its kind, colour, size and place;
 #          4,500 of them instead of 1,500 lifted colour answers from 71.5/82.5% to
-#          85.0/88.0% for two seeds: bench/RESULTS.md, ninth session; and every
+#          85.0/88.0% for two seeds (bench/RESULTS.md); and every
 #          training scene asks to point at each of its shapes, `generate --point-all`,
 #          so a row's answers differ only by the shape its name picks: pointing and
-#          position answers rose most with it, ninth and tenth sessions; and two
+#          position answers rose most with it; and two
 #          training-only questions, `--position-center` (a shape against the image's
 #          centre) and `--color-pairs` (two shapes' colours in one answer), the only
 #          ones besides position that make the model keep two names apart: this
 #          run's position answers rose from 71.2% to 82.9% and its pointing from
-#          50.5% to 64.5%; but 3 seeds of 6 still miss position, twelfth and
-#          thirteenth sessions)
+#          50.5% to 64.5%; but 3 seeds of 6 still miss position)
 #   long   the shipped checkpoint's schedule (models/nano): a longer stage 2, then
 #          the question phases of PHASES, each from the end of the one before, at half
 #          the learning rate (finding a shape by its name is learned late, and fastest
-#          on scenes the model has not seen: bench/RESULTS.md, seventh and eighth sessions)
+#          on scenes the model has not seen: bench/RESULTS.md)
 #   ci     a minute or two: the learning check of tests/cli_ch05.sh (scenes of one
 #          shape, mostly stage 1: captions are where a model first learns to look)
 # INSTALL=DIR copies the finished model directory there (make train-long: models/nano).
@@ -39,7 +38,7 @@
 # e.g. GEN="" for the plain world or GEN="--point-all --answers walk" (worked answers too,
 # world.h). A run at this budget is a draw: the default seed met every target with
 # pack_len 640 and missed position with 768, which changes only the order of the sums
-# (bench/RESULTS.md, twelfth session).
+# (bench/RESULTS.md).
 # THREADS (default: every core) sets the OpenMP threads of training; the
 # evaluator decodes one token at a time, where one thread is fastest.
 # OpenMP threads sleep instead of spinning while they wait (a shared laptop

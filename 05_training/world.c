@@ -292,8 +292,8 @@ void world_caption(const Scene *sc, bool shuffled, char *out, size_t cap) {
 //     a large red circle at the top, a small blue square at the center <point>50.0 53.1
 // The idea: the model never has to find a shape by its name in one step; it
 // walks the image as it does when it writes a caption, and stops at the shape
-// that matches the question's words. Measured, the nano model learned the
-// walks and not the stopping (bench/RESULTS.md, seventh session): an option.
+// that matches the question's words. Measured, the nano model learns the
+// walks and not the stopping (bench/RESULTS.md): an option.
 static void walk_answer(const Scene *sc, Question *q) {
     int order[WORLD_MAX_SHAPES], last = 0;
     caption_order(sc, false, order);
@@ -532,14 +532,14 @@ static void ask_point(Scene *sc, Rng *r, bool all) {
 // "Point to the circle." and "Point to the square." of the same picture, and
 // the two answers differ only by which shape the name picks. (Measured: more
 // pointing and position at equal steps, for rows a fifth longer; make train's
-// world uses it: bench/RESULTS.md, ninth and tenth sessions.) `position_both`
+// world uses it: bench/RESULTS.md.) `position_both`
 // (ask_position) and `answers` points (point_first_answer) are options that
-// were measured not to help (eleventh session). Two more training-only
+// were measured not to help. Two more training-only
 // questions come from streams of their own (world_scene), so the rest of the
 // scene is unchanged: a colour pair (`rp`, ask_color_pair) and a shape against
 // the centre (`rc`, ask_center). make train's world asks both; with them 3
 // of 6 seeds met every make train target (1 of 3 without), so the runs still
-// vary: twelfth and thirteenth sessions.
+// vary (bench/RESULTS.md).
 static void ask_questions(Scene *sc, Rng *r, Rng *rc, Rng *rp, bool dense, bool point_all, bool position_both,
                           bool shuffled, int answers) {
     sc->nq = 0;

@@ -107,6 +107,9 @@ typedef struct {
     void *ctx;
 } MdOptions;
 void md_render(Buf *out, const Prose *p, const MdOptions *o);
+// What marks a prose line as telling history ("session", a commit hash), or
+// NULL; md_render stops the build on such a line.
+const char *md_history_mark(const char *line);
 // Inline markdown only (emphasis, code, links, @ref), for one line of text.
 void md_inline(Buf *out, const char *s, size_t n, const Prose *p, int line, const MdOptions *o);
 // "Hello, World!" -> "hello-world"

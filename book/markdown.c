@@ -22,6 +22,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "book/book.h"
 
@@ -509,7 +510,41 @@ static void blocks(Buf *out, ProseLine *L, int n, const Md *m, bool tight) {
     }
 }
 
+// ---- prose that tells history -------------------------------------------------------
+// The book explains its subject in the present tense; the order in which
+// things were found belongs in version control. Two marks of history are
+// easy to recognise and never belong to the subject: the word "session" (a
+// numbered stretch of work) and a commit hash (7 to 40 hex digits, letters and
+// digits both, standing alone as a word; a 0x constant is a number, not a hash).
+static bool hex_word_is_hash(const char *w, size_t n) {
+    if (n < 7 || n > 40) return false;
+    bool digit = false, letter = false;
+    for (size_t i = 0; i < n; i++) {
+        if (w[i] >= '0' && w[i] <= '9') digit = true;
+        else if (w[i] >= 'a' && w[i] <= 'f') letter = true;
+        else return false;
+    }
+    return digit && letter;
+}
+
+const char *md_history_mark(const char *line) {
+    for (const char *q = line; *q;) {
+        if (!isalnum((unsigned char)*q)) { q++; continue; }
+        const char *w = q;
+        while (isalnum((unsigned char)*q)) q++;
+        size_t n = (size_t)(q - w);
+        bool after_0x = w >= line + 2 && w[-1] == 'x' && w[-2] == '0';
+        if ((n == 7 || n == 8) && strncasecmp(w, "sessions", n) == 0) return "the word 'session' (history of the work)";
+        if (!after_0x && (w == line || !strchr("+#&", w[-1])) && hex_word_is_hash(w, n)) return "a commit hash";
+    }
+    return NULL;
+}
+
 void md_render(Buf *out, const Prose *p, const MdOptions *o) {
+    for (int i = 0; i < p->n; i++) {
+        const char *why = md_history_mark(p->lines[i].text);
+        if (why) fail_at(p->file, p->lines[i].line, "prose tells history (%s): say why in the present tense", why);
+    }
     Md m = {.file = p->file, .o = o};
     blocks(out, p->lines, p->n, &m, false);
 }

@@ -28,6 +28,7 @@
 // and `run --help` as the program prints it, plus the intro's `## Run and
 // verify`), and the intro's `## Exercises`. Chapters without files yet are
 // listed as planned on the index.
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -421,6 +422,22 @@ static void end_exercises(Buf *out, const Chapter *c, int start[], int stop[], W
 
 // ---- a chapter page -------------------------------------------------------------------------
 
+// A chapter is taught, not only shown: its intro walks the reader through the
+// code in the order to read it (a "## What to read first" section before the
+// files) and ends with exercises (a "## Exercises" section with at least one
+// numbered item). A page without either is an error, not a warning.
+static void require_teaching(const Chapter *c, const int start[], const int stop[]) {
+    bool guide = false;
+    for (int i = start[0]; i >= 0 && i < stop[0]; i++)
+        if (starts_with(c->intro_lines[i], "## ") && strncasecmp(skip_spaces(c->intro_lines[i] + 3), "What to read first", 18) == 0)
+            guide = true;
+    if (!guide) fail_at(c->intro_path, 1, "chapter %s has no reading guide: add a '## What to read first' section", c->name);
+    bool items = false;
+    for (int i = start[END_EXERCISES + 1]; i >= 0 && i < stop[END_EXERCISES + 1]; i++)
+        if (isdigit((unsigned char)c->intro_lines[i][0]) && strstr(c->intro_lines[i], ". ")) items = true;
+    if (!items) fail_at(c->intro_path, 1, "chapter %s has no exercises: add a '## Exercises' section with numbered items", c->name);
+}
+
 static char *render_chapter(const Book *b, int at, Weave *w) {
     const Chapter *c = &b->ch[at];
     w->page = c->page;
@@ -473,6 +490,7 @@ static char *render_chapter(const Book *b, int at, Weave *w) {
     end_memory(&out, c, help, start, stop, w);
     end_run(&out, c, start, stop, w);
     end_exercises(&out, c, start, stop, w);
+    require_teaching(c, start, stop);
     buf_puts(&out, "</div>\n</main>\n");
     chapter_nav(&out, b, at, "foot");
     page_close(&out);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tests/gpu.sh: every GPU check of the project, in one run (`make verify-gpu`).
 #
-# A GPU is a scarce thing here: a session that has one gets a few minutes of
-# it and should spend them in a single call. So this script does everything
+# A GPU is often a scarce, borrowed thing: a few minutes of one are best
+# spent in a single call. So this script does everything
 # in one go and says plainly what happened: which GPU it ran on, each
 # program's output, every failing line again at the end, a table of the
 # programs, and last the line `N passed, N failed`. It exits non-zero if

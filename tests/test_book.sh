@@ -10,8 +10,8 @@
 #      directive was resolved, every page has its code
 #   4. a real browser: headless Chromium loads every page from disk with no console
 #      message, every link of the pages as Chromium parsed them resolves, and
-#      screenshots of the index and chapter 01 at desktop and phone widths are
-#      saved under build/book/screenshots/
+#      screenshots of every page at desktop width, and of the index and chapter
+#      01 at phone width, are saved under build/book/screenshots/
 #
 # Run from anywhere; WEAVER (default build/book/weaver), BOOK (default
 # build/book) and CHROMIUM (default: chromium on the PATH) can be overridden.
@@ -42,7 +42,8 @@ fake_book() {
     cp book/style.css "$TMP/fake/book/"
     cp tests/book/golden_results.md "$TMP/fake/tests/book/"
     printf '%s\n' 'This book is a test.' > "$TMP/fake/book/intro/index.md"
-    printf '%s\n' '# A demo chapter' '' 'It has one file, @ref(01_demo/demo.c:demo).' > "$TMP/fake/book/intro/01_demo.md"
+    printf '%s\n' '# A demo chapter' '' 'It has one file.' '' '## What to read first' '' 'Read @ref(01_demo/demo.c:demo).' \
+        '' '## Exercises' '' '1. What does demo return?' > "$TMP/fake/book/intro/01_demo.md"
     printf '%s\n' '// demo.c: a file.' 'int demo(void) { return 1; }' > "$TMP/fake/01_demo/demo.c"
     printf '%s\n' '01_demo: 01_demo/demo.c' '02_next: ' > "$TMP/fake/sources.txt"
 }
@@ -87,6 +88,17 @@ fake_book; printf '%s\n' 'A demo chapter' > "$TMP/fake/book/intro/01_demo.md"
 weaver_refuses "an intro without a title" "book/intro/01_demo.md:1: an intro starts with its title"
 fake_book; printf '%s\n' '# A demo chapter' '' '```c' 'int x;' > "$TMP/fake/book/intro/01_demo.md"
 weaver_refuses "an unclosed fenced block" "book/intro/01_demo.md:3: a fenced block"
+fake_book; printf '%s\n' '# A demo chapter' '' '## Exercises' '' '1. Why?' > "$TMP/fake/book/intro/01_demo.md"
+weaver_refuses "a chapter without a reading guide" "book/intro/01_demo.md:1: chapter 01_demo has no reading guide"
+fake_book; printf '%s\n' '# A demo chapter' '' '## What to read first' '' 'demo.c.' > "$TMP/fake/book/intro/01_demo.md"
+weaver_refuses "a chapter without exercises" "book/intro/01_demo.md:1: chapter 01_demo has no exercises"
+fake_book; printf '%s\n' '// demo.c: a file, as of the third session.' 'int demo(void) { return 1; }' > "$TMP/fake/01_demo/demo.c"
+weaver_refuses "prose that names a session" "01_demo/demo.c:1: prose tells history \\(the word 'session'"
+fake_book; printf '%s\n' '// demo.c: fixed in 3a07ff2.' 'int demo(void) { return 1; }' > "$TMP/fake/01_demo/demo.c"
+weaver_refuses "prose that cites a commit" "01_demo/demo.c:1: prose tells history \\(a commit hash"
+fake_book; printf '%s\n' '// demo.c: 0x3f81 and deadbeef are not hashes; 0x1234abcd is a number.' 'int demo(void) { return 1; }' > "$TMP/fake/01_demo/demo.c"
+if weave_fake >/dev/null 2>"$TMP/err"; then pass "bad input: hex numbers and words are not taken for commit hashes"
+else fail "bad input: hex numbers taken for history: $(cat "$TMP/err")"; fi
 
 # ---- 3. the book make book wrote -----------------------------------------------------
 MANIFEST=$BOOK/manifest.txt
@@ -172,9 +184,13 @@ fi
 
 SHOTS=$BOOK/screenshots
 mkdir -p "$SHOTS"
-chapter=$(awk '/^page .*\.html$/ && $2 != "index.html" {print $2; exit}' "$MANIFEST")
-for page in index.html $chapter; do
-    for size in 1280,900 390,844; do
+# every page at desktop width; the index and the first chapter at phone width too
+chapters=$(awk '/^page .*\.html$/ && $2 != "index.html" {print $2}' "$MANIFEST")
+first=$(echo "$chapters" | head -n 1)
+for page in index.html $chapters; do
+    sizes=1280,900
+    [ "$page" = index.html ] || [ "$page" = "$first" ] && sizes="1280,900 390,844"
+    for size in $sizes; do
         shot=$SHOTS/${page%.html}-${size%,*}x${size#*,}.png
         rm -f "$shot"
         timeout 120 "$CHROMIUM" --headless --disable-gpu --no-sandbox --user-data-dir="$TMP/profile" --hide-scrollbars \
