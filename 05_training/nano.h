@@ -25,7 +25,7 @@
 //   features (below): the connector becomes a small trained convolution
 //   (an option; the world configs leave it off).
 //
-//   The model directory (what `./05_training/run world` writes and what is
+//   The model directory (what `make train` writes with train_nano.sh and what is
 //   shipped in models/nano/):
 //       config.json, model.safetensors   the LLM (HF Qwen3 names)
 //       connector.safetensors            the connector (chapter 03's names)

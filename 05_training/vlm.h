@@ -15,7 +15,8 @@
 // into the connector's backward.
 //
 // The ViT's features can come from chapter 02's forward (inline) or from a
-// cache file (vlm_load_features); the rest of the pass does not know which.
+// feature cache (chapter 02's `run cache`, read through nano.h's
+// feat_cache_open); the rest of the pass does not know which.
 //
 // Letters: B rows, T tokens, C LLM width, V vocabulary, NI images in the
 // batch, Tf ViT tokens per image, Df feature width, NV visual tokens per image.

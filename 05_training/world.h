@@ -44,7 +44,7 @@
 //   reports it on its own, as the measure of composition: "purple" and
 //   "circle" were each seen, a purple circle never was.
 //
-// Text formats (DESIGN.md section 5): a point is `<point>x y`, x and y in
+// Text formats: a point is `<point>x y`, x and y in
 // percent of the width and height with one decimal; a timestamp is
 // `<timestamp>t` in seconds with one decimal. world_format_point and
 // world_parse_point below are the project's one formatter and one parser.
