@@ -65,12 +65,21 @@ typedef struct {
     int n;
 } Prose;
 
+// One symbol of the book, in the index that links names in code to their definitions.
+typedef struct {
+    const char *name;
+    const Source *src;
+    const Symbol *sym;
+} SymRef;
+
 // What every part of the weaver may need to know about the whole book.
 typedef struct {
     Source **sources;   // every source file of the book, for @ref
     int nsources;
     char **types;       // typedef'd names of all sources, highlighted as types
     int ntypes;
+    SymRef *syms;       // every symbol of every source, sorted by name (NULL: names are not linked)
+    int nsyms;
     Buf manifest;       // "source PATH PAGE" and "directive FILE:LINE KIND ARG" lines
     int ndirectives;
     const char *page;   // the page being rendered (links to it need no file name)
@@ -89,6 +98,14 @@ bool source_line_is_code(const Source *s, int line);
 bool is_rule_line(const char *text);
 
 // ---- highlight.c ----
+// Builds w->syms from w->sources (freed by weave_symbols_free).
+void weave_symbols_build(Weave *w);
+void weave_symbols_free(Weave *w);
+// Where a name used in code at line `line` of `from` is defined, or NULL: the
+// definition in the same file if there is one, else the only definition in
+// the book (a name defined in several files, like a static helper, links
+// nowhere). Functions and macros when `type` is false, types when true.
+const SymRef *weave_symbol(const Weave *w, const char *name, size_t n, bool type, const Source *from, int line);
 // Appends lines [begin, end) of s as highlighted HTML, one span per line with
 // the id "ID-LN" (ID = s->id, N = line number). Directives inside code comments
 // are an error: they are resolved only in prose.

@@ -57,9 +57,69 @@ static void span(Buf *out, const char *cls, const char *s, size_t n) {
     buf_puts(out, "</span>");
 }
 
+// ---- names that link to their definitions ------------------------------------------
+// A function called in chapter 05 may be defined in chapter 01: in the code,
+// its name is a link to the line that defines it, on whichever page that is.
+// The index is every symbol of every source, sorted by name, so that each
+// name in the code is one binary search.
+
+static int symref_cmp(const void *a, const void *b) {
+    const SymRef *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c) return c;
+    c = strcmp(x->src->path, y->src->path);
+    return c ? c : x->sym->line - y->sym->line;
+}
+
+void weave_symbols_build(Weave *w) {
+    int n = 0;
+    for (int k = 0; k < w->nsources; k++) n += w->sources[k]->nsyms;
+    w->syms = xmalloc(sizeof(SymRef) * (size_t)(n ? n : 1));
+    w->nsyms = 0;
+    for (int k = 0; k < w->nsources; k++)
+        for (int y = 0; y < w->sources[k]->nsyms; y++)
+            w->syms[w->nsyms++] = (SymRef){w->sources[k]->syms[y].name, w->sources[k], &w->sources[k]->syms[y]};
+    qsort(w->syms, (size_t)w->nsyms, sizeof(SymRef), symref_cmp);
+}
+
+void weave_symbols_free(Weave *w) {
+    free(w->syms);
+    w->syms = NULL;
+    w->nsyms = 0;
+}
+
+static int name_cmp(const char *name, size_t n, const char *sym) {
+    int c = strncmp(name, sym, n);
+    return c ? c : (sym[n] ? -1 : 0);
+}
+
+const SymRef *weave_symbol(const Weave *w, const char *name, size_t n, bool type, const Source *from, int line) {
+    if (!w || !w->syms) return NULL;
+    int lo = 0, hi = w->nsyms;   // the first entry not below the name
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (name_cmp(name, n, w->syms[mid].name) > 0) lo = mid + 1;
+        else hi = mid;
+    }
+    const SymRef *only = NULL, *same = NULL;
+    int defs = 0;
+    for (int k = lo; k < w->nsyms && name_cmp(name, n, w->syms[k].name) == 0; k++) {
+        const SymRef *r = &w->syms[k];
+        SymKind kind = r->sym->kind;
+        if (type ? kind != SYM_TYPE : kind == SYM_TYPE || kind == SYM_DECLARATION) continue;
+        if (r->src == from) same = r;
+        only = r;
+        defs++;
+    }
+    const SymRef *r = same ? same : defs == 1 ? only : NULL;
+    if (r && r->src == from && r->sym->line == line) return NULL;   // the definition itself
+    return r;
+}
+
 typedef struct {
     bool in_comment;        // inside a /* comment that began on an earlier line
     const char *path;       // NULL for snippets: no directive check
+    const Source *src;      // the file being highlighted (NULL for snippets)
     int line;
     const Weave *w;
 } Highlighter;
@@ -140,8 +200,16 @@ static void highlight_line(Buf *out, Highlighter *h, const char *l) {
                               : in_list(builtins, s, n) ? "b"
                               : *skip_spaces(c) == '(' ? "f"
                                                         : NULL;
+            const SymRef *r = h->src && cls && (cls[0] == 'f' || cls[0] == 't')
+                                  ? weave_symbol(h->w, s, n, cls[0] == 't', h->src, h->line)
+                                  : NULL;
+            if (r) {
+                const char *page = h->w->page && strcmp(h->w->page, r->src->page) == 0 ? "" : r->src->page;
+                buf_printf(out, "<a class=\"sym\" href=\"%s#%s-L%d\">", page, r->src->id, r->sym->line);
+            }
             if (cls) span(out, cls, s, n);
             else buf_esc(out, s, n);
+            if (r) buf_puts(out, "</a>");
             continue;
         }
         buf_esc(out, c, 1);
@@ -150,7 +218,7 @@ static void highlight_line(Buf *out, Highlighter *h, const char *l) {
 }
 
 void highlight_code(Buf *out, const Source *s, int begin, int end, const Weave *w) {
-    Highlighter h = {.path = s->path, .w = w};
+    Highlighter h = {.path = s->path, .src = s, .w = w};
     for (int j = begin; j < end; j++) {
         h.line = j + 1;
         buf_printf(out, "<span class=\"l\" id=\"%s-L%d\" data-n=\"%d\">", s->id, j + 1, j + 1);

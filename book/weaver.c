@@ -214,6 +214,27 @@ static void chapter_nav(Buf *out, const Book *b, int at, const char *cls) {
 
 static bool blank_line(const char *l) { return *skip_spaces(l) == '\0'; }
 
+// A generated file (its first line says GENERATED, like 04_qwen/unicode_tables.c)
+// is data a program wrote, not code to read: its page shows the prose and the
+// top-level lines (what each table is called and holds), and every indented
+// run of data becomes one line that says how many lines it stands for.
+static bool source_is_generated(const Source *s) { return s->nlines > 0 && strstr(s->lines[0], "GENERATED"); }
+
+static void highlight_summary(Buf *out, const Source *s, int begin, int end, Weave *w) {
+    for (int j = begin; j < end;) {
+        if (s->lines[j][0] != ' ' && s->lines[j][0] != '\t') {
+            highlight_code(out, s, j, j + 1, w);
+            j++;
+            continue;
+        }
+        int k = j;
+        while (k < end && (s->lines[k][0] == ' ' || s->lines[k][0] == '\t')) k++;
+        buf_printf(out, "<span class=\"l gap\" data-n=\"\">    <span class=\"c\">... %d line%s of generated data "
+                        "(lines %d-%d) ...</span></span>\n", k - j, k - j == 1 ? "" : "s", j + 1, k);
+        j = k;
+    }
+}
+
 static void render_section(Buf *out, const Source *s, const Section *sec, Weave *w) {
     int cb = sec->code_begin, ce = sec->code_end;
     while (cb < ce && blank_line(s->lines[cb])) cb++;
@@ -242,7 +263,8 @@ static void render_section(Buf *out, const Source *s, const Section *sec, Weave 
     buf_puts(out, "</div>\n");
     if (cb < ce) {
         buf_puts(out, "<div class=\"code\"><pre><code>");
-        highlight_code(out, s, cb, ce, w);
+        if (source_is_generated(s)) highlight_summary(out, s, cb, ce, w);
+        else highlight_code(out, s, cb, ce, w);
         buf_puts(out, "</code></pre></div>\n");
     }
     buf_puts(out, "</section>\n");
@@ -251,8 +273,8 @@ static void render_section(Buf *out, const Source *s, const Section *sec, Weave 
 static void render_source(Buf *out, const Source *s, Weave *w) {
     buf_printf(out, "<article class=\"file\" id=\"%s\">\n<header class=\"file-head\"><h2><a href=\"#%s\">", s->id, s->id);
     buf_esc_puts(out, s->path);
-    buf_printf(out, "</a></h2><p class=\"meta\">%d lines: %d of prose, %d of code</p></header>\n", s->nlines,
-               s->prose_lines, s->code_lines);
+    buf_printf(out, "</a></h2><p class=\"meta\">%d lines: %d of prose, %d of code%s</p></header>\n", s->nlines,
+               s->prose_lines, s->code_lines, source_is_generated(s) ? "; generated, its data summarised" : "");
     for (int k = 0; k < s->nsecs; k++) render_section(out, s, &s->secs[k], w);
     buf_puts(out, "</article>\n");
     buf_printf(&w->manifest, "source %s %s#%s\n", s->path, s->page, s->id);
@@ -626,6 +648,7 @@ static void free_book(Book *b) {
 }
 
 static void free_weave(Weave *w) {
+    weave_symbols_free(w);
     for (int k = 0; k < w->ntypes; k++) free(w->types[k]);
     free(w->types);
     free(w->sources);
@@ -645,6 +668,7 @@ static int build_book(const char *sources_file, const char *dir, bool check) {
         }
     }
     collect_types(&w);
+    weave_symbols_build(&w);
     if (!check) make_dirs(dir);
     int pages = 0;
     for (int k = 0; k < b.n; k++) {

@@ -135,6 +135,24 @@ for page in $(awk '/^page .*\.html$/ {print $2}' "$MANIFEST"); do
 done
 [ -z "$bad" ] && pass "book: every chapter page has each of its files and their code" || fail "book: pages without their code:$bad"
 
+# a generated file is summarised: its prose and top-level lines, not its data
+shown=$(grep -o 'id="unicode_tables.c-L[0-9]*"' "$BOOK/04_qwen.html" | wc -l)
+total=$(wc -l < 04_qwen/unicode_tables.c)
+if grep -q 'lines of generated data' "$BOOK/04_qwen.html" && [ "$shown" -lt 100 ] && [ "$total" -gt 1000 ]; then
+    pass "book: the generated unicode_tables.c is summarised ($shown of its $total lines shown)"
+else
+    fail "book: unicode_tables.c is not summarised ($shown of $total lines shown)"
+fi
+
+# a name in code links to its definition, across chapters: chapter 05 calls
+# chapter 04's one forward, defined in 04_qwen/qwen.c
+def=$(grep -n '^void qwen_forward_embeds(' 04_qwen/qwen.c | cut -d: -f1)
+if [ -n "$def" ] && grep -q "<a class=\"sym\" href=\"04_qwen.html#qwen.c-L$def\"><span class=\"f\">qwen_forward_embeds<" "$BOOK/05_training.html"; then
+    pass "book: names in code link to their definitions across chapters (qwen_forward_embeds -> 04_qwen.html#qwen.c-L$def)"
+else
+    fail "book: chapter 05's call of qwen_forward_embeds does not link to 04_qwen/qwen.c:${def:-?}"
+fi
+
 # every directive resolved: none is left as text outside <code>, and each one
 # written in an intro or in a source's prose is in the manifest.
 left=$(sed -e 's#<code>[^<]*</code>##g' "$BOOK"/*.html | grep -c '@\(ref\|run\|embed\)(')
