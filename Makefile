@@ -219,11 +219,14 @@ build/book/weaver: $(BOOK_SRC) $(wildcard book/*.h)
 	$(CC) $(CSTD) -O2 -g $(WARN) -I. $(BOOK_SRC) -o $@
 
 # @run directives call ./NN_name/run, so the book needs the release build
+# and book/figures.sh draws the pictures the pages show from the shipped nano model
 book: all build/book/weaver
 	@$(MAKE) -s --no-print-directory print-sources > build/book/sources.txt
+	bash book/figures.sh build/book/fig
 	build/book/weaver --sources build/book/sources.txt --out build/book
 book-check: all build/book/weaver
 	@$(MAKE) -s --no-print-directory print-sources > build/book/sources.txt
+	bash book/figures.sh build/book/fig
 	build/book/weaver --sources build/book/sources.txt --check
 
 print-sources:

@@ -83,6 +83,7 @@ typedef struct {
     Buf manifest;       // "source PATH PAGE" and "directive FILE:LINE KIND ARG" lines
     int ndirectives;
     const char *page;   // the page being rendered (links to it need no file name)
+    const char *out_dir;   // where the pages go (@image copies its file there); NULL when checking
 } Weave;
 
 // ---- source.c ----

@@ -63,7 +63,7 @@ static char *argument(const char *s, size_t word, size_t *used, const char *file
 bool directive_is_block(const char *line) {
     const char *t = skip_spaces(line);
     size_t n = directive_at(t, t);
-    if (!n || !(named(t + 1, n, "run") || named(t + 1, n, "embed"))) return false;
+    if (!n || !(named(t + 1, n, "run") || named(t + 1, n, "embed") || named(t + 1, n, "image"))) return false;
     // the whole line is the directive
     int depth = 0;
     const char *c = t + 1 + n;
@@ -336,11 +336,61 @@ static void block_embed(Buf *out, const char *arg, const char *file, int line, c
     free(path);
 }
 
+// ---- @image -------------------------------------------------------------------------
+
+// @image(PATH|caption): a picture, where a reader would rather look than read.
+// PATH is a PNG, JPEG or SVG file of the repository, or one this build wrote
+// under build/ (book/figures.sh draws those); it is copied next to the pages,
+// so the book stays one folder that works offline. The caption is also the
+// picture's alt text, so it is required.
+static const char *image_kind(const char *data, size_t n) {
+    if (n >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0) return "png";
+    if (n >= 3 && (unsigned char)data[0] == 0xFF && (unsigned char)data[1] == 0xD8 && (unsigned char)data[2] == 0xFF)
+        return "jpeg";
+    for (size_t i = 0; i + 4 <= n && i < 512; i++)
+        if (memcmp(data + i, "<svg", 4) == 0) return "svg";
+    return NULL;
+}
+
+static void block_image(Buf *out, const char *arg, const char *file, int line, Weave *w) {
+    char *path = xstrdup(arg);
+    char *caption = strchr(path, '|');
+    if (caption) *caption++ = '\0';
+    if (!caption || !*skip_spaces(caption)) fail_at(file, line, "@image(%s): a caption is required (PATH|caption)", arg);
+    size_t len = 0;
+    char *data = read_text(path, &len);
+    if (!data) fail_at(file, line, "@image(%s): cannot read %s: %s", arg, path, strerror(errno));
+    const char *kind = image_kind(data, len);
+    if (!kind) fail_at(file, line, "@image(%s): %s is not a PNG, JPEG or SVG file", arg, path);
+    char *name = xstrdup(path);   // build/book/fig/a.svg -> build_book_fig_a.svg
+    for (char *c = name; *c; c++)
+        if (*c == '/') *c = '_';
+    if (w->out_dir) {
+        char *dir = xsprintf("%s/img", w->out_dir);
+        make_dirs(dir);
+        char *dst = xsprintf("%s/%s", dir, name);
+        write_text(dst, data, len);
+        free(dst);
+        free(dir);
+    }
+    buf_printf(out, "<figure class=\"image\">\n<img src=\"img/%s\" alt=\"", name);
+    buf_esc_puts(out, caption);
+    buf_puts(out, "\">\n<figcaption>");
+    buf_esc_puts(out, caption);
+    buf_puts(out, "</figcaption>\n</figure>\n");
+    buf_printf(&w->manifest, "directive %s:%d image %s (%s, %zu bytes)\n", file, line, path, kind, len);
+    w->ndirectives++;
+    free(name);
+    free(data);
+    free(path);
+}
+
 void directive_block(Buf *out, const char *line_text, const char *file, int line, const MdOptions *o) {
     const char *t = skip_spaces(line_text);
     size_t n = directive_at(t, t), used;
     char *arg = argument(t, n, &used, file, line);
     if (named(t + 1, n, "run")) block_run(out, arg, file, line, o->w);
+    else if (named(t + 1, n, "image")) block_image(out, arg, file, line, o->w);
     else block_embed(out, arg, file, line, o);
     free(arg);
 }

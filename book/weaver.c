@@ -670,6 +670,7 @@ static int build_book(const char *sources_file, const char *dir, bool check) {
     collect_types(&w);
     weave_symbols_build(&w);
     if (!check) make_dirs(dir);
+    w.out_dir = check ? NULL : dir;
     int pages = 0;
     for (int k = 0; k < b.n; k++) {
         if (!b.ch[k].page) continue;

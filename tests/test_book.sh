@@ -88,6 +88,12 @@ fake_book; printf '%s\n' 'A demo chapter' > "$TMP/fake/book/intro/01_demo.md"
 weaver_refuses "an intro without a title" "book/intro/01_demo.md:1: an intro starts with its title"
 fake_book; printf '%s\n' '# A demo chapter' '' '```c' 'int x;' > "$TMP/fake/book/intro/01_demo.md"
 weaver_refuses "an unclosed fenced block" "book/intro/01_demo.md:3: a fenced block"
+fake_book; printf '%s\n' '# A demo chapter' '' '@image(tests/book/missing.svg|A picture)' > "$TMP/fake/book/intro/01_demo.md"
+weaver_refuses "@image of a missing file" "book/intro/01_demo.md:3: @image\(tests/book/missing.svg\|A picture\): cannot read"
+fake_book; printf '%s\n' '# A demo chapter' '' '@image(tests/book/golden_results.md)' > "$TMP/fake/book/intro/01_demo.md"
+weaver_refuses "@image without a caption" "book/intro/01_demo.md:3: .*a caption is required"
+fake_book; printf '%s\n' '# A demo chapter' '' '@image(tests/book/golden_results.md|Not a picture)' > "$TMP/fake/book/intro/01_demo.md"
+weaver_refuses "@image of a file that is no picture" "book/intro/01_demo.md:3: .*is not a PNG, JPEG or SVG file"
 fake_book; printf '%s\n' '# A demo chapter' '' '## Exercises' '' '1. Why?' > "$TMP/fake/book/intro/01_demo.md"
 weaver_refuses "a chapter without a reading guide" "book/intro/01_demo.md:1: chapter 01_demo has no reading guide"
 fake_book; printf '%s\n' '# A demo chapter' '' '## What to read first' '' 'demo.c.' > "$TMP/fake/book/intro/01_demo.md"
@@ -179,6 +185,7 @@ browse() {   # browse OUT.html URL: the DOM as Chromium built it, its log on $TM
 }
 mkdir -p "$TMP/dom"
 cp "$BOOK/style.css" "$TMP/dom/"
+[ -d "$BOOK/img" ] && cp -r "$BOOK/img" "$TMP/dom/"
 npages=0
 for page in "$BOOK"/*.html; do
     name=$(basename "$page")
