@@ -966,18 +966,23 @@ static int write_file_renamed(const char *path, const void *data, size_t len) {
     return ok ? 0 : -1;
 }
 
+int world_write_png(const char *path, const uint8_t *rgb, int w, int h) {
+    MemPng m = {0};
+    int ok = stbi_write_png_to_func(png_sink, &m, w, h, 3, rgb, w * 3);
+    int rc = ok ? write_file_renamed(path, m.data, m.len) : -1;
+    if (!ok) errno = EIO;
+    free(m.data);
+    return rc;
+}
+
 // Renders one scene and writes its PNG. Returns 0 or -1 (errno set).
 static int write_scene_png(const Scene *sc, const char *images_dir) {
     uint8_t *rgb = xmalloc((size_t)sc->width * sc->height * 3);
     world_render(sc, rgb);
-    MemPng m = {0};
-    int ok = stbi_write_png_to_func(png_sink, &m, sc->width, sc->height, 3, rgb, sc->width * 3);
-    free(rgb);
     char *path = xsprintf("%s/%s", images_dir, sc->image);
-    int rc = ok ? write_file_renamed(path, m.data, m.len) : -1;
-    if (!ok) errno = EIO;
+    int rc = world_write_png(path, rgb, sc->width, sc->height);
+    free(rgb);
     free(path);
-    free(m.data);
     return rc;
 }
 

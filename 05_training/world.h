@@ -67,7 +67,7 @@
 // order, "<point>56.2 53.1 and <point>71.9 29.7: left" (world.c,
 // point_first_answer).
 //
-// What it does not do: moving shapes and clips (stage 3, later), rotation,
+// What it does not do: moving shapes and clips (chapter 07, clips.h), rotation,
 // occlusion, text in images. The evaluator that scores answers is eval.h.
 #ifndef NM_WORLD_H
 #define NM_WORLD_H
@@ -182,6 +182,9 @@ void world_scene(Scene *sc, const WorldConfig *cfg, WorldSplit split, int index)
 void world_render(const Scene *sc, uint8_t *rgb);
 // The noise control's image: uniform random bytes, (H, W, 3).
 void world_render_noise(uint8_t *rgb, int w, int h, uint64_t seed);
+// Writes rgb (H, W, 3) as a PNG at path, under a temporary name and a rename,
+// so that an interrupted run never leaves half an image. Returns 0 or -1 (errno).
+int world_write_png(const char *path, const uint8_t *rgb, int w, int h);
 
 // Exact geometry: is the point (x, y), in continuous pixel coordinates,
 // inside the shape (boundary included)? The painter and the pointing score

@@ -7,16 +7,19 @@
 // the clip's frames and times, the frames the sampling rule chooses, and the
 // text that stands for them in a prompt.
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "01_tensor/common.h"
+#include "07_video_longctx/clips.h"
 #include "07_video_longctx/video.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: ./07_video_longctx/run [CLIP] [--fps F] [--max-frames N] [--clip-fps F]\n"
+            "       ./07_video_longctx/run clips --out DIR [...]   the synthetic world's clips; clips --help\n"
             "\n"
             "Chapter 07: video as frames with timestamps. Prints a clip's frames and their times,\n"
             "the frames the model sees (Molmo2's rule: F frames a second, at most N, evenly spaced\n"
@@ -56,7 +59,39 @@ static void drawn_clip(Video *v) {
     v->duration = t;
 }
 
+// ./07_video_longctx/run clips --out DIR: the synthetic world's clips (clips.h).
+static int clips_command(int argc, char **argv) {
+    ClipConfig cfg;
+    clip_config_default(&cfg);
+    const char *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("usage: ./07_video_longctx/run clips --out DIR [--seed S] [--n-train N] [--n-test N]\n"
+                   "                                 [--frames F] [--clip-fps R] [--size PX]\n"
+                   "  writes DIR/clips/ID/frame_NNNN.png + video.json for every clip, and DIR/stage3.jsonl,\n"
+                   "  DIR/test3.jsonl, DIR/compose3.jsonl: rows with \"video\" and questions about time\n"
+                   "  (defaults: seed 1, 1000 train and 100 test clips of 40 frames at 10 frames/s, 64 px)\n");
+            return 0;
+        } else if (!strcmp(a, "--out") && has) out = argv[++i];
+        else if (!strcmp(a, "--seed") && has) cfg.world.seed = parse_u64_arg("--seed", argv[++i], 0, UINT64_MAX);
+        else if (!strcmp(a, "--n-train") && has) cfg.n_train = parse_int_arg("--n-train", argv[++i], 0, 1000000);
+        else if (!strcmp(a, "--n-test") && has) cfg.n_test = parse_int_arg("--n-test", argv[++i], 0, 1000000);
+        else if (!strcmp(a, "--frames") && has) cfg.frames = parse_int_arg("--frames", argv[++i], 8, 10000);
+        else if (!strcmp(a, "--clip-fps") && has) cfg.fps = parse_real_arg("--clip-fps", argv[++i], 1, 120);
+        else if (!strcmp(a, "--size") && has) cfg.world.size = parse_int_arg("--size", argv[++i], 32, 1024);
+        else fail_input(a, "unknown option, or one without its value (see clips --help)");
+    }
+    if (!out) fail_input("clips", "--out DIR is required");
+    if (clips_generate(&cfg, out, true)) return 1;
+    printf("clips: %d training, %d test and %d composition clips of %d frames at %g frames/s -> %s\n", cfg.n_train,
+           cfg.n_test, cfg.n_test, cfg.frames, cfg.fps, out);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "clips")) return clips_command(argc - 1, argv + 1);
     const char *clip = NULL;
     double fps = VIDEO_DEFAULT_FPS, clip_fps = 0;
     int max_frames = VIDEO_DEFAULT_MAX_FRAMES;

@@ -40,7 +40,23 @@ grep -q "3 frames of 2 x 2, 0.750 s" "$T/out" && grep -q '^  <timestamp>0.0<imag
     && pass "cli_ch07 folder: 3 frames, 0.75 s; times 0 and 0.5 on frames 0 and 2" \
     || fail "cli_ch07 folder: $(head -c 400 "$T/out")"
 
-# 4. bad input
+# 4. the world's clips: frame folders and rows with "video" and questions about time
+expect_ok "cli_ch07 clips" "$RUN" clips --out "$T/world" --n-train 3 --n-test 2
+nf=$(ls "$T/world/clips/train_000002" | grep -c '^frame_.*\.png$')
+if [ "$nf" -eq 40 ] && [ -f "$T/world/clips/train_000002/video.json" ] && [ "$(wc -l < "$T/world/stage3.jsonl")" -eq 3 ] \
+    && [ "$(wc -l < "$T/world/test3.jsonl")" -eq 2 ] && grep -q '"video": "clips/train_000000/", "fps": 10' "$T/world/stage3.jsonl" \
+    && grep -q '<video>\\n' "$T/world/stage3.jsonl"; then
+    pass "cli_ch07 clips: 40 frames and a video.json a clip, one row a clip, <video> first"
+else
+    fail "cli_ch07 clips: $nf frames; $(head -c 300 "$T/world/stage3.jsonl")"
+fi
+expect_ok "cli_ch07 a written clip samples" "$RUN" "$T/world/clips/test_000001"
+grep -q '40 frames of 64 x 64, 4.000 s' "$T/out" && pass "cli_ch07 a written clip: 40 frames of 64 x 64, 4 s" \
+    || fail "cli_ch07 a written clip: $(head -1 "$T/out")"
+expect_error "cli_ch07 bad: clips without --out" "--out DIR is required" "$RUN" clips
+expect_error "cli_ch07 bad: clips --frames 2" "" "$RUN" clips --out "$T/w2" --frames 2
+
+# 5. bad input
 printf 'not a gif' > "$T/bad.gif"
 expect_error "cli_ch07 bad: not a GIF" "not a GIF file" "$RUN" "$T/bad.gif"
 expect_error "cli_ch07 bad: a folder without a rate" "no fps for this folder" "$RUN" "$T/clip"
