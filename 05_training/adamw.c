@@ -23,6 +23,13 @@ void adamw_add_group(AdamW *o, const char *name, Table *params, Table *grads, fl
     g->lr = lr;
     g->frozen = frozen;
     char nm[64];
+    if (frozen) {   // no moments: a frozen group's state costs nothing (its grads may be an empty table)
+        snprintf(nm, sizeof nm, "adamw.m %s (frozen: none)", name);
+        table_init(&g->m, nm);
+        snprintf(nm, sizeof nm, "adamw.v %s (frozen: none)", name);
+        table_init(&g->v, nm);
+        return;
+    }
     snprintf(nm, sizeof nm, "adamw.m %s", name);
     table_derive(&g->m, params, nm, DT_F32, true);
     snprintf(nm, sizeof nm, "adamw.v %s", name);
@@ -41,7 +48,8 @@ void adamw_free(AdamW *o) {
 }
 
 void adamw_zero_grad(AdamW *o) {
-    for (int i = 0; i < o->n; i++) memset(o->g[i].grads->buffer, 0, o->g[i].grads->nbytes);
+    for (int i = 0; i < o->n; i++)
+        if (!o->g[i].frozen && o->g[i].grads->buffer) memset(o->g[i].grads->buffer, 0, o->g[i].grads->nbytes);
 }
 
 int64_t adamw_state_floats(const AdamW *o) {

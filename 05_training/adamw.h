@@ -42,9 +42,9 @@ typedef struct {
     char name[32];       // "connector", "llm"
     Table *params;       // fp32 parameters (borrowed)
     Table *grads;        // same layout as the trainable entries of params (borrowed)
-    Table m, v;          // the moments (owned), fp32, zeroed
+    Table m, v;          // the moments (owned), fp32, zeroed; empty tables when frozen
     float lr;            // this group's peak learning rate
-    bool frozen;         // no update, not in the gradient norm
+    bool frozen;         // no update, not in the gradient norm, no moments
 } AdamGroup;
 
 typedef struct {
@@ -55,7 +55,8 @@ typedef struct {
 } AdamW;
 
 void adamw_init(AdamW *o, float beta1, float beta2, float eps, float weight_decay);
-// grads must have the trainable entries of params, in the same order.
+// grads must have the trainable entries of params, in the same order; a frozen
+// group gets no moments, and its grads may be an empty table (nothing reads it).
 void adamw_add_group(AdamW *o, const char *name, Table *params, Table *grads, float lr, bool frozen);
 void adamw_free(AdamW *o);
 void adamw_zero_grad(AdamW *o);

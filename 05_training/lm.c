@@ -45,12 +45,17 @@ void lm_reserve(Lm *lm, int B, int T) {
     lm->dx_final = table_get(&lm->scratch, "dx_final").data;
 }
 
-void lm_init(Lm *lm, Qwen *m, int B, int T) {
+void lm_init(Lm *lm, Qwen *m, int B, int T, bool train) {
     memset(lm, 0, sizeof *lm);
     lm->m = m;
+    lm->train = train;
     NM_CHECK(m->device == DEVICE_CPU, "training runs on the CPU: the backward has no CUDA twins");
-    table_derive(&lm->grads, &m->params, "qwen grads", DT_F32, false);
-    table_alloc(&lm->grads, DEVICE_CPU);
+    if (train) {
+        table_derive(&lm->grads, &m->params, "qwen grads", DT_F32, false);
+        table_alloc(&lm->grads, DEVICE_CPU);
+    } else {
+        table_init(&lm->grads, "qwen grads (frozen: none)");
+    }
     qwen_state_init(&lm->st, &m->cfg, B, T, T, true, QWEN_LOGITS_NONE, DEVICE_CPU);
     table_init(&lm->scratch, "lm backward scratch");
     lm_reserve(lm, B, T);
@@ -108,7 +113,7 @@ void lm_backward(Lm *lm, int B, int T) {
     float *dup = table_get(s, "dup").data;           // (B,T,I)
     float *dact = table_get(s, "dact").data;         // (B,T,I)
     const float *cos_t = st->rope_cos.data, *sin_t = st->rope_sin.data;   // as the forward rotated
-#define G(p) lm_grad_of(lm, (p))   // the gradient of parameter p, or NULL for an absent one
+#define G(p) lm_grad_of(lm, (p))   // the gradient of parameter p, or NULL (absent, or the LLM frozen)
 #define F(t) ((const float *)(t).data)
 
     // x_final = rmsnorm(h_L) * norm

@@ -50,7 +50,9 @@
 typedef struct {
     Qwen *m;                 // the parameters (borrowed)
     QwenState st;            // the training plan: everything the forward keeps, for up to (B, T)
-    Table grads;             // same entries and layout as m->params (all trainable), fp32
+    Table grads;             // same entries and layout as m->params (all trainable), fp32;
+                             // empty (no buffer) when the LLM is frozen
+    bool train;              // the weights get gradients (false: frozen, only d(h0) is computed)
     Table scratch;           // backward's per-layer gradient buffers, reused by every layer
     int B, T;                // what scratch was sized for
     float *dh;               // (B,T,C) the residual gradient; after backward: d(h0)
@@ -58,8 +60,11 @@ typedef struct {
 } Lm;
 
 void lm_scratch_build(Table *t, const QwenConfig *c, int B, int T);
-// Allocates grads (zeroed) for m; the training plan and scratch for up to (B, T) tokens.
-void lm_init(Lm *lm, Qwen *m, int B, int T);
+// The training plan and scratch for up to (B, T) tokens, and with train the
+// gradient table (zeroed). A frozen LLM (train = false, LLaVA's stage 1) has
+// no gradient table at all: its backward still carries dL/dh down to h0 (the
+// connector below it learns), but computes no weight gradient on the way.
+void lm_init(Lm *lm, Qwen *m, int B, int T, bool train);
 void lm_free(Lm *lm);
 // Grows the plan and scratch when B or T grows (each to the largest seen).
 void lm_reserve(Lm *lm, int B, int T);
@@ -74,7 +79,9 @@ size_t lm_acts_bytes(const Lm *lm);
 // same (B, T); reads the masks and RoPE tables the forward recorded.
 void lm_backward(Lm *lm, int B, int T);
 
-// The gradient of a parameter of m (its place in grads).
-static inline float *lm_grad_of(const Lm *lm, Tensor param) { return qwen_param_in(lm->m, &lm->grads, param); }
+// The gradient of a parameter of m (its place in grads), or NULL when the LLM is frozen.
+static inline float *lm_grad_of(const Lm *lm, Tensor param) {
+    return lm->train ? qwen_param_in(lm->m, &lm->grads, param) : NULL;
+}
 
 #endif

@@ -340,6 +340,8 @@ static int train(const Args *a, TrainConfig *cfg) {
     fmt.turn_blocks = cfg->turn_blocks;
     fmt.answer_weights = !strcmp(cfg->loss_weight, "answer");
     fmt.pack_len = cfg->pack_len;
+    v.freeze_connector = !cfg->train_connector;   // a frozen part gets no gradients and no AdamW state
+    v.freeze_llm = !cfg->train_llm;
     vlm_setup(&v, fmt.image_id, cfg->batch_size, 64, cfg->loss_chunk, cfg->z_loss);
     v.image_bidir = !strcmp(cfg->image_attention, "bidirectional");
     AdamW o;

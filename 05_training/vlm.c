@@ -13,7 +13,11 @@ void vlm_setup(Vlm *v, int image_id, int B, int T, int loss_chunk, float z_coef)
     v->z_coef = z_coef;
     const QwenConfig *c = &v->llm.cfg;
     NM_CHECK(v->conn.cfg.hidden == c->C, "connector output %d != LLM width %d", v->conn.cfg.hidden, c->C);
-    lm_init(&v->lm, &v->llm, B, T);
+    lm_init(&v->lm, &v->llm, B, T, !v->freeze_llm);
+    if (v->freeze_connector) {   // connector_init made its gradient table; a frozen connector has none
+        table_free(&v->conn.grads);
+        table_init(&v->conn.grads, "connector grads (frozen: none)");
+    }
     v->loss_ws = xmalloc(loss_workspace_floats(loss_chunk, c->V, c->C) * sizeof(float));
 }
 
@@ -104,19 +108,21 @@ LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float
     // position ids and the mask only for packed rows
     qwen_forward_embeds(&v->llm, &v->lm.st, B, T, b->seg ? b->pos : NULL, b->seg, reach, NULL);
     // the loss, fused with the LM head; its backward writes dx_final and dW
+    // Nothing learns below a frozen part: with both frozen there is no backward at all.
+    backward = backward && !(v->freeze_llm && v->freeze_connector);
     float *dx = NULL, *dW = NULL;
     if (backward) {
         dx = v->lm.dx_final;
         memset(dx, 0, (size_t)BT * C * sizeof(float));
-        dW = lm_grad_of(&v->lm, v->llm.lm_head);
+        dW = lm_grad_of(&v->lm, v->llm.lm_head);   // NULL when the LLM is frozen
     }
     LossStats st = fused_ce_forward_backward(v->lm.st.x_final.data, v->llm.lm_head.data, b->targets, b->weights, BT, C, c->V,
                                              v->loss_chunk, scale, v->z_coef, dx, dW, v->loss_ws);
     if (backward) {
         lm_backward(&v->lm, B, T);
         // h0 was assembled from two sources; its gradient goes back to both
-        embedding_backward(lm_grad_of(&v->lm, v->llm.embed), v->lm.dh, ids_text, BT, C);
-        if (NI > 0) {
+        if (!v->freeze_llm) embedding_backward(lm_grad_of(&v->lm, v->llm.embed), v->lm.dh, ids_text, BT, C);
+        if (NI > 0 && !v->freeze_connector) {
             if (v->vis_cap < NI) {
                 free(v->vis_grad);
                 v->vis_grad = xmalloc((size_t)NI * NV * C * sizeof(float));

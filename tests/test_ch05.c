@@ -504,8 +504,8 @@ static void test_turn_blocks_model(void) {
     rng_fill_uniform(&r, G, (size_t)Tp * C, -1, 1);
 
     Lm lp, ll;
-    lm_init(&lp, &m, 1, Tp);
-    lm_init(&ll, &m, NB, Tl);
+    lm_init(&lp, &m, 1, Tp, true);
+    lm_init(&ll, &m, NB, Tl, true);
     qwen_embed(&m, &lp.st, ids, 1, Tp);
     qwen_forward_embeds(&m, &lp.st, 1, Tp, pos, seg, NULL, NULL);
     memcpy(lp.dx_final, G, (size_t)Tp * C * sizeof(float));
@@ -564,7 +564,7 @@ static void test_reach_inference(void) {
     image_reach(reach, visual, T, 6);
 
     Lm lm;
-    lm_init(&lm, &m, 1, T);
+    lm_init(&lm, &m, 1, T, true);
     qwen_embed(&m, &lm.st, ids, 1, T);
     qwen_forward_embeds(&m, &lm.st, 1, T, NULL, NULL, reach, NULL);
     const float *train_x = lm.st.x_final.data;   // (T, C) the training forward's final norm
@@ -610,7 +610,7 @@ static void test_mem_matches_allocation(void) {
     Qwen m;
     qwen_init_random(&m, &c, 3);
     Lm lm;
-    lm_init(&lm, &m, 2, 24);
+    lm_init(&lm, &m, 2, 24, true);
     size_t priced = qwen_train_acts_bytes(&c, 2, 24), got = lm_acts_bytes(&lm);
     check_true("--mem: training activations priced == allocated (B=2, T=24)", priced == got && got > 0,
                "--mem %zu bytes, trainer %zu bytes", priced, got);
@@ -625,6 +625,125 @@ static void test_mem_matches_allocation(void) {
 }
 
 // ---- embedding backward: repeated ids add
+// ---- freeze switches: a frozen part computes no weight gradient and gets no
+// AdamW state, and the part that still learns gets the same bits as when
+// nothing is frozen. One step of a tiny VLM (mlp connector + nano Qwen, one
+// image) three times: everything trained, the LLM frozen (LLaVA's stage 1),
+// the connector frozen. No clipping, so each group's update depends on its
+// own gradients only.
+typedef struct {
+    Vlm v;
+    AdamW o;
+    LossStats ls;
+} FrozenRun;
+
+static void frozen_run(FrozenRun *r, bool freeze_conn, bool freeze_llm, const Batch *b, const float *feats,
+                       int Df, int G) {
+    memset(&r->v, 0, sizeof r->v);
+    QwenConfig c = qwen_nano_config();
+    c.V = 300;
+    qwen_init_random(&r->v.llm, &c, 91);
+    ConnectorConfig cc;
+    connector_config_init(&cc, CONN_MLP, Df, c.C, c.I, G, G);
+    connector_build(&r->v.conn, &cc);
+    connector_init(&r->v.conn, 92);
+    r->v.freeze_connector = freeze_conn;
+    r->v.freeze_llm = freeze_llm;
+    vlm_setup(&r->v, c.V - 1, b->B, b->T, 5, 1e-4f);
+    adamw_init(&r->o, 0.9f, 0.95f, 1e-8f, 0.1f);
+    adamw_add_group(&r->o, "connector", &r->v.conn.params, &r->v.conn.grads, 1e-2f, freeze_conn);
+    adamw_add_group(&r->o, "llm", &r->v.llm.params, &r->v.lm.grads, 1e-2f, freeze_llm);
+    adamw_zero_grad(&r->o);
+    r->ls = vlm_forward_backward(&r->v, b, feats, 1.0f / (float)b->n_sup, true);
+    adamw_step(&r->o, 1.0f);
+}
+
+static void frozen_free(FrozenRun *r) {
+    adamw_free(&r->o);
+    vlm_free(&r->v);
+}
+
+static void test_frozen_groups(void) {
+    enum { B = 2, G = 2, Df = 12 };
+    FrozenRun all, fl, fc;
+    // the batch: row 0 holds the image (NV placeholders after one text token)
+    QwenConfig c = qwen_nano_config();
+    c.V = 300;
+    ConnectorConfig cc;
+    connector_config_init(&cc, CONN_MLP, Df, c.C, c.I, G, G);
+    const int NV = connector_tokens_out(&cc), Tf = connector_tokens_in(&cc), T = NV + 7;
+    int32_t ids[B * 64], targets[B * 64], pos[B * 64];
+    uint8_t mask[B * 64];
+    Rng r;
+    rng_seed(&r, 17, 3);
+    Batch b;
+    memset(&b, 0, sizeof b);
+    b.B = B;
+    b.T = T;
+    b.n_images = 1;
+    for (int t = 0; t < B * T; t++) {
+        bool img = t >= 1 && t <= NV;
+        ids[t] = img ? c.V - 1 : (int32_t)rng_below(&r, (uint32_t)(c.V - 1));
+        targets[t] = img || t % T == T - 1 ? LOSS_IGNORE : (int32_t)rng_below(&r, (uint32_t)(c.V - 1));
+        b.n_sup += targets[t] != LOSS_IGNORE;
+        mask[t] = 1;
+        pos[t] = t % T;
+    }
+    b.ids = ids;
+    b.targets = targets;
+    b.mask = mask;
+    b.pos = pos;
+    b.n_tokens = B * T;
+    b.sup_weight = b.n_sup;
+    float *feats = xmalloc((size_t)Tf * Df * sizeof(float));   // (1, Tf, Df)
+    rng_fill_uniform(&r, feats, (size_t)Tf * Df, -1, 1);
+
+    frozen_run(&all, false, false, &b, feats, Df, G);
+    frozen_run(&fl, false, true, &b, feats, Df, G);
+    frozen_run(&fc, true, false, &b, feats, Df, G);
+    Qwen init;   // the parameters before the step
+    qwen_init_random(&init, &c, 91);
+    Connector cinit;
+    connector_build(&cinit, &cc);
+    connector_init(&cinit, 92);
+    char b1[32], b2[32], b3[32];
+    printf("# trained: LLM grads %s + m,v %s; connector grads %s\n", bytes_str((double)all.v.lm.grads.nbytes, b1, 32),
+           bytes_str((double)(all.o.g[1].m.nbytes + all.o.g[1].v.nbytes), b2, 32),
+           bytes_str((double)all.v.conn.grads.nbytes, b3, 32));
+    printf("# LLM frozen: LLM grads %zu B, m+v %zu B; connector frozen: its grads %zu B, m+v %zu B\n",
+           fl.v.lm.grads.nbytes, fl.o.g[1].m.nbytes + fl.o.g[1].v.nbytes, fc.v.conn.grads.nbytes,
+           fc.o.g[0].m.nbytes + fc.o.g[0].v.nbytes);
+    check_true("frozen LLM: no gradient table, no AdamW moments",
+               !fl.v.lm.grads.buffer && fl.v.lm.grads.nbytes == 0 && !fl.o.g[1].m.buffer && !fl.o.g[1].v.buffer &&
+                   adamw_state_floats(&fl.o) == 2 * table_numel(&fl.v.conn.params, true),
+               "LLM grads %zu B, m %zu B, v %zu B", fl.v.lm.grads.nbytes, fl.o.g[1].m.nbytes, fl.o.g[1].v.nbytes);
+    check_true("frozen connector: no gradient table, no AdamW moments",
+               !fc.v.conn.grads.buffer && fc.v.conn.grads.nbytes == 0 && !fc.o.g[0].m.buffer && !fc.o.g[0].v.buffer,
+               "connector grads %zu B, m %zu B, v %zu B", fc.v.conn.grads.nbytes, fc.o.g[0].m.nbytes,
+               fc.o.g[0].v.nbytes);
+    check_bytes("frozen LLM: the loss is the trained run's", &fl.ls.ce_sum, &all.ls.ce_sum, sizeof(double));
+    check_bytes("frozen LLM: connector gradients are the trained run's bits", fl.v.conn.grads.buffer,
+                all.v.conn.grads.buffer, all.v.conn.grads.nbytes);
+    check_bytes("frozen LLM: connector after the step is the trained run's bits", fl.v.conn.params.buffer,
+                all.v.conn.params.buffer, all.v.conn.params.nbytes);
+    check_bytes("frozen LLM: LLM parameters unchanged", fl.v.llm.params.buffer, init.params.buffer, init.params.nbytes);
+    check_bytes("frozen connector: LLM gradients are the trained run's bits", fc.v.lm.grads.buffer,
+                all.v.lm.grads.buffer, all.v.lm.grads.nbytes);
+    check_bytes("frozen connector: LLM after the step is the trained run's bits", fc.v.llm.params.buffer,
+                all.v.llm.params.buffer, all.v.llm.params.nbytes);
+    check_bytes("frozen connector: connector parameters unchanged", fc.v.conn.params.buffer, cinit.params.buffer,
+                cinit.params.nbytes);
+    bool moved = memcmp(all.v.conn.params.buffer, cinit.params.buffer, cinit.params.nbytes) != 0 &&
+                 memcmp(all.v.llm.params.buffer, init.params.buffer, init.params.nbytes) != 0;
+    check_true("trained run: both parts moved (the comparisons above can fail)", moved, "moved=%d", moved);
+    frozen_free(&all);
+    frozen_free(&fl);
+    frozen_free(&fc);
+    qwen_free(&init);
+    connector_free(&cinit);
+    free(feats);
+}
+
 static void test_embedding(void) {
     float dE[3 * 2] = {0}, dh[4 * 2] = {1, 2, 3, 4, 5, 6, 7, 8};
     int32_t ids[4] = {2, -1, 2, 0};
@@ -805,6 +924,7 @@ int main(void) {
     test_vis_prep();
     test_vis_prep_context();
     test_embedding();
+    test_frozen_groups();
     test_schedule();
     test_config();
     test_world();
