@@ -50,20 +50,27 @@
 typedef struct {
     Qwen *m;                 // the parameters (borrowed)
     QwenState st;            // the training plan: everything the forward keeps, for up to (B, T)
-    Table grads;             // same entries and layout as m->params (all trainable), fp32;
+    Table grads;             // fp32, same entries as m->params, on the model's device;
                              // empty (no buffer) when the LLM is frozen
+    Table master;            // on a GPU: the fp32 master weights AdamW updates (m->params'
+                             // copy there; the bf16 m->dev is rewritten from it); empty on the CPU,
+                             // where m->params is the master
     bool train;              // the weights get gradients (false: frozen, only d(h0) is computed)
     Table scratch;           // backward's per-layer gradient buffers, reused by every layer
     int B, T;                // what scratch was sized for
-    float *dh;               // (B,T,C) the residual gradient; after backward: d(h0)
-    float *dx_final;         // (B,T,C) the loss writes dL/dx_final here
+    float *dh;               // (B,T,C) f32 the residual gradient; after backward: d(h0) (on the model's device)
+    float *dx_final;         // (B,T,C) f32 the loss writes dL/dx_final here (on the model's device)
 } Lm;
 
-void lm_scratch_build(Table *t, const QwenConfig *c, int B, int T);
-// The training plan and scratch for up to (B, T) tokens, and with train the
-// gradient table (zeroed). A frozen LLM (train = false, LLaVA's stage 1) has
-// no gradient table at all: its backward still carries dL/dh down to h0 (the
-// connector below it learns), but computes no weight gradient on the way.
+// The backward's scratch for (B, T) on device dev: the activation gradients in
+// the dtype of the activations there (f32 on the CPU, bf16 on a GPU), the
+// residual stream's gradient (dh) and the loss's (dx_final) f32 everywhere.
+void lm_scratch_build(Table *t, const QwenConfig *c, int B, int T, Device dev);
+// The training plan and scratch for up to (B, T) tokens on the model's device,
+// and with train the gradient table (zeroed) and, on a GPU, the master weights.
+// A frozen LLM (train = false, LLaVA's stage 1) has no gradient table at all:
+// its backward still carries dL/dh down to h0 (the connector below it learns),
+// but computes no weight gradient on the way.
 void lm_init(Lm *lm, Qwen *m, int B, int T, bool train);
 void lm_free(Lm *lm);
 // Grows the plan and scratch when B or T grows (each to the largest seen).
@@ -76,12 +83,19 @@ size_t lm_acts_bytes(const Lm *lm);
 // seg, reach, NULL) over lm->st.h0, which the caller fills.
 // Given lm->dx_final (B, T, C), accumulates every parameter gradient into
 // lm->grads and leaves dL/d(h0) in lm->dh. Must follow that forward with the
-// same (B, T); reads the masks and RoPE tables the forward recorded.
+// same (B, T); reads the masks and RoPE tables the forward recorded. Runs on
+// the model's device: one layer loop over the Tensor-level backward ops.
 void lm_backward(Lm *lm, int B, int T);
 
-// The gradient of a parameter of m (its place in grads), or NULL when the LLM is frozen.
-static inline float *lm_grad_of(const Lm *lm, Tensor param) {
-    return lm->train ? qwen_param_in(lm->m, &lm->grads, param) : NULL;
-}
+// The gradient of a parameter of m (the same entry of grads, on the model's
+// device), or an empty Tensor when the LLM is frozen or the parameter absent.
+Tensor lm_grad(const Lm *lm, Tensor param);
+static inline float *lm_grad_of(const Lm *lm, Tensor param) { return (float *)lm_grad(lm, param).data; }
+
+// On a GPU the master weights live on the device; these move them to and from
+// m->params, the table checkpoints read and write (no-ops on the CPU). from_host
+// also rewrites the bf16 copy the forward computes with.
+void lm_master_to_host(Lm *lm);
+void lm_master_from_host(Lm *lm);
 
 #endif

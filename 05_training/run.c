@@ -53,8 +53,10 @@ static void usage(FILE *f) {
             "  --steps N            override max_steps\n"
             "  --set KEY=VALUE      override one config key (repeatable; same checks as the file)\n"
             "  --threads N          OpenMP threads (default: OpenMP's)\n"
-            "  --device cpu         where it runs: training is written for the CPU and runs there even\n"
-            "                       with a GPU present; --device cuda is an error (eval and chat too)\n"
+            "  --device cpu|cuda    where `train` runs (default cpu, even with a GPU present): cuda puts the\n"
+            "                       LLM, its backward, the fused loss and its AdamW on the GPU (bf16 compute,\n"
+            "                       fp32 master weights, gradients and moments); the connector and the\n"
+            "                       frozen ViT stay on the host. The demo, eval and chat run on the CPU\n"
             "  --mem                memory breakdown for the config, then exit\n"
             "testing aids:\n"
             "  --kill-at-step K     SIGKILL the process right after step K (and its checkpoint)\n"
@@ -187,7 +189,7 @@ static void mem_report(const TrainConfig *cfg) {
     connector_describe(&c_t, &cc);
     int B = cfg->batch_size, T = cfg->max_seq_len;
     table_init(&s_t, "scratch");
-    lm_scratch_build(&s_t, &qc, B, T);
+    lm_scratch_build(&s_t, &qc, B, T, DEVICE_CPU);
     double f = 4.0;
     double vit_w = vit_mem(&vc, 1, DT_F32, &feat, 1).weights;
     double vit_run = vit_mem(&vc, 1, DT_F32, &feat, 1).total - vit_w;
@@ -342,12 +344,17 @@ static int train(const Args *a, TrainConfig *cfg) {
     fmt.pack_len = cfg->pack_len;
     v.freeze_connector = !cfg->train_connector;   // a frozen part gets no gradients and no AdamW state
     v.freeze_llm = !cfg->train_llm;
+    const bool gpu = nm_ctx.device == DEVICE_CUDA;
+    if (gpu) qwen_to_device(&v.llm, DEVICE_CUDA);   // the LLM's forward, backward and step on the GPU
     vlm_setup(&v, fmt.image_id, cfg->batch_size, 64, cfg->loss_chunk, cfg->z_loss);
     v.image_bidir = !strcmp(cfg->image_attention, "bidirectional");
     AdamW o;
     adamw_init(&o, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->weight_decay);
     adamw_add_group(&o, "connector", &v.conn.params, &v.conn.grads, cfg->lr_connector, !cfg->train_connector);
-    adamw_add_group(&o, "llm", &v.llm.params, &v.lm.grads, cfg->lr, !cfg->train_llm);
+    // on a GPU the LLM group steps the fp32 master weights there and rewrites the bf16 copy the forward reads
+    adamw_add_group(&o, "llm", gpu && cfg->train_llm ? &v.lm.master : &v.llm.params, &v.lm.grads, cfg->lr,
+                    !cfg->train_llm);
+    if (gpu) adamw_set_compute(&o, 1, &v.llm.dev);
     TrainState st = {0, 0, cfg->seed};
     char *log_path = xsprintf("%s/log.jsonl", a->out), *svg_path = xsprintf("%s/loss.svg", a->out);
     Point *curve = xcalloc((size_t)cfg->max_steps + 1, sizeof *curve);
@@ -355,7 +362,10 @@ static int train(const Args *a, TrainConfig *cfg) {
     if (a->resume) {
         char *ck = checkpoint_latest(a->out);
         if (!ck) fail_input(a->out, "--resume: no complete checkpoint (step_*/COMPLETE) here");
+        adamw_state_to_host(&o);   // checkpoints are host tables (no-ops on the CPU)
         checkpoint_load(ck, &v, &o, &st);
+        adamw_state_to_device(&o);
+        lm_master_from_host(&v.lm);
         fprintf(stderr, "resumed from %s: step %lld, data position %lld\n", ck, (long long)st.step, (long long)st.cursor);
         free(ck);
         // keep the log lines of the steps the checkpoint covers, drop the rest
@@ -447,8 +457,11 @@ static int train(const Args *a, TrainConfig *cfg) {
         }
         bool save = (cfg->save_every && st.step % cfg->save_every == 0) || st.step == cfg->max_steps;
         if (save) {
+            lm_master_to_host(&v.lm);   // checkpoints are host tables (no-ops on the CPU)
+            adamw_state_to_host(&o);
             if (checkpoint_save(a->out, &v, &o, &st, cfg, a->kill_in_ckpt == st.step, err, sizeof err) != 0)
                 fail_input(a->out, "checkpoint: %s", err);
+            adamw_state_to_device(&o);
             free(last_ckpt);   // the one just written (an older run's may be newer in the same --out)
             last_ckpt = xsprintf("%s/step_%08lld", a->out, (long long)st.step);
         }
@@ -568,7 +581,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     // the backward, AdamW and the data path are written for the CPU only
-    device_select(device, a.mem ? "--mem" : cmd ? "train" : "demo", false, cuda_available());
+    // `train` runs on a GPU when asked (never by default: the CPU run's bits are the reference); the rest on the CPU
+    device_select(device ? device : "cpu", a.mem ? "--mem" : cmd ? "train" : "demo", cmd && !a.mem, cuda_available());
     TrainConfig cfg;
     if (a.config) config_load(&cfg, a.config);
     else config_defaults(&cfg);
