@@ -280,6 +280,81 @@ static void test_weighted_ce(void) {
                "loss %.7f vs %.7f, weight %.6f vs %.6f, max grad error %.2e", st.ce_sum, loss, st.w_sum, wsum, err);
 }
 
+// ---- the loss's chunking on the host, which both devices share: the planner
+// hands out the supervised rows in order, at most `chunk` at a time and every
+// chunk full but the last; and the chunked, fused loss (with z-loss and row
+// weights) equals the loss and gradients of the whole (N, V) logits computed
+// at once in double, for chunks of 1, 3, 7 and more than the rows.
+static void test_loss_chunks(void) {
+    enum { N = 29, C = 6, V = 13 };
+    int32_t tg[N];
+    float x[N * C], W[V * C], w[N];
+    Rng r;
+    rng_seed(&r, 78, 3);
+    rng_fill_uniform(&r, x, N * C, -1, 1);
+    rng_fill_uniform(&r, W, V * C, -1, 1);
+    rng_fill_uniform(&r, w, N, 0.1f, 1);
+    int nsup = 0;
+    for (int n = 0; n < N; n++) {
+        tg[n] = n % 4 == 1 || n == N - 1 ? LOSS_IGNORE : (int32_t)rng_below(&r, V);
+        nsup += tg[n] != LOSS_IGNORE;
+    }
+    // the reference: every logit at once, in double
+    const float scale = 0.21f, z = 1e-2f;
+    double loss = 0, zs = 0, gdx[N * C] = {0}, gdW[V * C] = {0};
+    for (int n = 0; n < N; n++) {
+        if (tg[n] == LOSS_IGNORE) continue;
+        double l[V], mx = -1e300, s = 0;
+        for (int v = 0; v < V; v++) {
+            l[v] = 0;
+            for (int c = 0; c < C; c++) l[v] += (double)x[n * C + c] * W[v * C + c];
+            mx = l[v] > mx ? l[v] : mx;
+        }
+        for (int v = 0; v < V; v++) s += exp(l[v] - mx);
+        const double lse = mx + log(s);
+        loss += w[n] * (lse - l[tg[n]]);
+        zs += w[n] * lse * lse;
+        for (int v = 0; v < V; v++) {
+            double g = scale * w[n] * (exp(l[v] - lse) * (1 + 2 * z * lse) - (v == tg[n]));
+            for (int c = 0; c < C; c++) {
+                gdx[n * C + c] += g * W[v * C + c];
+                gdW[v * C + c] += g * x[n * C + c];
+            }
+        }
+    }
+    static const int chunks[] = {1, 3, 7, N + 5};
+    for (int k = 0; k < 4; k++) {
+        const int ch = chunks[k];
+        int rows[N + 5], n0 = 0, n, seen = 0, nchunks = 0;
+        bool ordered = true, full = true;
+        while ((n = loss_next_chunk(tg, N, V, ch, &n0, rows)) > 0) {
+            for (int i = 0; i < n; i++) {
+                int want = -1;   // the seen-th supervised row
+                for (int t = 0, c = 0; t < N; t++)
+                    if (tg[t] != LOSS_IGNORE && c++ == seen) { want = t; break; }
+                ordered &= rows[i] == want;
+                seen++;
+            }
+            if (n < ch && seen < nsup) full = false;
+            nchunks++;
+        }
+        char name[96];
+        snprintf(name, sizeof name, "loss chunks of %d: the supervised rows in order, chunks full", ch);
+        check_true(name, ordered && full && seen == nsup && nchunks == (nsup + ch - 1) / ch,
+                   "%d rows in %d chunks (want %d in %d)", seen, nchunks, nsup, (nsup + ch - 1) / ch);
+        float dx[N * C] = {0}, dW[V * C] = {0};
+        float *ws = xmalloc(loss_workspace_floats(ch, V, C) * sizeof(float));
+        LossStats st = fused_ce_forward_backward(x, W, tg, w, N, C, V, ch, scale, z, dx, dW, ws);
+        free(ws);
+        double err = 0;
+        for (int i = 0; i < N * C; i++) err = fmax(err, fabs(dx[i] - gdx[i]));
+        for (int i = 0; i < V * C; i++) err = fmax(err, fabs(dW[i] - gdW[i]));
+        snprintf(name, sizeof name, "loss chunks of %d == the whole logits at once (ce, z, gradients)", ch);
+        check_true(name, fabs(st.ce_sum - loss) < 1e-5 && fabs(st.z_sum - zs) < 1e-5 && st.n == nsup && err < 1e-5,
+                   "ce %.7f vs %.7f, z %.7f vs %.7f, max grad error %.2e", st.ce_sum, loss, st.z_sum, zs, err);
+    }
+}
+
 // ---- turn blocks (data.h): the packed row holds each lone conversation exactly
 // Encodes a three-question conversation packed, and each question alone as
 // the one-turn conversation the evaluator sends; the tokens of the prefix and
@@ -917,6 +992,7 @@ int main(void) {
     test_reach_inference();
     test_mem_matches_allocation();
     test_weighted_ce();
+    test_loss_chunks();
     test_turn_blocks_encoding();
     test_turn_blocks_model();
     test_batch_packing();
