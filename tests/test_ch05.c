@@ -238,6 +238,35 @@ static void test_attention_reach(void) {
 // version of its formula written out here: loss = sum_r w_r (lse_r - l_r[y_r]),
 // dlogits_r = scale w_r (softmax_r - onehot_r), dx = dlogits W, dW = dlogits^T x.
 // Chunks of 3 over 8 rows with 2 ignored, so weights must follow their rows across chunks.
+// The fused loss's reference: every logit at once, in double. Adds the
+// weighted cross-entropy and z (lse^2) sums to *ce, *zs and the gradients of
+// scale * sum w (ce + z_coef lse^2) to gdx (N, C) and gdW (V, C).
+static void ce_reference(const float *x, const float *W, const int32_t *tg, const float *w, int N, int C, int V,
+                         float scale, float z_coef, double *ce, double *zs, double *gdx, double *gdW) {
+    double *l = xmalloc((size_t)V * sizeof(double));
+    for (int n = 0; n < N; n++) {
+        if (tg[n] == LOSS_IGNORE) continue;
+        double mx = -1e300, s = 0;
+        for (int v = 0; v < V; v++) {
+            l[v] = 0;
+            for (int c = 0; c < C; c++) l[v] += (double)x[n * C + c] * W[v * C + c];
+            mx = l[v] > mx ? l[v] : mx;
+        }
+        for (int v = 0; v < V; v++) s += exp(l[v] - mx);
+        const double lse = mx + log(s), wn = w ? w[n] : 1.0;
+        *ce += wn * (lse - l[tg[n]]);
+        *zs += wn * lse * lse;
+        for (int v = 0; v < V; v++) {
+            double g = scale * wn * (exp(l[v] - lse) * (1 + 2 * z_coef * lse) - (v == tg[n]));
+            for (int c = 0; c < C; c++) {
+                gdx[n * C + c] += g * W[v * C + c];
+                gdW[v * C + c] += g * x[n * C + c];
+            }
+        }
+    }
+    free(l);
+}
+
 static void test_weighted_ce(void) {
     enum { N = 8, C = 5, V = 11, CH = 3 };
     float x[N * C], W[V * C], w[N], dx[N * C] = {0}, dW[V * C] = {0};
@@ -252,27 +281,9 @@ static void test_weighted_ce(void) {
     float *ws = xmalloc(loss_workspace_floats(CH, V, C) * sizeof(float));
     LossStats st = fused_ce_forward_backward(x, W, tg, w, N, C, V, CH, scale, 0.0f, dx, dW, ws);
     free(ws);
-    double loss = 0, wsum = 0, err = 0, gdx[N * C] = {0}, gdW[V * C] = {0};
-    for (int n = 0; n < N; n++) {
-        if (tg[n] == LOSS_IGNORE) continue;
-        double l[V], mx = -1e300, s = 0;
-        for (int v = 0; v < V; v++) {
-            l[v] = 0;
-            for (int c = 0; c < C; c++) l[v] += (double)x[n * C + c] * W[v * C + c];
-            mx = l[v] > mx ? l[v] : mx;
-        }
-        for (int v = 0; v < V; v++) s += exp(l[v] - mx);
-        double lse = mx + log(s);
-        loss += w[n] * (lse - l[tg[n]]);
-        wsum += w[n];
-        for (int v = 0; v < V; v++) {
-            double g = scale * w[n] * (exp(l[v] - lse) - (v == tg[n]));
-            for (int c = 0; c < C; c++) {
-                gdx[n * C + c] += g * W[v * C + c];
-                gdW[v * C + c] += g * x[n * C + c];
-            }
-        }
-    }
+    double loss = 0, zs = 0, wsum = 0, err = 0, gdx[N * C] = {0}, gdW[V * C] = {0};
+    ce_reference(x, W, tg, w, N, C, V, scale, 0.0f, &loss, &zs, gdx, gdW);
+    for (int n = 0; n < N; n++) wsum += tg[n] != LOSS_IGNORE ? w[n] : 0;
     for (int i = 0; i < N * C; i++) err = fmax(err, fabs(dx[i] - gdx[i]));
     for (int i = 0; i < V * C; i++) err = fmax(err, fabs(dW[i] - gdW[i]));
     check_true("fused CE with row weights: loss and gradients", fabs(st.ce_sum - loss) < 1e-5 &&
@@ -299,29 +310,9 @@ static void test_loss_chunks(void) {
         tg[n] = n % 4 == 1 || n == N - 1 ? LOSS_IGNORE : (int32_t)rng_below(&r, V);
         nsup += tg[n] != LOSS_IGNORE;
     }
-    // the reference: every logit at once, in double
     const float scale = 0.21f, z = 1e-2f;
     double loss = 0, zs = 0, gdx[N * C] = {0}, gdW[V * C] = {0};
-    for (int n = 0; n < N; n++) {
-        if (tg[n] == LOSS_IGNORE) continue;
-        double l[V], mx = -1e300, s = 0;
-        for (int v = 0; v < V; v++) {
-            l[v] = 0;
-            for (int c = 0; c < C; c++) l[v] += (double)x[n * C + c] * W[v * C + c];
-            mx = l[v] > mx ? l[v] : mx;
-        }
-        for (int v = 0; v < V; v++) s += exp(l[v] - mx);
-        const double lse = mx + log(s);
-        loss += w[n] * (lse - l[tg[n]]);
-        zs += w[n] * lse * lse;
-        for (int v = 0; v < V; v++) {
-            double g = scale * w[n] * (exp(l[v] - lse) * (1 + 2 * z * lse) - (v == tg[n]));
-            for (int c = 0; c < C; c++) {
-                gdx[n * C + c] += g * W[v * C + c];
-                gdW[v * C + c] += g * x[n * C + c];
-            }
-        }
-    }
+    ce_reference(x, W, tg, w, N, C, V, scale, z, &loss, &zs, gdx, gdW);
     static const int chunks[] = {1, 3, 7, N + 5};
     for (int k = 0; k < 4; k++) {
         const int ch = chunks[k];

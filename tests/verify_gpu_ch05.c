@@ -369,6 +369,17 @@ static void step_free(StepRun *r) {
     free(r->grads_llm), free(r->grads_conn), free(r->params_llm);
 }
 
+// got and want (host copies of tables laid out like t), entry by entry
+static void compare_grads(const char *family, const Table *t, const float *got, const float *want) {
+    char name[160];
+    for (int i = 0; i < t->n; i++) {
+        const TableEntry *e = &t->entries[i];
+        snprintf(name, sizeof name, "step/%s: grad %s", family, e->name);
+        check_f32(name, got + e->offset / sizeof(float), want + e->offset / sizeof(float), e->nbytes / sizeof(float),
+                  TOL_BF16_DEEP);
+    }
+}
+
 static void whole_step(const char *family, QwenConfig qc) {
     StepCase sc;
     memset(&sc, 0, sizeof sc);
@@ -414,20 +425,8 @@ static void whole_step(const char *family, QwenConfig qc) {
     snprintf(name, sizeof name, "step/%s: the loss of 3 steps, CUDA vs the C trainer", family);
     check_f32(name, lg, lc, 3, TOL_BF16);
     // every trainable gradient of the first step, tensor by tensor
-    const Table *gt = &c.v.lm.grads;
-    for (int i = 0; i < gt->n; i++) {
-        const TableEntry *e = &gt->entries[i];
-        snprintf(name, sizeof name, "step/%s: grad %s", family, e->name);
-        check_f32(name, g.grads_llm + e->offset / sizeof(float), c.grads_llm + e->offset / sizeof(float),
-                  e->nbytes / sizeof(float), TOL_BF16_DEEP);
-    }
-    const Table *ct = &c.v.conn.grads;
-    for (int i = 0; i < ct->n; i++) {
-        const TableEntry *e = &ct->entries[i];
-        snprintf(name, sizeof name, "step/%s: grad %s", family, e->name);
-        check_f32(name, g.grads_conn + e->offset / sizeof(float), c.grads_conn + e->offset / sizeof(float),
-                  e->nbytes / sizeof(float), TOL_BF16_DEEP);
-    }
+    compare_grads(family, &c.v.lm.grads, g.grads_llm, c.grads_llm);
+    compare_grads(family, &c.v.conn.grads, g.grads_conn, c.grads_conn);
     snprintf(name, sizeof name, "step/%s: LLM parameters after 3 AdamW steps", family);
     check_f32(name, g.params_llm, c.params_llm, c.v.llm.params.nbytes / sizeof(float), TOL_BF16);
     snprintf(name, sizeof name, "step/%s: connector parameters after 3 AdamW steps", family);
