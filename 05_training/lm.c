@@ -77,6 +77,35 @@ void lm_free(Lm *lm) {
 
 size_t lm_acts_bytes(const Lm *lm) { return lm->st.table.nbytes; }
 
+LmGpuMem lm_gpu_mem(const QwenConfig *c, int B, int T, int loss_chunk, bool train) {
+    LmGpuMem g = {0};
+    Table p, w, a, s;
+    table_init(&p, "qwen params");
+    qwen_params_build(&p, c);
+    table_derive(&w, &p, "qwen weights (bf16)", DT_BF16, false);
+    g.weights = (double)table_bytes(&w);
+    if (train) {
+        g.master = g.grads = (double)table_bytes(&p);
+        g.adam = 2.0 * (double)table_bytes(&p);   // every Qwen parameter is trainable
+    }
+    table_init(&a, "training plan");
+    qwen_acts_build(&a, c, B, T, T, true, QWEN_LOGITS_NONE, DEVICE_CUDA);
+    g.acts = (double)table_bytes(&a);
+    table_init(&s, "backward scratch");
+    lm_scratch_build(&s, c, B, T, DEVICE_CUDA);
+    g.scratch = (double)table_bytes(&s);
+    // the loss's chunk (f32 logits, bf16 dlogits, the gathered rows and their
+    // gradients, row lists and statistics), or the attention backward's lse
+    // and D of every query, whichever is larger
+    const double n = loss_chunk, BT = (double)B * T;
+    const double loss = n * c->V * (4.0 + 2.0) + 2.0 * n * c->C * 2.0 + n * (8.0 + 4.0 + 16.0);
+    const double att = 2.0 * BT * c->NH * 4.0;
+    g.transient = loss > att ? loss : att;
+    g.total = g.weights + g.master + g.grads + g.adam + g.acts + g.scratch + g.transient;
+    table_free(&p), table_free(&w), table_free(&a), table_free(&s);
+    return g;
+}
+
 Tensor lm_grad(const Lm *lm, Tensor param) {
     if (!lm->train || !param.data) return (Tensor){0};
     // grads has the entries of the table the forward computes with, in order:
@@ -94,10 +123,12 @@ void lm_master_to_host(Lm *lm) {
 }
 
 void lm_master_from_host(Lm *lm) {
-    if (!lm->master.buffer) return;
-    NM_CHECK(lm->master.nbytes == lm->m->params.nbytes, "lm_master_from_host: master and parameters differ in layout");
-    cuda_upload(lm->master.buffer, lm->m->params.buffer, lm->master.nbytes);
-    for (int i = 0; i < lm->m->params.n; i++)   // and the bf16 weights the forward reads
+    if (lm->m->device != DEVICE_CUDA) return;
+    if (lm->master.buffer) {
+        NM_CHECK(lm->master.nbytes == lm->m->params.nbytes, "lm_master_from_host: master and parameters differ in layout");
+        cuda_upload(lm->master.buffer, lm->m->params.buffer, lm->master.nbytes);
+    }
+    for (int i = 0; i < lm->m->params.n; i++)   // and the bf16 weights the forward reads (frozen or not)
         tensor_from_host_f32(table_tensor(&lm->m->dev, i), table_tensor(&lm->m->params, i).data);
 }
 

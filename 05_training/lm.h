@@ -79,6 +79,23 @@ void lm_reserve(Lm *lm, int B, int T);
 // what `run --mem` prints as "LLM activations (kept for backward)".
 size_t lm_acts_bytes(const Lm *lm);
 
+// What training the LLM on a GPU holds there, priced from the tables it
+// allocates (nothing is allocated): `run --mem --device cuda` prints it, and
+// `train --device cuda` prints it beside the allocator's measured high-water
+// mark. Bytes; transient is the largest buffer one op holds for its call (the
+// loss's chunk, the attention backward's row statistics).
+typedef struct {
+    double weights;     // the bf16 copy the forward and backward compute with
+    double master;      // fp32 master weights (trained only)
+    double grads;       // fp32 gradients (trained only)
+    double adam;        // fp32 m and v (trained only)
+    double acts;        // the training plan's activations (bf16, the residual stream f32)
+    double scratch;     // the backward's per-layer gradient buffers
+    double transient;
+    double total;
+} LmGpuMem;
+LmGpuMem lm_gpu_mem(const QwenConfig *c, int B, int T, int loss_chunk, bool train);
+
 // The forward is chapter 04's: qwen_forward_embeds(lm->m, &lm->st, B, T, pos,
 // seg, reach, NULL) over lm->st.h0, which the caller fills.
 // Given lm->dx_final (B, T, C), accumulates every parameter gradient into

@@ -21,7 +21,8 @@
 #include <errno.h>
 #include <unistd.h>
 
-#include "01_tensor/matmul.h"   // cuda_available
+#include "01_tensor/cuda_util.h"   // cuda_mem_peak, cuda_mem_info
+#include "01_tensor/matmul.h"      // cuda_available
 #include "01_tensor/rng.h"
 #include "01_tensor/safetensors.h"
 #include "05_training/adamw.h"
@@ -57,7 +58,8 @@ static void usage(FILE *f) {
             "                       LLM, its backward, the fused loss and its AdamW on the GPU (bf16 compute,\n"
             "                       fp32 master weights, gradients and moments); the connector and the\n"
             "                       frozen ViT stay on the host. The demo, eval and chat run on the CPU\n"
-            "  --mem                memory breakdown for the config, then exit\n"
+            "  --mem                memory breakdown for the config, then exit (with --device cuda also what\n"
+            "                       the GPU holds; train --device cuda prints it beside the measured peak)\n"
             "testing aids:\n"
             "  --kill-at-step K     SIGKILL the process right after step K (and its checkpoint)\n"
             "  --kill-in-checkpoint K  SIGKILL while writing step K's checkpoint, before its marker\n"
@@ -140,7 +142,7 @@ static void print_row(const char *what, double bytes, double total) {
     printf("  %-34s %12s  %5.1f%%\n", what, bytes_str(bytes, b, sizeof b), total > 0 ? 100 * bytes / total : 0);
 }
 
-static void mem_report(const TrainConfig *cfg) {
+static void mem_report(const TrainConfig *cfg, bool gpu) {
     // sizes only: tables are described, never allocated
     VitConfig vc = vit_config_nano();
     QwenConfig qc = qwen_nano_config();
@@ -223,9 +225,35 @@ static void mem_report(const TrainConfig *cfg) {
     char b1[32];
     printf("  full logits would be (B*T, V) = %s: never allocated\n",
            bytes_str((double)B * T * qc.V * f, b1, sizeof b1));
+    if (gpu) {   // what train --device cuda holds on the GPU (the ViT, connector and batch stay on the host)
+        LmGpuMem g = lm_gpu_mem(&qc, B, T, cfg->loss_chunk, cfg->train_llm);
+        printf("on the GPU (--device cuda): the LLM in bf16, fp32 master weights, gradients and AdamW moments\n");
+        print_row("LLM weights (bf16 compute copy)", g.weights, g.total);
+        print_row("LLM master weights (fp32)", g.master, g.total);
+        print_row("LLM gradients (fp32)", g.grads, g.total);
+        print_row("LLM AdamW m + v (fp32)", g.adam, g.total);
+        print_row("LLM activations (kept for backward)", g.acts, g.total);
+        print_row("LLM backward scratch (one layer)", g.scratch, g.total);
+        print_row("largest transient (loss chunk)", g.transient, g.total);
+        print_row("GPU total (predicted)", g.total, g.total);
+    }
     table_free(&q_t);
     table_free(&c_t);
     table_free(&s_t);
+}
+
+// On a GPU: the allocator's high-water mark beside the prediction for the
+// (B, T) the training plan holds now, and the device as cudaMemGetInfo sees it.
+static void gpu_mem_line(const Vlm *v, const TrainConfig *cfg, const char *when) {
+    size_t fr = 0, tot = 0;
+    cuda_mem_info(&fr, &tot);
+    LmGpuMem g = lm_gpu_mem(&v->llm.cfg, v->lm.B, v->lm.T, cfg->loss_chunk, !v->freeze_llm);
+    char b1[32], b2[32], b3[32], b4[32];
+    double peak = (double)cuda_mem_peak();
+    fprintf(stderr, "GPU memory %s: allocator peak %s, predicted %s for batch %d x %d (%+.1f%%); device in use %s of %s\n",
+            when, bytes_str(peak, b1, sizeof b1), bytes_str(g.total, b2, sizeof b2), v->lm.B, v->lm.T,
+            g.total > 0 ? 100.0 * (peak - g.total) / g.total : 0.0, bytes_str((double)(tot - fr), b3, sizeof b3),
+            bytes_str((double)tot, b4, sizeof b4));
 }
 
 // ----------------------------------------------------------------------------
@@ -440,6 +468,7 @@ static int train(const Args *a, TrainConfig *cfg) {
         float lrf = lr_schedule(st.step, cfg->warmup_steps, cfg->max_steps, cfg->min_lr_ratio);
         adamw_step(&o, lrf);
         st.step++;
+        if (gpu && st.step == first + 1) gpu_mem_line(&v, cfg, "after the first step");
         for (int k = 0; k < GA; k++) batch_free(&bs[k]);
         double dt = now_seconds() - ts, el = now_seconds() - t0;
         double eta = el / (double)(st.step - first) * (double)(cfg->max_steps - st.step);
@@ -468,6 +497,7 @@ static int train(const Args *a, TrainConfig *cfg) {
         if (a->kill_at == st.step) raise(SIGKILL);
     }
     write_svg(svg_path, curve, ncurve);
+    if (gpu) gpu_mem_line(&v, cfg, "at the end");
     fprintf(stderr, "done: %lld steps; log %s, curve %s, checkpoint %s\n", (long long)st.step, log_path, svg_path,
             last_ckpt ? last_ckpt : "-");
     fclose(logf);
@@ -582,7 +612,10 @@ int main(int argc, char **argv) {
     }
     // the backward, AdamW and the data path are written for the CPU only
     // `train` runs on a GPU when asked (never by default: the CPU run's bits are the reference); the rest on the CPU
-    device_select(device ? device : "cpu", a.mem ? "--mem" : cmd ? "train" : "demo", cmd && !a.mem, cuda_available());
+    // --mem --device cuda prices the GPU run without needing a GPU
+    const bool mem_gpu = a.mem && device && !strcmp(device, "cuda");
+    device_select(device && !mem_gpu ? device : "cpu", a.mem ? "--mem" : cmd ? "train" : "demo", cmd && !a.mem,
+                  cuda_available());
     TrainConfig cfg;
     if (a.config) config_load(&cfg, a.config);
     else config_defaults(&cfg);
@@ -596,7 +629,7 @@ int main(int argc, char **argv) {
         free(line);
     }
     if (a.mem) {
-        mem_report(&cfg);
+        mem_report(&cfg, mem_gpu);
         return 0;
     }
     if (!cmd) {
