@@ -11,6 +11,13 @@
 // training forward stops at the final norm and logits for all positions never
 // exist.
 //
+// One backward for both devices, as the forward is: lm_backward calls only the
+// Tensor-level backward ops (backward.h), which run the C oracle or its CUDA
+// twin by the tensors' device. On a GPU the weights the layers read are the
+// bf16 copy (m->dev), the activations and their gradients bf16, the residual
+// stream and its gradient f32, and the weight gradients and master weights
+// fp32 (mixed precision: bf16 to compute, fp32 to accumulate and to update).
+//
 // The layer and its backward, side by side (h the residual stream; the names
 // are QwenLayerActs'):
 //

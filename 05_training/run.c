@@ -610,7 +610,6 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    // the backward, AdamW and the data path are written for the CPU only
     // `train` runs on a GPU when asked (never by default: the CPU run's bits are the reference); the rest on the CPU
     // --mem --device cuda prices the GPU run without needing a GPU
     const bool mem_gpu = a.mem && device && !strcmp(device, "cuda");
