@@ -382,7 +382,7 @@ static int train(const Args *a, TrainConfig *cfg) {
     // on a GPU the LLM group steps the fp32 master weights there and rewrites the bf16 copy the forward reads
     adamw_add_group(&o, "llm", gpu && cfg->train_llm ? &v.lm.master : &v.llm.params, &v.lm.grads, cfg->lr,
                     !cfg->train_llm);
-    if (gpu) adamw_set_compute(&o, 1, &v.llm.dev);
+    if (gpu && cfg->train_llm) adamw_set_compute(&o, 1, &v.llm.dev);
     TrainState st = {0, 0, cfg->seed};
     char *log_path = xsprintf("%s/log.jsonl", a->out), *svg_path = xsprintf("%s/loss.svg", a->out);
     Point *curve = xcalloc((size_t)cfg->max_steps + 1, sizeof *curve);
