@@ -108,6 +108,11 @@ if $RUN --help | grep -q -- '--resume'; then pass "run --help"; else fail "run -
 if $RUN --mem --config 05_training/configs/stage1.conf | grep -q 'AdamW m + v'; then
     pass "run --mem (stage1 config)" "$($RUN --mem --config 05_training/configs/stage1.conf | grep total)"
 else fail "run --mem"; fi
+# --mem --device cuda prices the GPU run (bf16 weights, fp32 master, grads, m and v) without a GPU
+memg=$($RUN --mem --device cuda --config 05_training/configs/stage1.conf)
+if echo "$memg" | grep -q 'LLM master weights (fp32)' && echo "$memg" | grep -q 'GPU total (predicted)'; then
+    pass "run --mem --device cuda" "$(echo "$memg" | grep 'GPU total')"
+else fail "run --mem --device cuda" "$(echo "$memg" | tail -2 | tr '\n' ' ')"; fi
 
 # ---- the demo: loss falls
 if $RUN --config "$T/small.conf" --out "$T/demo" --steps 5 2>"$T/demo.err"; then
