@@ -16,6 +16,7 @@ const Tolerance TOLERANCES[TOL_COUNT] = {
     [TOL_F32_DEEP] = {"f32-deep", 1e-4, 1e-4},
     [TOL_GRAD]     = {"grad",     1e-4, 1e-4},
     [TOL_BF16]     = {"bf16",     2e-2, 2e-2},
+    [TOL_BF16_DEEP] = {"bf16-deep", 5e-2, 5e-2},
 };
 
 int check_passed = 0, check_failed = 0;

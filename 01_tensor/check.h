@@ -30,6 +30,7 @@ typedef enum {
     TOL_F32_DEEP,    // fp32 through many layers (whole models, long reductions)
     TOL_GRAD,        // fp32 gradients (one more chain of reductions)
     TOL_BF16,        // bf16 storage with fp32 accumulation vs the fp32 oracle
+    TOL_BF16_DEEP,   // bf16 activations through a whole forward and backward (a training step's gradients)
     TOL_COUNT
 } TolClass;
 

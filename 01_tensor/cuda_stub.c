@@ -38,6 +38,9 @@ const char *cuda_device_summary(char *buf, size_t n) {
 void *cuda_malloc(size_t nbytes) { NO_CUDA(); }
 void cuda_free(void *dev) { (void)dev; }
 void cuda_zero(void *dev, size_t nbytes) { NO_CUDA(); }
+size_t cuda_mem_in_use(void) { return 0; }
+size_t cuda_mem_peak(void) { return 0; }
+void cuda_mem_info(size_t *free_bytes, size_t *total_bytes) { NO_CUDA(); }
 void cuda_upload(void *dev, const void *host, size_t nbytes) { NO_CUDA(); }
 void cuda_download(void *host, const void *dev, size_t nbytes) { NO_CUDA(); }
 void cuda_copy(void *dst_dev, const void *src_dev, size_t nbytes) { NO_CUDA(); }

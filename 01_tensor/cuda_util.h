@@ -41,6 +41,12 @@ void cuda_zero(void *dev, size_t nbytes);          // memset to 0 bytes (0.0 in 
 void cuda_upload(void *dev, const void *host, size_t nbytes);
 void cuda_download(void *host, const void *dev, size_t nbytes);
 void cuda_copy(void *dst_dev, const void *src_dev, size_t nbytes);  // device to device
+// Bytes cuda_malloc holds now and the most it ever held (its high-water mark;
+// cuBLAS's workspace and the driver's context are not in it).
+size_t cuda_mem_in_use(void);
+size_t cuda_mem_peak(void);
+// cudaMemGetInfo: the device's free and total bytes, whoever holds them.
+void cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 // Waits for all queued GPU work; reports errors of earlier asynchronous launches.
 void cuda_synchronize(void);
 

@@ -47,6 +47,8 @@
 // and between GPU models.
 #include "01_tensor/cuda_common.h"
 
+#include <unordered_map>
+
 extern "C" {
 #include "01_tensor/matmul.h"
 }
@@ -156,14 +158,37 @@ extern "C" const char *cuda_device_summary(char *buf, size_t n) {
 // ============================================================================
 // Device memory and copies (declared in cuda_util.h)
 
+// Every cuda_malloc is remembered with its size, so the bytes held now and
+// the most ever held (the high-water mark that `train --device cuda` prints
+// beside the --mem prediction) are known exactly. The host side is
+// single-threaded (cuda_common.h), so a plain map will do.
+static std::unordered_map<void *, size_t> g_sizes;
+static size_t g_in_use = 0, g_peak = 0;
+
 extern "C" void *cuda_malloc(size_t nbytes) {
     void *p = NULL;
     CUDA_CHECK(cudaMalloc(&p, nbytes ? nbytes : 1));
+    g_sizes[p] = nbytes;
+    g_in_use += nbytes;
+    if (g_in_use > g_peak) g_peak = g_in_use;
     return p;
 }
 
 extern "C" void cuda_free(void *dev) {
-    if (dev) CUDA_CHECK(cudaFree(dev));
+    if (!dev) return;
+    CUDA_CHECK(cudaFree(dev));
+    auto it = g_sizes.find(dev);
+    if (it != g_sizes.end()) {
+        g_in_use -= it->second;
+        g_sizes.erase(it);
+    }
+}
+
+extern "C" size_t cuda_mem_in_use(void) { return g_in_use; }
+extern "C" size_t cuda_mem_peak(void) { return g_peak; }
+
+extern "C" void cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
 extern "C" void cuda_zero(void *dev, size_t nbytes) {

@@ -370,7 +370,7 @@ void connector_backward(Connector *c, float *dfeat, const float *dout) {
         matmul_backward_cpu(D_("proj.h"), G_("connector.image_projector.w2.weight"), NULL, dout, A_("proj.h"),
                             P_("connector.image_projector.w2.weight"), M, I, H);
         // undoes `h = silu(gate) * up`
-        swiglu_backward(D_("proj.gate"), D_("proj.up"), D_("proj.h"), A_("proj.gate"), A_("proj.up"),
+        swiglu_backward_cpu(D_("proj.gate"), D_("proj.up"), D_("proj.h"), A_("proj.gate"), A_("proj.up"),
                         (size_t)M * I);
         // undoes `up = pooled W3^T` and `gate = pooled W1^T`: pooled fed both,
         // so its gradient is the sum of the two (the += does it)

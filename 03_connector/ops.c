@@ -101,7 +101,7 @@ void swiglu_forward_cpu(float *out, const float *gate, const float *up, size_t N
 //     d out / d up   = silu(g)
 //     d out / d gate = up * silu'(g),  silu'(g) = s + g s (1 - s),  s = sigmoid(g)
 // (sigmoid' = s (1 - s), then the product rule on g * s).
-void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t N) {
+void swiglu_backward_cpu(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t N) {
     if (dgate && dup) {   // both at once: one pass, one sigmoid per element
         NM_OMP(parallel for simd schedule(static))
         for (size_t i = 0; i < N; i++) {
@@ -311,5 +311,22 @@ void swiglu_forward(Tensor out, Tensor gate, Tensor up) {
         swiglu_forward_cpu(out.data, gate.data, up.data, (size_t)n);
     } else {
         swiglu_forward_cuda(out.data, gate.data, up.data, (size_t)n, out.dtype);
+    }
+}
+
+void swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) {
+    const int64_t n = tensor_numel(dout);
+    NM_CHECK(tensor_numel(gate) == n && tensor_numel(up) == n && (!dgate.data || tensor_numel(dgate) == n) &&
+                 (!dup.data || tensor_numel(dup) == n),
+             "swiglu_backward: sizes differ (dout %lld)", (long long)n);
+    const Tensor all[4] = {dgate, dup, gate, up};
+    for (int i = 0; i < 4; i++)
+        NM_CHECK(!all[i].data || (all[i].device == dout.device && all[i].dtype == dout.dtype),
+                 "swiglu_backward: the gradients, gate and up must share dout's device and dtype");
+    if (dout.device == DEVICE_CPU) {
+        NM_CHECK(dout.dtype == DT_F32, "swiglu_backward: the CPU path is F32");
+        swiglu_backward_cpu(dgate.data, dup.data, dout.data, gate.data, up.data, (size_t)n);
+    } else {
+        swiglu_backward_cuda(dgate.data, dup.data, dout.data, gate.data, up.data, (size_t)n, dout.dtype);
     }
 }

@@ -57,11 +57,14 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, size_t N, G
 // out (N) = silu(gate (N)) * up (N), silu(g) = g * sigmoid(g)
 void swiglu_forward_cpu(float *out, const float *gate, const float *up, size_t N);
 // dgate (N) += dout * up * silu'(gate);  dup (N) += dout * silu(gate)
-void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t N);
+void swiglu_backward_cpu(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t N);
 // The op a model calls on Tensors of either device (Qwen's MLP, 04_qwen/qwen.c):
 // out, gate, up of one size, dtype and device; it runs swiglu_forward_cpu or
 // swiglu_forward_cuda.
 void swiglu_forward(Tensor out, Tensor gate, Tensor up);
+// Its backward on Tensors of either device: swiglu_backward_cpu or
+// swiglu_backward_cuda, adding into dgate and dup (either may be empty).
+void swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up);
 
 // ---- softmax ----------------------------------------------------------------
 // probs (R, C) = softmax over each row of logits (R, C). probs may equal logits.

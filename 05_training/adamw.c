@@ -2,6 +2,8 @@
 #include "05_training/adamw.h"
 
 #include "01_tensor/common.h"
+#include "01_tensor/cuda_util.h"
+#include "05_training/train_cuda.h"
 
 #include <math.h>
 #include <string.h>
@@ -23,16 +25,24 @@ void adamw_add_group(AdamW *o, const char *name, Table *params, Table *grads, fl
     g->lr = lr;
     g->frozen = frozen;
     char nm[64];
+    if (frozen) {   // no moments: a frozen group's state costs nothing (its grads may be an empty table)
+        snprintf(nm, sizeof nm, "adamw.m %s (frozen: none)", name);
+        table_init(&g->m, nm);
+        snprintf(nm, sizeof nm, "adamw.v %s (frozen: none)", name);
+        table_init(&g->v, nm);
+        return;
+    }
     snprintf(nm, sizeof nm, "adamw.m %s", name);
     table_derive(&g->m, params, nm, DT_F32, true);
     snprintf(nm, sizeof nm, "adamw.v %s", name);
     table_derive(&g->v, params, nm, DT_F32, true);
-    table_alloc(&g->m, DEVICE_CPU);
-    table_alloc(&g->v, DEVICE_CPU);
+    table_alloc(&g->m, params->device);   // the moments live with the parameters
+    table_alloc(&g->v, params->device);
     NM_CHECK(g->m.n == grads->n, "group %s: %d gradients for %d trainable parameters", name, grads->n, g->m.n);
 }
 
 void adamw_free(AdamW *o) {
+    adamw_state_to_device(o);
     for (int i = 0; i < o->n; i++) {
         table_free(&o->g[i].m);
         table_free(&o->g[i].v);
@@ -40,8 +50,51 @@ void adamw_free(AdamW *o) {
     o->n = 0;
 }
 
+void adamw_set_compute(AdamW *o, int group, Table *compute) {
+    NM_CHECK(group >= 0 && group < o->n, "adamw_set_compute: no group %d", group);
+    AdamGroup *g = &o->g[group];
+    NM_CHECK(!compute || (compute->device == g->params->device && compute->n == g->params->n),
+             "adamw_set_compute: group %s: the compute copy must have the parameters' entries, on their device",
+             g->name);
+    g->compute = compute;
+}
+
+void adamw_state_to_host(AdamW *o) {
+    for (int i = 0; i < o->n; i++) {
+        AdamGroup *g = &o->g[i];
+        if (g->m.device != DEVICE_CUDA || !g->m.buffer) continue;
+        g->m_dev = g->m;
+        g->v_dev = g->v;
+        table_derive(&g->m, &g->m_dev, g->m_dev.name, DT_F32, false);
+        table_derive(&g->v, &g->v_dev, g->v_dev.name, DT_F32, false);
+        table_alloc(&g->m, DEVICE_CPU);
+        table_alloc(&g->v, DEVICE_CPU);
+        cuda_download(g->m.buffer, g->m_dev.buffer, g->m.nbytes);
+        cuda_download(g->v.buffer, g->v_dev.buffer, g->v.nbytes);
+    }
+}
+
+void adamw_state_to_device(AdamW *o) {
+    for (int i = 0; i < o->n; i++) {
+        AdamGroup *g = &o->g[i];
+        if (!g->m_dev.buffer) continue;
+        cuda_upload(g->m_dev.buffer, g->m.buffer, g->m.nbytes);
+        cuda_upload(g->v_dev.buffer, g->v.buffer, g->v.nbytes);
+        table_free(&g->m);
+        table_free(&g->v);
+        g->m = g->m_dev;
+        g->v = g->v_dev;
+        memset(&g->m_dev, 0, sizeof g->m_dev);
+        memset(&g->v_dev, 0, sizeof g->v_dev);
+    }
+}
+
 void adamw_zero_grad(AdamW *o) {
-    for (int i = 0; i < o->n; i++) memset(o->g[i].grads->buffer, 0, o->g[i].grads->nbytes);
+    for (int i = 0; i < o->n; i++)
+        if (!o->g[i].frozen && o->g[i].grads->buffer) {
+            if (o->g[i].grads->device == DEVICE_CUDA) cuda_zero(o->g[i].grads->buffer, o->g[i].grads->nbytes);
+            else memset(o->g[i].grads->buffer, 0, o->g[i].grads->nbytes);
+        }
 }
 
 int64_t adamw_state_floats(const AdamW *o) {
@@ -59,6 +112,10 @@ double adamw_grad_norm(const AdamW *o) {
             Tensor x = table_tensor(t, e);
             const float *p = x.data;
             int64_t n = tensor_numel(x);
+            if (x.device == DEVICE_CUDA) {   // each tensor's sum of squares in its fixed order, added in entry order
+                ss += grad_sumsq_cuda(x.data, x.dtype, (size_t)n);
+                continue;
+            }
             for (int64_t j = 0; j < n; j++) ss += (double)p[j] * p[j];
         }
     }
@@ -78,6 +135,10 @@ double adamw_clip(AdamW *o, double max_norm) {
             Tensor x = table_tensor(t, e);
             float *p = x.data;
             int64_t n = tensor_numel(x);
+            if (x.device == DEVICE_CUDA) {
+                grad_scale_cuda(x.data, x.dtype, (size_t)n, cf);
+                continue;
+            }
             for (int64_t j = 0; j < n; j++) p[j] *= cf;
         }
     }
@@ -104,6 +165,13 @@ void adamw_step(AdamW *o, float lr_factor) {
             int64_t n = tensor_numel(table_tensor(&g->m, e));
             // no decay for 1-D tensors: norms' gains and biases
             const float decay = me->ndim >= 2 ? 1.0f - lr * o->weight_decay : 1.0f;
+            if (g->m.device == DEVICE_CUDA) {   // the same update on the GPU, and the compute copy rewritten
+                Tensor pc = g->compute ? table_get(g->compute, me->name) : (Tensor){0};
+                Tensor gt = table_tensor(g->grads, e);
+                adamw_update_cuda(p, pc.data, pc.data ? pc.dtype : DT_F32, gt.data, gt.dtype, m, v, (size_t)n, decay,
+                                  b1, b2, eps, step_size, bc2_sqrt);
+                continue;
+            }
             NM_OMP(parallel for schedule(static) if (n > 65536))
             for (int64_t j = 0; j < n; j++) {
                 float gj = gr[j];

@@ -42,9 +42,12 @@ typedef struct {
     char name[32];       // "connector", "llm"
     Table *params;       // fp32 parameters (borrowed)
     Table *grads;        // same layout as the trainable entries of params (borrowed)
-    Table m, v;          // the moments (owned), fp32, zeroed
+    Table m, v;          // the moments (owned), fp32, zeroed; empty tables when frozen
     float lr;            // this group's peak learning rate
-    bool frozen;         // no update, not in the gradient norm
+    bool frozen;         // no update, not in the gradient norm, no moments
+    Table *compute;      // on a GPU: the bf16 copy of params the forward reads, rewritten by every
+                         // step (adamw_set_compute), or NULL
+    Table m_dev, v_dev;  // the device moments while adamw_state_to_host has them on the host
 } AdamGroup;
 
 typedef struct {
@@ -55,9 +58,23 @@ typedef struct {
 } AdamW;
 
 void adamw_init(AdamW *o, float beta1, float beta2, float eps, float weight_decay);
-// grads must have the trainable entries of params, in the same order.
+// grads must have the trainable entries of params, in the same order; a frozen
+// group gets no moments, and its grads may be an empty table (nothing reads it).
 void adamw_add_group(AdamW *o, const char *name, Table *params, Table *grads, float lr, bool frozen);
 void adamw_free(AdamW *o);
+
+// Devices. A group lives where its params table does: its moments are
+// allocated there, and on a GPU the step, the norm and the clipping run there
+// (train_cuda.h), in the same order and grouping as on the CPU. params are
+// then the fp32 master weights; compute (same entries, any float dtype, on the
+// device) is the copy the forward computes with, rewritten from the master by
+// each step.
+void adamw_set_compute(AdamW *o, int group, Table *compute);
+// Checkpoints read and write host tables: to_host brings every device group's
+// m and v to the host (g->m, g->v are then host tables), to_device puts them
+// back (uploading what a checkpoint_load wrote there). No-ops for host groups.
+void adamw_state_to_host(AdamW *o);
+void adamw_state_to_device(AdamW *o);
 void adamw_zero_grad(AdamW *o);
 // Global L2 norm over the gradients of every non-frozen group (in double).
 double adamw_grad_norm(const AdamW *o);

@@ -29,7 +29,7 @@
 // bits do not depend on the thread count (nor on which thread took a chunk).
 // Both happen in one pass over the rows, one parallel region.
 enum { RMS_RB = 256 };   // rows per chunk
-void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+void rmsnorm_backward_cpu(float *dx, float *dw, const float *dout, const float *x, const float *w,
                       const float *rstd, int N, int C) {
     const int chunks = (N + RMS_RB - 1) / RMS_RB;
     float *part = dw ? xcalloc((size_t)chunks * C, sizeof(float)) : NULL;   // (chunks, C) dw of each chunk
@@ -66,7 +66,7 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
 // is the rotation by -a, so
 //   dx[i]   += dy[i] cos + dy[i+h] sin
 //   dx[i+h] += dy[i+h] cos - dy[i] sin
-void rope_backward(float *dx, const float *dout, const float *cos_t, const float *sin_t, int B, int T,
+void rope_backward_cpu(float *dx, const float *dout, const float *cos_t, const float *sin_t, int B, int T,
                    int H, int HD) {
     int half = HD / 2;
     NM_OMP(parallel for collapse(2) schedule(static) if ((size_t)B * T * H * HD > 65536))
@@ -195,11 +195,148 @@ void attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout, 
 // forward (04_qwen/ops.c, embedding_forward_cpu):
 //            h[n] = E[id[n]]      (a row copy: the "matmul with a one-hot")
 // backward:  dE[id[n]] += dh[n]   (the transpose of a copy is an add)
-void embedding_backward(float *dE, const float *dh, const int32_t *ids, int N, int C) {
+void embedding_backward_cpu(float *dE, const float *dh, const int32_t *ids, int N, int C) {
     for (int n = 0; n < N; n++) {
         if (ids[n] < 0) continue;
         float *row = dE + (size_t)ids[n] * C;        // (C,)
         const float *g = dh + (size_t)n * C;         // (C,)
         for (int c = 0; c < C; c++) row[c] += g[c];
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The Tensor-level ops: shapes checked, then the twin of the tensors' device.
+// On the CPU everything is F32 and the oracle runs as written above; on a GPU
+// each operand keeps its own dtype (train_cuda.h).
+
+#include "01_tensor/cuda_util.h"
+#include "05_training/train_cuda.h"
+
+static void same_device(const char *op, Tensor a, Tensor b, const char *an, const char *bn) {
+    NM_CHECK(!b.data || a.device == b.device, "%s: %s on %s but %s on %s", op, an, device_name(a.device), bn,
+             device_name(b.device));
+}
+
+static void cpu_f32(const char *op, Tensor t, const char *name) {
+    NM_CHECK(!t.data || t.dtype == DT_F32, "%s: %s is %s; the CPU path is F32", op, name, dtype_name(t.dtype));
+}
+
+void tensor_zero(Tensor t) {
+    if (!t.data) return;
+    if (t.device == DEVICE_CPU) memset(t.data, 0, tensor_nbytes(t));
+    else cuda_zero(t.data, tensor_nbytes(t));
+}
+
+void rmsnorm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) {
+    const char *op = "rmsnorm_backward";
+    NM_CHECK(x.ndim >= 1 && w.ndim == 1, "%s: x needs a last dim and w one dim", op);
+    const int64_t C = x.shape[x.ndim - 1], N = C ? tensor_numel(x) / C : 0;
+    NM_CHECK(w.shape[0] == C && tensor_numel(dout) == N * C && tensor_numel(rstd) == N &&
+                 (!dx.data || tensor_numel(dx) == N * C) && (!dw.data || tensor_numel(dw) == C),
+             "%s: sizes dx %lld, dw %lld, dout %lld, x (%lld, %lld), w %lld, rstd %lld", op,
+             (long long)tensor_numel(dx), (long long)tensor_numel(dw), (long long)tensor_numel(dout), (long long)N,
+             (long long)C, (long long)w.shape[0], (long long)tensor_numel(rstd));
+    NM_CHECK(rstd.dtype == DT_F32 && (!dw.data || dw.dtype == DT_F32), "%s: rstd and dw are F32", op);
+    same_device(op, x, dout, "x", "dout");
+    same_device(op, x, dx, "x", "dx");
+    same_device(op, x, dw, "x", "dw");
+    same_device(op, x, w, "x", "w");
+    same_device(op, x, rstd, "x", "rstd");
+    if (x.device == DEVICE_CPU) {
+        cpu_f32(op, dx, "dx"), cpu_f32(op, dout, "dout"), cpu_f32(op, x, "x"), cpu_f32(op, w, "w");
+        rmsnorm_backward_cpu(dx.data, dw.data, dout.data, x.data, w.data, rstd.data, (int)N, (int)C);
+    } else {
+        rmsnorm_backward_cuda(dx.data, dx.dtype, dw.data, dout.data, dout.dtype, x.data, x.dtype, w.data, w.dtype,
+                              rstd.data, (int)N, (int)C);
+    }
+}
+
+void rope_backward(Tensor dx, Tensor dout, Tensor cos_t, Tensor sin_t) {
+    const char *op = "rope_backward";
+    NM_CHECK(dout.ndim == 4 && shape_equal(dx, dout), "%s: dx and dout must be one (B, T, H, HD) shape", op);
+    const int B = (int)dout.shape[0], T = (int)dout.shape[1], H = (int)dout.shape[2], HD = (int)dout.shape[3];
+    NM_CHECK(HD % 2 == 0 && tensor_numel(cos_t) == (int64_t)T * (HD / 2) && tensor_numel(sin_t) == tensor_numel(cos_t) &&
+                 cos_t.dtype == DT_F32 && sin_t.dtype == DT_F32,
+             "%s: tables must be (T=%d, HD/2=%d) F32", op, T, HD / 2);
+    same_device(op, dout, dx, "dout", "dx");
+    same_device(op, dout, cos_t, "dout", "cos");
+    same_device(op, dout, sin_t, "dout", "sin");
+    if (dout.device == DEVICE_CPU) {
+        cpu_f32(op, dx, "dx"), cpu_f32(op, dout, "dout");
+        rope_backward_cpu(dx.data, dout.data, cos_t.data, sin_t.data, B, T, H, HD);
+    } else {
+        rope_backward_cuda(dx.data, dx.dtype, dout.data, dout.dtype, cos_t.data, sin_t.data, B, T, H, HD);
+    }
+}
+
+void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor probs, Tensor q, Tensor k, Tensor v,
+                        const int32_t *seg, const int32_t *reach, float scale) {
+    const char *op = "attention_backward";
+    NM_CHECK(q.ndim == 4 && k.ndim == 4 && shape_equal(k, v) && shape_equal(dq, q) && shape_equal(dout, q) &&
+                 shape_equal(dk, k) && shape_equal(dv, v),
+             "%s: q, dq, dout (B, T, NH, HD) and k, v, dk, dv (B, T, NKV, HD)", op);
+    const int B = (int)q.shape[0], T = (int)q.shape[1], NH = (int)q.shape[2], HD = (int)q.shape[3];
+    const int NKV = (int)k.shape[2];
+    NM_CHECK(k.shape[0] == B && k.shape[1] == T && k.shape[3] == HD && NKV > 0 && NH % NKV == 0,
+             "%s: k (%lld, %lld, %lld, %lld) does not fit q (%d, %d, %d, %d)", op, (long long)k.shape[0],
+             (long long)k.shape[1], (long long)k.shape[2], (long long)k.shape[3], B, T, NH, HD);
+    same_device(op, q, k, "q", "k"), same_device(op, q, v, "q", "v"), same_device(op, q, dout, "q", "dout");
+    same_device(op, q, dq, "q", "dq"), same_device(op, q, dk, "q", "dk"), same_device(op, q, dv, "q", "dv");
+    NM_CHECK(q.dtype == k.dtype && q.dtype == v.dtype && dq.dtype == dout.dtype && dk.dtype == dout.dtype &&
+                 dv.dtype == dout.dtype,
+             "%s: q, k, v share a dtype, and so do the gradients", op);
+    if (q.device == DEVICE_CPU) {
+        NM_CHECK(probs.data && tensor_numel(probs) == (int64_t)B * NH * T * T && probs.dtype == DT_F32,
+                 "%s: the CPU backward reads the probabilities (B, NH, T, T) the forward kept", op);
+        cpu_f32(op, q, "q"), cpu_f32(op, dout, "dout");
+        attention_backward_cpu(dq.data, dk.data, dv.data, dout.data, probs.data, q.data, k.data, v.data, seg, reach,
+                               B, T, NH, NKV, HD, scale);
+    } else {
+        attention_backward_cuda(dq.data, dk.data, dv.data, dout.data, dout.dtype, q.data, k.data, v.data, q.dtype,
+                                seg, reach, B, T, NH, NKV, HD, scale);
+    }
+}
+
+void embedding_backward(Tensor dE, Tensor dh, const int32_t *ids) {
+    const char *op = "embedding_backward";
+    NM_CHECK(dE.ndim == 2 && dh.ndim >= 1 && dh.shape[dh.ndim - 1] == dE.shape[1], "%s: dE (V, C), dh (N, C)", op);
+    const int C = (int)dE.shape[1], V = (int)dE.shape[0], N = C ? (int)(tensor_numel(dh) / C) : 0;
+    same_device(op, dE, dh, "dE", "dh");
+    if (dE.device == DEVICE_CPU) {
+        cpu_f32(op, dE, "dE"), cpu_f32(op, dh, "dh");
+        for (int n = 0; n < N; n++) NM_CHECK(ids[n] < V, "%s: id %d outside the table of %d rows", op, ids[n], V);
+        embedding_backward_cpu(dE.data, dh.data, ids, N, C);
+    } else {
+        embedding_backward_cuda(dE.data, dE.dtype, dh.data, dh.dtype, ids, N, C, V);
+    }
+}
+
+void linear_backward(Tensor dinp, bool add, Tensor dweight, Tensor dbias, Tensor dout, Tensor inp, Tensor weight) {
+    const char *op = "linear_backward";
+    NM_CHECK(weight.ndim == 2 && inp.ndim >= 1, "%s: weight (N, K), inp (..., K)", op);
+    const int64_t N = weight.shape[0], K = weight.shape[1], M = K ? tensor_numel(inp) / K : 0;
+    NM_CHECK(inp.shape[inp.ndim - 1] == K && tensor_numel(dout) == M * N && (!dinp.data || tensor_numel(dinp) == M * K) &&
+                 (!dweight.data || tensor_numel(dweight) == N * K) && (!dbias.data || tensor_numel(dbias) == N),
+             "%s: sizes do not fit inp (%lld, %lld), weight (%lld, %lld)", op, (long long)M, (long long)K,
+             (long long)N, (long long)K);
+    same_device(op, inp, dout, "inp", "dout"), same_device(op, inp, weight, "inp", "weight");
+    same_device(op, inp, dinp, "inp", "dinp"), same_device(op, inp, dweight, "inp", "dweight");
+    same_device(op, inp, dbias, "inp", "dbias");
+    if (inp.device == DEVICE_CPU) {
+        cpu_f32(op, dinp, "dinp"), cpu_f32(op, dweight, "dweight"), cpu_f32(op, dbias, "dbias");
+        cpu_f32(op, dout, "dout"), cpu_f32(op, inp, "inp"), cpu_f32(op, weight, "weight");
+        if (dinp.data && !add) {   // written: a GEMM with beta = 0 needs no zeroing first
+            sgemm_cpu(false, false, (int)M, (int)K, (int)N, 1.0f, dout.data, (int)N, weight.data, (int)K, 0.0f,
+                      dinp.data, (int)K);
+            dinp = (Tensor){0};
+        }
+        matmul_backward_cpu(dinp.data, dweight.data, dbias.data, dout.data, inp.data, weight.data, (int)M, (int)K,
+                            (int)N);
+    } else {
+        NM_CHECK(dout.dtype == inp.dtype && weight.dtype == inp.dtype && (!dinp.data || dinp.dtype == inp.dtype) &&
+                     (!dweight.data || dweight.dtype == DT_F32) && (!dbias.data || dbias.dtype == DT_F32),
+                 "%s: on a GPU dinp, dout, inp and weight share a dtype; dweight and dbias are F32", op);
+        linear_backward_cuda(dinp.data, add, dweight.data, dbias.data, dout.data, inp.data, weight.data, (int)M,
+                             (int)K, (int)N, inp.dtype);
     }
 }

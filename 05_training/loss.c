@@ -14,6 +14,17 @@
 #include "01_tensor/common.h"
 #include "01_tensor/matmul.h"
 
+int loss_next_chunk(const int32_t *targets, int N, int V, int chunk, int *n0, int *rows) {
+    int n = 0;
+    for (; *n0 < N && n < chunk; (*n0)++) {
+        const int32_t y = targets[*n0];
+        if (y == LOSS_IGNORE) continue;
+        NM_CHECK(y >= 0 && y < V, "target id %d outside the vocabulary [0, %d)", y, V);
+        rows[n++] = *n0;
+    }
+    return n;
+}
+
 LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_t *targets, const float *weights,
                                     int N, int C, int V, int chunk, float scale, float z_coef, float *dx, float *dW,
                                     float *ws) {
@@ -24,19 +35,10 @@ LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_
     float *dxs = xs + (size_t)chunk * C;                 // (chunk, C) their gradients
     int *rows = xmalloc((size_t)chunk * sizeof(int));    // (chunk,) which rows of x
     double *lse = xmalloc((size_t)chunk * sizeof(double));
-    int n0 = 0;   // next row of x to look at
-    while (n0 < N) {
-        // gather the next `chunk` supervised rows
-        int n = 0;
-        for (; n0 < N && n < chunk; n0++) {
-            if (targets[n0] == LOSS_IGNORE) continue;
-            NM_CHECK(targets[n0] >= 0 && targets[n0] < V, "target id %d outside the vocabulary [0, %d)",
-                     targets[n0], V);
-            rows[n] = n0;
-            memcpy(xs + (size_t)n * C, x + (size_t)n0 * C, (size_t)C * sizeof(float));
-            n++;
-        }
-        if (n == 0) break;
+    int n0 = 0, n;   // n0: the next row of x to look at
+    while ((n = loss_next_chunk(targets, N, V, chunk, &n0, rows)) > 0) {
+        // gather the chunk's rows
+        for (int r = 0; r < n; r++) memcpy(xs + (size_t)r * C, x + (size_t)rows[r] * C, (size_t)C * sizeof(float));
         // logits (n, V) = xs (n, C) @ W (V, C)^T
         matmul_forward_cpu(logits, xs, W, NULL, n, C, V);
         NM_OMP(parallel for schedule(static))

@@ -49,6 +49,15 @@ LossStats fused_ce_forward_backward(const float *x, const float *W, const int32_
                                     int N, int C, int V, int chunk, float scale, float z_coef, float *dx, float *dW,
                                     float *ws);
 
+// The chunk planner both devices share: from row *n0 on, the next (at most
+// chunk) supervised rows of targets (N), their indices into rows (chunk) in
+// order; *n0 moves past them. Returns how many (0: none left). A target
+// outside [0, V) that is not LOSS_IGNORE stops the run with a message.
+int loss_next_chunk(const int32_t *targets, int N, int V, int chunk, int *n0, int *rows);
+
+// The CUDA twin is fused_ce_forward_backward_cuda (train_cuda.h): the same
+// planner on the host, the GEMMs and the softmax rows on the GPU.
+
 static inline size_t loss_workspace_floats(int chunk, int V, int C) {
     return (size_t)chunk * ((size_t)V + 2 * (size_t)C);
 }

@@ -21,7 +21,8 @@
 #include <errno.h>
 #include <unistd.h>
 
-#include "01_tensor/matmul.h"   // cuda_available
+#include "01_tensor/cuda_util.h"   // cuda_mem_peak, cuda_mem_info
+#include "01_tensor/matmul.h"      // cuda_available
 #include "01_tensor/rng.h"
 #include "01_tensor/safetensors.h"
 #include "05_training/adamw.h"
@@ -53,9 +54,12 @@ static void usage(FILE *f) {
             "  --steps N            override max_steps\n"
             "  --set KEY=VALUE      override one config key (repeatable; same checks as the file)\n"
             "  --threads N          OpenMP threads (default: OpenMP's)\n"
-            "  --device cpu         where it runs: training is written for the CPU and runs there even\n"
-            "                       with a GPU present; --device cuda is an error (eval and chat too)\n"
-            "  --mem                memory breakdown for the config, then exit\n"
+            "  --device cpu|cuda    where `train` runs (default cpu, even with a GPU present): cuda puts the\n"
+            "                       LLM, its backward, the fused loss and its AdamW on the GPU (bf16 compute,\n"
+            "                       fp32 master weights, gradients and moments); the connector and the\n"
+            "                       frozen ViT stay on the host. The demo, eval and chat run on the CPU\n"
+            "  --mem                memory breakdown for the config, then exit (with --device cuda also what\n"
+            "                       the GPU holds; train --device cuda prints it beside the measured peak)\n"
             "testing aids:\n"
             "  --kill-at-step K     SIGKILL the process right after step K (and its checkpoint)\n"
             "  --kill-in-checkpoint K  SIGKILL while writing step K's checkpoint, before its marker\n"
@@ -138,7 +142,7 @@ static void print_row(const char *what, double bytes, double total) {
     printf("  %-34s %12s  %5.1f%%\n", what, bytes_str(bytes, b, sizeof b), total > 0 ? 100 * bytes / total : 0);
 }
 
-static void mem_report(const TrainConfig *cfg) {
+static void mem_report(const TrainConfig *cfg, bool gpu) {
     // sizes only: tables are described, never allocated
     VitConfig vc = vit_config_nano();
     QwenConfig qc = qwen_nano_config();
@@ -187,7 +191,7 @@ static void mem_report(const TrainConfig *cfg) {
     connector_describe(&c_t, &cc);
     int B = cfg->batch_size, T = cfg->max_seq_len;
     table_init(&s_t, "scratch");
-    lm_scratch_build(&s_t, &qc, B, T);
+    lm_scratch_build(&s_t, &qc, B, T, DEVICE_CPU);
     double f = 4.0;
     double vit_w = vit_mem(&vc, 1, DT_F32, &feat, 1).weights;
     double vit_run = vit_mem(&vc, 1, DT_F32, &feat, 1).total - vit_w;
@@ -221,9 +225,35 @@ static void mem_report(const TrainConfig *cfg) {
     char b1[32];
     printf("  full logits would be (B*T, V) = %s: never allocated\n",
            bytes_str((double)B * T * qc.V * f, b1, sizeof b1));
+    if (gpu) {   // what train --device cuda holds on the GPU (the ViT, connector and batch stay on the host)
+        LmGpuMem g = lm_gpu_mem(&qc, B, T, cfg->loss_chunk, cfg->train_llm);
+        printf("on the GPU (--device cuda): the LLM in bf16, fp32 master weights, gradients and AdamW moments\n");
+        print_row("LLM weights (bf16 compute copy)", g.weights, g.total);
+        print_row("LLM master weights (fp32)", g.master, g.total);
+        print_row("LLM gradients (fp32)", g.grads, g.total);
+        print_row("LLM AdamW m + v (fp32)", g.adam, g.total);
+        print_row("LLM activations (kept for backward)", g.acts, g.total);
+        print_row("LLM backward scratch (one layer)", g.scratch, g.total);
+        print_row("largest transient (loss chunk)", g.transient, g.total);
+        print_row("GPU total (predicted)", g.total, g.total);
+    }
     table_free(&q_t);
     table_free(&c_t);
     table_free(&s_t);
+}
+
+// On a GPU: the allocator's high-water mark beside the prediction for the
+// (B, T) the training plan holds now, and the device as cudaMemGetInfo sees it.
+static void gpu_mem_line(const Vlm *v, const TrainConfig *cfg, const char *when) {
+    size_t fr = 0, tot = 0;
+    cuda_mem_info(&fr, &tot);
+    LmGpuMem g = lm_gpu_mem(&v->llm.cfg, v->lm.B, v->lm.T, cfg->loss_chunk, !v->freeze_llm);
+    char b1[32], b2[32], b3[32], b4[32];
+    double peak = (double)cuda_mem_peak();
+    fprintf(stderr, "GPU memory %s: allocator peak %s, predicted %s for batch %d x %d (%+.1f%%); device in use %s of %s\n",
+            when, bytes_str(peak, b1, sizeof b1), bytes_str(g.total, b2, sizeof b2), v->lm.B, v->lm.T,
+            g.total > 0 ? 100.0 * (peak - g.total) / g.total : 0.0, bytes_str((double)(tot - fr), b3, sizeof b3),
+            bytes_str((double)tot, b4, sizeof b4));
 }
 
 // ----------------------------------------------------------------------------
@@ -340,12 +370,19 @@ static int train(const Args *a, TrainConfig *cfg) {
     fmt.turn_blocks = cfg->turn_blocks;
     fmt.answer_weights = !strcmp(cfg->loss_weight, "answer");
     fmt.pack_len = cfg->pack_len;
+    v.freeze_connector = !cfg->train_connector;   // a frozen part gets no gradients and no AdamW state
+    v.freeze_llm = !cfg->train_llm;
+    const bool gpu = nm_ctx.device == DEVICE_CUDA;
+    if (gpu) qwen_to_device(&v.llm, DEVICE_CUDA);   // the LLM's forward, backward and step on the GPU
     vlm_setup(&v, fmt.image_id, cfg->batch_size, 64, cfg->loss_chunk, cfg->z_loss);
     v.image_bidir = !strcmp(cfg->image_attention, "bidirectional");
     AdamW o;
     adamw_init(&o, cfg->beta1, cfg->beta2, cfg->adam_eps, cfg->weight_decay);
     adamw_add_group(&o, "connector", &v.conn.params, &v.conn.grads, cfg->lr_connector, !cfg->train_connector);
-    adamw_add_group(&o, "llm", &v.llm.params, &v.lm.grads, cfg->lr, !cfg->train_llm);
+    // on a GPU the LLM group steps the fp32 master weights there and rewrites the bf16 copy the forward reads
+    adamw_add_group(&o, "llm", gpu && cfg->train_llm ? &v.lm.master : &v.llm.params, &v.lm.grads, cfg->lr,
+                    !cfg->train_llm);
+    if (gpu && cfg->train_llm) adamw_set_compute(&o, 1, &v.llm.dev);
     TrainState st = {0, 0, cfg->seed};
     char *log_path = xsprintf("%s/log.jsonl", a->out), *svg_path = xsprintf("%s/loss.svg", a->out);
     Point *curve = xcalloc((size_t)cfg->max_steps + 1, sizeof *curve);
@@ -353,7 +390,10 @@ static int train(const Args *a, TrainConfig *cfg) {
     if (a->resume) {
         char *ck = checkpoint_latest(a->out);
         if (!ck) fail_input(a->out, "--resume: no complete checkpoint (step_*/COMPLETE) here");
+        adamw_state_to_host(&o);   // checkpoints are host tables (no-ops on the CPU)
         checkpoint_load(ck, &v, &o, &st);
+        adamw_state_to_device(&o);
+        lm_master_from_host(&v.lm);
         fprintf(stderr, "resumed from %s: step %lld, data position %lld\n", ck, (long long)st.step, (long long)st.cursor);
         free(ck);
         // keep the log lines of the steps the checkpoint covers, drop the rest
@@ -428,6 +468,7 @@ static int train(const Args *a, TrainConfig *cfg) {
         float lrf = lr_schedule(st.step, cfg->warmup_steps, cfg->max_steps, cfg->min_lr_ratio);
         adamw_step(&o, lrf);
         st.step++;
+        if (gpu && st.step == first + 1) gpu_mem_line(&v, cfg, "after the first step");
         for (int k = 0; k < GA; k++) batch_free(&bs[k]);
         double dt = now_seconds() - ts, el = now_seconds() - t0;
         double eta = el / (double)(st.step - first) * (double)(cfg->max_steps - st.step);
@@ -445,14 +486,18 @@ static int train(const Args *a, TrainConfig *cfg) {
         }
         bool save = (cfg->save_every && st.step % cfg->save_every == 0) || st.step == cfg->max_steps;
         if (save) {
+            lm_master_to_host(&v.lm);   // checkpoints are host tables (no-ops on the CPU)
+            adamw_state_to_host(&o);
             if (checkpoint_save(a->out, &v, &o, &st, cfg, a->kill_in_ckpt == st.step, err, sizeof err) != 0)
                 fail_input(a->out, "checkpoint: %s", err);
+            adamw_state_to_device(&o);
             free(last_ckpt);   // the one just written (an older run's may be newer in the same --out)
             last_ckpt = xsprintf("%s/step_%08lld", a->out, (long long)st.step);
         }
         if (a->kill_at == st.step) raise(SIGKILL);
     }
     write_svg(svg_path, curve, ncurve);
+    if (gpu) gpu_mem_line(&v, cfg, "at the end");
     fprintf(stderr, "done: %lld steps; log %s, curve %s, checkpoint %s\n", (long long)st.step, log_path, svg_path,
             last_ckpt ? last_ckpt : "-");
     fclose(logf);
@@ -565,8 +610,11 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    // the backward, AdamW and the data path are written for the CPU only
-    device_select(device, a.mem ? "--mem" : cmd ? "train" : "demo", false, cuda_available());
+    // `train` runs on a GPU when asked (never by default: the CPU run's bits are the reference); the rest on the CPU
+    // --mem --device cuda prices the GPU run without needing a GPU
+    const bool mem_gpu = a.mem && device && !strcmp(device, "cuda");
+    device_select(device && !mem_gpu ? device : "cpu", a.mem ? "--mem" : cmd ? "train" : "demo", cmd && !a.mem,
+                  cuda_available());
     TrainConfig cfg;
     if (a.config) config_load(&cfg, a.config);
     else config_defaults(&cfg);
@@ -580,7 +628,7 @@ int main(int argc, char **argv) {
         free(line);
     }
     if (a.mem) {
-        mem_report(&cfg);
+        mem_report(&cfg, mem_gpu);
         return 0;
     }
     if (!cmd) {

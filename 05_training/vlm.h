@@ -52,6 +52,10 @@ typedef struct {
     float *loss_ws;        // (chunk, V + 2C)
     float *vis_grad;       // (NI, NV, C) scratch, grown as needed
     int vis_cap;           // images vis_grad holds
+    // Freeze switches, set before vlm_setup (both false: everything after the
+    // ViT learns). A frozen part gets no gradient table and computes no weight
+    // gradient; the backward stops where nothing below it learns.
+    bool freeze_connector, freeze_llm;
 } Vlm;
 
 // Causal attention lets a visual token see only the patches before it in
@@ -64,7 +68,9 @@ typedef struct {
 // token of the image [a, a + NV) reaches a + NV; any other token t reaches t + 1.
 void image_reach(int32_t *reach, const bool *visual, int n, int NV);
 
-// After vit/conn/llm are set up: sizes, activation buffers for (B, T), the loss workspace.
+// After vit/conn/llm are set up: sizes, activation buffers for (B, T), the loss
+// workspace, and the gradient tables of the parts the freeze switches leave trainable
+// (a frozen connector's is released).
 void vlm_setup(Vlm *v, int image_id, int B, int T, int loss_chunk, float z_coef);
 void vlm_free(Vlm *v);
 
@@ -77,7 +83,7 @@ void vlm_image_features(const Vlm *v, const Batch *b, const char *images_dir, fl
 // One forward + backward over a batch, feats (NI, Tf, Df) its images' features
 // in order. Gradients of scale * (sum of CE + z * lse^2 over supervised
 // targets, each times its weight when b->weights is set) are ADDED to the
-// connector's and the LLM's gradient tables.
+// connector's and the LLM's gradient tables (those that are not frozen).
 // With backward = false only the loss is computed.
 LossStats vlm_forward_backward(Vlm *v, const Batch *b, const float *feats, float scale, bool backward);
 

@@ -108,6 +108,11 @@ if $RUN --help | grep -q -- '--resume'; then pass "run --help"; else fail "run -
 if $RUN --mem --config 05_training/configs/stage1.conf | grep -q 'AdamW m + v'; then
     pass "run --mem (stage1 config)" "$($RUN --mem --config 05_training/configs/stage1.conf | grep total)"
 else fail "run --mem"; fi
+# --mem --device cuda prices the GPU run (bf16 weights, fp32 master, grads, m and v) without a GPU
+memg=$($RUN --mem --device cuda --config 05_training/configs/stage1.conf)
+if echo "$memg" | grep -q 'LLM master weights (fp32)' && echo "$memg" | grep -q 'GPU total (predicted)'; then
+    pass "run --mem --device cuda" "$(echo "$memg" | grep 'GPU total')"
+else fail "run --mem --device cuda" "$(echo "$memg" | tail -2 | tr '\n' ' ')"; fi
 
 # ---- the demo: loss falls
 if $RUN --config "$T/small.conf" --out "$T/demo" --steps 5 2>"$T/demo.err"; then
@@ -241,8 +246,13 @@ expect_error "train --steps 5x" "--steps: '5x' is not a whole number in 1..10000
     $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --steps 5x
 expect_error "train --kill-at-step with an overflow" "--kill-at-step: '99999999999' is not a whole number" \
     $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --kill-at-step 99999999999
-expect_error "train --device cuda: training has no CUDA path" "--device: 'train' runs on the CPU" \
-    $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --device cuda
+# train has a CUDA path; without a GPU (or in a build without CUDA) asking for it is refused
+if ! nvidia-smi -L >/dev/null 2>&1; then
+    expect_error "train --device cuda without a GPU" "--device: cuda: no usable GPU" \
+        $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --device cuda
+else
+    echo "# a GPU is present: train --device cuda is checked by make verify-gpu (tests/verify_gpu_ch05.c)"
+fi
 expect_error "the demo --device cuda" "--device: 'demo' runs on the CPU" $RUN --device cuda
 expect_error "eval --device cuda" "--device: 'eval' runs on the CPU" $RUN eval --model "$T" --device cuda
 expect_error "chat --device cuda" "--device: 'chat' runs on the CPU" $RUN chat --image x --device cuda "hi"

@@ -170,12 +170,12 @@ static void test_elementwise(void) {
     gc_compare("swiglu forward", out, want, N, FTOL);
     memset(dx, 0, sizeof dx);
     memset(dy, 0, sizeof dy);
-    swiglu_backward(dx, dy, wf, xf, yf, N);
+    swiglu_backward_cpu(dx, dy, wf, xf, yf, N);
     EwCase e = {1, GELU_ERF, N, 0, 0, x, y, w};
     gradcheck("swiglu dgate", ew_loss, &e, x, N, dx, EPS, GTOL);
     gradcheck("swiglu dup", ew_loss, &e, y, N, dy, EPS, GTOL);
     float dx1 = dx[5], dy1 = dy[5];
-    swiglu_backward(dx, dy, wf, xf, yf, N);
+    swiglu_backward_cpu(dx, dy, wf, xf, yf, N);
     check_true("swiglu backward accumulates (+=)", fabsf(dx[5] - 2 * dx1) <= 1e-6f && fabsf(dy[5] - 2 * dy1) <= 1e-6f,
                "%g vs 2 x %g", dx[5], dx1);
 

@@ -39,7 +39,7 @@ static void test_rmsnorm(void) {
     float fx[N * C], fw[C], fd[N * C], y[N * C], rstd[N], dx[N * C] = {0}, dw[C] = {0};
     gc_to_float(fx, x, N * C); gc_to_float(fw, w, C); gc_to_float(fd, d, N * C);
     rmsnorm_forward_cpu(y, rstd, fx, fw, N, C, 1e-6f);
-    rmsnorm_backward(dx, dw, fd, fx, fw, rstd, N, C);
+    rmsnorm_backward_cpu(dx, dw, fd, fx, fw, rstd, N, C);
     RmsCase k = {N, C, x, w, d};
     gradcheck("rmsnorm dx", rms_loss, &k, x, N * C, dx, 1e-6, 1e-4);
     gradcheck("rmsnorm dw", rms_loss, &k, w, C, dw, 1e-6, 1e-4);
@@ -69,7 +69,7 @@ static void test_rope(void) {
     gc_fill(x, N, 4, -1, 1); gc_fill(d, N, 5, -1, 1);
     float fd[N], dx[N] = {0};
     gc_to_float(fd, d, N);
-    rope_backward(dx, fd, cs, sn, 1, T, H, HD);
+    rope_backward_cpu(dx, fd, cs, sn, 1, T, H, HD);
     RopeCase k = {T, H, HD, x, d, cs, sn};
     gradcheck("rope dx", rope_loss, &k, x, N, dx, 1e-6, 1e-4);
 }
@@ -238,6 +238,35 @@ static void test_attention_reach(void) {
 // version of its formula written out here: loss = sum_r w_r (lse_r - l_r[y_r]),
 // dlogits_r = scale w_r (softmax_r - onehot_r), dx = dlogits W, dW = dlogits^T x.
 // Chunks of 3 over 8 rows with 2 ignored, so weights must follow their rows across chunks.
+// The fused loss's reference: every logit at once, in double. Adds the
+// weighted cross-entropy and z (lse^2) sums to *ce, *zs and the gradients of
+// scale * sum w (ce + z_coef lse^2) to gdx (N, C) and gdW (V, C).
+static void ce_reference(const float *x, const float *W, const int32_t *tg, const float *w, int N, int C, int V,
+                         float scale, float z_coef, double *ce, double *zs, double *gdx, double *gdW) {
+    double *l = xmalloc((size_t)V * sizeof(double));
+    for (int n = 0; n < N; n++) {
+        if (tg[n] == LOSS_IGNORE) continue;
+        double mx = -1e300, s = 0;
+        for (int v = 0; v < V; v++) {
+            l[v] = 0;
+            for (int c = 0; c < C; c++) l[v] += (double)x[n * C + c] * W[v * C + c];
+            mx = l[v] > mx ? l[v] : mx;
+        }
+        for (int v = 0; v < V; v++) s += exp(l[v] - mx);
+        const double lse = mx + log(s), wn = w ? w[n] : 1.0;
+        *ce += wn * (lse - l[tg[n]]);
+        *zs += wn * lse * lse;
+        for (int v = 0; v < V; v++) {
+            double g = scale * wn * (exp(l[v] - lse) * (1 + 2 * z_coef * lse) - (v == tg[n]));
+            for (int c = 0; c < C; c++) {
+                gdx[n * C + c] += g * W[v * C + c];
+                gdW[v * C + c] += g * x[n * C + c];
+            }
+        }
+    }
+    free(l);
+}
+
 static void test_weighted_ce(void) {
     enum { N = 8, C = 5, V = 11, CH = 3 };
     float x[N * C], W[V * C], w[N], dx[N * C] = {0}, dW[V * C] = {0};
@@ -252,32 +281,69 @@ static void test_weighted_ce(void) {
     float *ws = xmalloc(loss_workspace_floats(CH, V, C) * sizeof(float));
     LossStats st = fused_ce_forward_backward(x, W, tg, w, N, C, V, CH, scale, 0.0f, dx, dW, ws);
     free(ws);
-    double loss = 0, wsum = 0, err = 0, gdx[N * C] = {0}, gdW[V * C] = {0};
-    for (int n = 0; n < N; n++) {
-        if (tg[n] == LOSS_IGNORE) continue;
-        double l[V], mx = -1e300, s = 0;
-        for (int v = 0; v < V; v++) {
-            l[v] = 0;
-            for (int c = 0; c < C; c++) l[v] += (double)x[n * C + c] * W[v * C + c];
-            mx = l[v] > mx ? l[v] : mx;
-        }
-        for (int v = 0; v < V; v++) s += exp(l[v] - mx);
-        double lse = mx + log(s);
-        loss += w[n] * (lse - l[tg[n]]);
-        wsum += w[n];
-        for (int v = 0; v < V; v++) {
-            double g = scale * w[n] * (exp(l[v] - lse) - (v == tg[n]));
-            for (int c = 0; c < C; c++) {
-                gdx[n * C + c] += g * W[v * C + c];
-                gdW[v * C + c] += g * x[n * C + c];
-            }
-        }
-    }
+    double loss = 0, zs = 0, wsum = 0, err = 0, gdx[N * C] = {0}, gdW[V * C] = {0};
+    ce_reference(x, W, tg, w, N, C, V, scale, 0.0f, &loss, &zs, gdx, gdW);
+    for (int n = 0; n < N; n++) wsum += tg[n] != LOSS_IGNORE ? w[n] : 0;
     for (int i = 0; i < N * C; i++) err = fmax(err, fabs(dx[i] - gdx[i]));
     for (int i = 0; i < V * C; i++) err = fmax(err, fabs(dW[i] - gdW[i]));
     check_true("fused CE with row weights: loss and gradients", fabs(st.ce_sum - loss) < 1e-5 &&
                    fabs(st.w_sum - wsum) < 1e-6 && st.n == N - 2 && err < 1e-5,
                "loss %.7f vs %.7f, weight %.6f vs %.6f, max grad error %.2e", st.ce_sum, loss, st.w_sum, wsum, err);
+}
+
+// ---- the loss's chunking on the host, which both devices share: the planner
+// hands out the supervised rows in order, at most `chunk` at a time and every
+// chunk full but the last; and the chunked, fused loss (with z-loss and row
+// weights) equals the loss and gradients of the whole (N, V) logits computed
+// at once in double, for chunks of 1, 3, 7 and more than the rows.
+static void test_loss_chunks(void) {
+    enum { N = 29, C = 6, V = 13 };
+    int32_t tg[N];
+    float x[N * C], W[V * C], w[N];
+    Rng r;
+    rng_seed(&r, 78, 3);
+    rng_fill_uniform(&r, x, N * C, -1, 1);
+    rng_fill_uniform(&r, W, V * C, -1, 1);
+    rng_fill_uniform(&r, w, N, 0.1f, 1);
+    int nsup = 0;
+    for (int n = 0; n < N; n++) {
+        tg[n] = n % 4 == 1 || n == N - 1 ? LOSS_IGNORE : (int32_t)rng_below(&r, V);
+        nsup += tg[n] != LOSS_IGNORE;
+    }
+    const float scale = 0.21f, z = 1e-2f;
+    double loss = 0, zs = 0, gdx[N * C] = {0}, gdW[V * C] = {0};
+    ce_reference(x, W, tg, w, N, C, V, scale, z, &loss, &zs, gdx, gdW);
+    static const int chunks[] = {1, 3, 7, N + 5};
+    for (int k = 0; k < 4; k++) {
+        const int ch = chunks[k];
+        int rows[N + 5], n0 = 0, n, seen = 0, nchunks = 0;
+        bool ordered = true, full = true;
+        while ((n = loss_next_chunk(tg, N, V, ch, &n0, rows)) > 0) {
+            for (int i = 0; i < n; i++) {
+                int want = -1;   // the seen-th supervised row
+                for (int t = 0, c = 0; t < N; t++)
+                    if (tg[t] != LOSS_IGNORE && c++ == seen) { want = t; break; }
+                ordered &= rows[i] == want;
+                seen++;
+            }
+            if (n < ch && seen < nsup) full = false;
+            nchunks++;
+        }
+        char name[96];
+        snprintf(name, sizeof name, "loss chunks of %d: the supervised rows in order, chunks full", ch);
+        check_true(name, ordered && full && seen == nsup && nchunks == (nsup + ch - 1) / ch,
+                   "%d rows in %d chunks (want %d in %d)", seen, nchunks, nsup, (nsup + ch - 1) / ch);
+        float dx[N * C] = {0}, dW[V * C] = {0};
+        float *ws = xmalloc(loss_workspace_floats(ch, V, C) * sizeof(float));
+        LossStats st = fused_ce_forward_backward(x, W, tg, w, N, C, V, ch, scale, z, dx, dW, ws);
+        free(ws);
+        double err = 0;
+        for (int i = 0; i < N * C; i++) err = fmax(err, fabs(dx[i] - gdx[i]));
+        for (int i = 0; i < V * C; i++) err = fmax(err, fabs(dW[i] - gdW[i]));
+        snprintf(name, sizeof name, "loss chunks of %d == the whole logits at once (ce, z, gradients)", ch);
+        check_true(name, fabs(st.ce_sum - loss) < 1e-5 && fabs(st.z_sum - zs) < 1e-5 && st.n == nsup && err < 1e-5,
+                   "ce %.7f vs %.7f, z %.7f vs %.7f, max grad error %.2e", st.ce_sum, loss, st.z_sum, zs, err);
+    }
 }
 
 // ---- turn blocks (data.h): the packed row holds each lone conversation exactly
@@ -504,8 +570,8 @@ static void test_turn_blocks_model(void) {
     rng_fill_uniform(&r, G, (size_t)Tp * C, -1, 1);
 
     Lm lp, ll;
-    lm_init(&lp, &m, 1, Tp);
-    lm_init(&ll, &m, NB, Tl);
+    lm_init(&lp, &m, 1, Tp, true);
+    lm_init(&ll, &m, NB, Tl, true);
     qwen_embed(&m, &lp.st, ids, 1, Tp);
     qwen_forward_embeds(&m, &lp.st, 1, Tp, pos, seg, NULL, NULL);
     memcpy(lp.dx_final, G, (size_t)Tp * C * sizeof(float));
@@ -564,7 +630,7 @@ static void test_reach_inference(void) {
     image_reach(reach, visual, T, 6);
 
     Lm lm;
-    lm_init(&lm, &m, 1, T);
+    lm_init(&lm, &m, 1, T, true);
     qwen_embed(&m, &lm.st, ids, 1, T);
     qwen_forward_embeds(&m, &lm.st, 1, T, NULL, NULL, reach, NULL);
     const float *train_x = lm.st.x_final.data;   // (T, C) the training forward's final norm
@@ -610,7 +676,7 @@ static void test_mem_matches_allocation(void) {
     Qwen m;
     qwen_init_random(&m, &c, 3);
     Lm lm;
-    lm_init(&lm, &m, 2, 24);
+    lm_init(&lm, &m, 2, 24, true);
     size_t priced = qwen_train_acts_bytes(&c, 2, 24), got = lm_acts_bytes(&lm);
     check_true("--mem: training activations priced == allocated (B=2, T=24)", priced == got && got > 0,
                "--mem %zu bytes, trainer %zu bytes", priced, got);
@@ -625,10 +691,129 @@ static void test_mem_matches_allocation(void) {
 }
 
 // ---- embedding backward: repeated ids add
+// ---- freeze switches: a frozen part computes no weight gradient and gets no
+// AdamW state, and the part that still learns gets the same bits as when
+// nothing is frozen. One step of a tiny VLM (mlp connector + nano Qwen, one
+// image) three times: everything trained, the LLM frozen (LLaVA's stage 1),
+// the connector frozen. No clipping, so each group's update depends on its
+// own gradients only.
+typedef struct {
+    Vlm v;
+    AdamW o;
+    LossStats ls;
+} FrozenRun;
+
+static void frozen_run(FrozenRun *r, bool freeze_conn, bool freeze_llm, const Batch *b, const float *feats,
+                       int Df, int G) {
+    memset(&r->v, 0, sizeof r->v);
+    QwenConfig c = qwen_nano_config();
+    c.V = 300;
+    qwen_init_random(&r->v.llm, &c, 91);
+    ConnectorConfig cc;
+    connector_config_init(&cc, CONN_MLP, Df, c.C, c.I, G, G);
+    connector_build(&r->v.conn, &cc);
+    connector_init(&r->v.conn, 92);
+    r->v.freeze_connector = freeze_conn;
+    r->v.freeze_llm = freeze_llm;
+    vlm_setup(&r->v, c.V - 1, b->B, b->T, 5, 1e-4f);
+    adamw_init(&r->o, 0.9f, 0.95f, 1e-8f, 0.1f);
+    adamw_add_group(&r->o, "connector", &r->v.conn.params, &r->v.conn.grads, 1e-2f, freeze_conn);
+    adamw_add_group(&r->o, "llm", &r->v.llm.params, &r->v.lm.grads, 1e-2f, freeze_llm);
+    adamw_zero_grad(&r->o);
+    r->ls = vlm_forward_backward(&r->v, b, feats, 1.0f / (float)b->n_sup, true);
+    adamw_step(&r->o, 1.0f);
+}
+
+static void frozen_free(FrozenRun *r) {
+    adamw_free(&r->o);
+    vlm_free(&r->v);
+}
+
+static void test_frozen_groups(void) {
+    enum { B = 2, G = 2, Df = 12 };
+    FrozenRun all, fl, fc;
+    // the batch: row 0 holds the image (NV placeholders after one text token)
+    QwenConfig c = qwen_nano_config();
+    c.V = 300;
+    ConnectorConfig cc;
+    connector_config_init(&cc, CONN_MLP, Df, c.C, c.I, G, G);
+    const int NV = connector_tokens_out(&cc), Tf = connector_tokens_in(&cc), T = NV + 7;
+    int32_t ids[B * 64], targets[B * 64], pos[B * 64];
+    uint8_t mask[B * 64];
+    Rng r;
+    rng_seed(&r, 17, 3);
+    Batch b;
+    memset(&b, 0, sizeof b);
+    b.B = B;
+    b.T = T;
+    b.n_images = 1;
+    for (int t = 0; t < B * T; t++) {
+        bool img = t >= 1 && t <= NV;
+        ids[t] = img ? c.V - 1 : (int32_t)rng_below(&r, (uint32_t)(c.V - 1));
+        targets[t] = img || t % T == T - 1 ? LOSS_IGNORE : (int32_t)rng_below(&r, (uint32_t)(c.V - 1));
+        b.n_sup += targets[t] != LOSS_IGNORE;
+        mask[t] = 1;
+        pos[t] = t % T;
+    }
+    b.ids = ids;
+    b.targets = targets;
+    b.mask = mask;
+    b.pos = pos;
+    b.n_tokens = B * T;
+    b.sup_weight = b.n_sup;
+    float *feats = xmalloc((size_t)Tf * Df * sizeof(float));   // (1, Tf, Df)
+    rng_fill_uniform(&r, feats, (size_t)Tf * Df, -1, 1);
+
+    frozen_run(&all, false, false, &b, feats, Df, G);
+    frozen_run(&fl, false, true, &b, feats, Df, G);
+    frozen_run(&fc, true, false, &b, feats, Df, G);
+    Qwen init;   // the parameters before the step
+    qwen_init_random(&init, &c, 91);
+    Connector cinit;
+    connector_build(&cinit, &cc);
+    connector_init(&cinit, 92);
+    char b1[32], b2[32], b3[32];
+    printf("# trained: LLM grads %s + m,v %s; connector grads %s\n", bytes_str((double)all.v.lm.grads.nbytes, b1, 32),
+           bytes_str((double)(all.o.g[1].m.nbytes + all.o.g[1].v.nbytes), b2, 32),
+           bytes_str((double)all.v.conn.grads.nbytes, b3, 32));
+    printf("# LLM frozen: LLM grads %zu B, m+v %zu B; connector frozen: its grads %zu B, m+v %zu B\n",
+           fl.v.lm.grads.nbytes, fl.o.g[1].m.nbytes + fl.o.g[1].v.nbytes, fc.v.conn.grads.nbytes,
+           fc.o.g[0].m.nbytes + fc.o.g[0].v.nbytes);
+    check_true("frozen LLM: no gradient table, no AdamW moments",
+               !fl.v.lm.grads.buffer && fl.v.lm.grads.nbytes == 0 && !fl.o.g[1].m.buffer && !fl.o.g[1].v.buffer &&
+                   adamw_state_floats(&fl.o) == 2 * table_numel(&fl.v.conn.params, true),
+               "LLM grads %zu B, m %zu B, v %zu B", fl.v.lm.grads.nbytes, fl.o.g[1].m.nbytes, fl.o.g[1].v.nbytes);
+    check_true("frozen connector: no gradient table, no AdamW moments",
+               !fc.v.conn.grads.buffer && fc.v.conn.grads.nbytes == 0 && !fc.o.g[0].m.buffer && !fc.o.g[0].v.buffer,
+               "connector grads %zu B, m %zu B, v %zu B", fc.v.conn.grads.nbytes, fc.o.g[0].m.nbytes,
+               fc.o.g[0].v.nbytes);
+    check_bytes("frozen LLM: the loss is the trained run's", &fl.ls.ce_sum, &all.ls.ce_sum, sizeof(double));
+    check_bytes("frozen LLM: connector gradients are the trained run's bits", fl.v.conn.grads.buffer,
+                all.v.conn.grads.buffer, all.v.conn.grads.nbytes);
+    check_bytes("frozen LLM: connector after the step is the trained run's bits", fl.v.conn.params.buffer,
+                all.v.conn.params.buffer, all.v.conn.params.nbytes);
+    check_bytes("frozen LLM: LLM parameters unchanged", fl.v.llm.params.buffer, init.params.buffer, init.params.nbytes);
+    check_bytes("frozen connector: LLM gradients are the trained run's bits", fc.v.lm.grads.buffer,
+                all.v.lm.grads.buffer, all.v.lm.grads.nbytes);
+    check_bytes("frozen connector: LLM after the step is the trained run's bits", fc.v.llm.params.buffer,
+                all.v.llm.params.buffer, all.v.llm.params.nbytes);
+    check_bytes("frozen connector: connector parameters unchanged", fc.v.conn.params.buffer, cinit.params.buffer,
+                cinit.params.nbytes);
+    bool moved = memcmp(all.v.conn.params.buffer, cinit.params.buffer, cinit.params.nbytes) != 0 &&
+                 memcmp(all.v.llm.params.buffer, init.params.buffer, init.params.nbytes) != 0;
+    check_true("trained run: both parts moved (the comparisons above can fail)", moved, "moved=%d", moved);
+    frozen_free(&all);
+    frozen_free(&fl);
+    frozen_free(&fc);
+    qwen_free(&init);
+    connector_free(&cinit);
+    free(feats);
+}
+
 static void test_embedding(void) {
     float dE[3 * 2] = {0}, dh[4 * 2] = {1, 2, 3, 4, 5, 6, 7, 8};
     int32_t ids[4] = {2, -1, 2, 0};
-    embedding_backward(dE, dh, ids, 4, 2);
+    embedding_backward_cpu(dE, dh, ids, 4, 2);
     float want[6] = {7, 8, 0, 0, 6, 8};
     check_f32("embedding backward (repeats add, -1 skipped)", dE, want, 6, TOL_EXACT);
 }
@@ -798,6 +983,7 @@ int main(void) {
     test_reach_inference();
     test_mem_matches_allocation();
     test_weighted_ce();
+    test_loss_chunks();
     test_turn_blocks_encoding();
     test_turn_blocks_model();
     test_batch_packing();
@@ -805,6 +991,7 @@ int main(void) {
     test_vis_prep();
     test_vis_prep_context();
     test_embedding();
+    test_frozen_groups();
     test_schedule();
     test_config();
     test_world();

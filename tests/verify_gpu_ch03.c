@@ -78,7 +78,7 @@ static void check_dtype(DType dt) {
     cmp("swiglu forward", dt, dout, out, N);
     memcpy(d1, acc, N * sizeof(float));
     memcpy(d2, acc, N * sizeof(float));
-    swiglu_backward(d1, d2, g, x, y, N);
+    swiglu_backward_cpu(d1, d2, g, x, y, N);
     void *dd1 = up(acc, N, dt), *dd2 = up(acc, N, dt);
     swiglu_backward_cuda(dd1, dd2, dg, dx, dy, N, dt);
     cmp("swiglu backward dgate (+=)", dt, dd1, d1, N);
