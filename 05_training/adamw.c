@@ -84,17 +84,31 @@ double adamw_clip(AdamW *o, double max_norm) {
     return norm;
 }
 
+void adamw_update(const AdamW *o, int64_t t, float lr, bool decay, float *p, const float *gr, float *m, float *v,
+                  int64_t n) {
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
+    const double bc1 = 1.0 - pow(b1, (double)t);
+    const double bc2 = 1.0 - pow(b2, (double)t);
+    const float step_size = (float)(lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const float dk = decay ? 1.0f - lr * o->weight_decay : 1.0f;
+    NM_OMP(parallel for schedule(static) if (n > 65536))
+    for (int64_t j = 0; j < n; j++) {
+        float gj = gr[j];
+        p[j] *= dk;
+        m[j] += (1.0f - b1) * (gj - m[j]);
+        v[j] = v[j] * b2 + (1.0f - b2) * gj * gj;
+        float denom = sqrtf(v[j]) / bc2_sqrt + eps;
+        p[j] -= step_size * (m[j] / denom);
+    }
+}
+
 void adamw_step(AdamW *o, float lr_factor) {
     o->step++;
-    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
-    const double bc1 = 1.0 - pow(b1, (double)o->step);
-    const double bc2 = 1.0 - pow(b2, (double)o->step);
     for (int gi = 0; gi < o->n; gi++) {
         AdamGroup *g = &o->g[gi];
         if (g->frozen) continue;
         const float lr = g->lr * lr_factor;
-        const float step_size = (float)(lr / bc1);
-        const float bc2_sqrt = (float)sqrt(bc2);
         for (int e = 0; e < g->m.n; e++) {
             const TableEntry *me = &g->m.entries[e];
             float *p = table_get(g->params, me->name).data;     // (numel,)
@@ -103,16 +117,7 @@ void adamw_step(AdamW *o, float lr_factor) {
             float *v = table_tensor(&g->v, e).data;              // (numel,)
             int64_t n = tensor_numel(table_tensor(&g->m, e));
             // no decay for 1-D tensors: norms' gains and biases
-            const float decay = me->ndim >= 2 ? 1.0f - lr * o->weight_decay : 1.0f;
-            NM_OMP(parallel for schedule(static) if (n > 65536))
-            for (int64_t j = 0; j < n; j++) {
-                float gj = gr[j];
-                p[j] *= decay;
-                m[j] += (1.0f - b1) * (gj - m[j]);
-                v[j] = v[j] * b2 + (1.0f - b2) * gj * gj;
-                float denom = sqrtf(v[j]) / bc2_sqrt + eps;
-                p[j] -= step_size * (m[j] / denom);
-            }
+            adamw_update(o, o->step, lr, me->ndim >= 2, p, gr, m, v, n);
         }
     }
 }
