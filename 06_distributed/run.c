@@ -260,8 +260,8 @@ static void mem_report(const TrainConfig *cfg, int ranks) {
     qwen_params_build(&q, &qc);
     double P = (double)table_numel(&q, false) * cfg->train_llm;
     table_free(&q);
-    printf("LLM %s: C=%d L=%d V=%d, %.1fM trainable parameters (the connector adds a few %%)\n", qc.model_type, qc.C,
-           qc.L, qc.V, P / 1e6);
+    printf("LLM %s: C=%d L=%d V=%d, %.1fM trainable parameters (%.0f numbers; the connector adds a few %%)\n",
+           qc.model_type, qc.C, qc.L, qc.V, P / 1e6, P);
     // the CPU trainer: fp32 weights, fp32 gradients, fp32 m and v
     // a GPU trainer in mixed precision: bf16 weights and gradients, fp32 master copy, m and v
     printf("bytes per rank       %-16s %-16s %-16s | %-16s %-16s\n", "fp32 plain DP", "fp32 ZeRO-1", "saved",
@@ -355,7 +355,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = optind < argc ? argv[optind] : NULL;
     if (!mem && (!cmd || (strcmp(cmd, "train") && strcmp(cmd, "bench")))) {
-        if (cmd) fprintf(stderr, "error: unknown command '%s'\n", cmd);
+        if (cmd) fail_input(cmd, "unknown command (train or bench; --help shows them)");
         usage(stderr);
         return 2;
     }
