@@ -124,8 +124,8 @@ $$(BUILD)/tests/verify_gpu_ch$$(N_$(1)): $$(BUILD)/tests/verify_gpu_ch$$(N_$(1))
 endef
 OBJ_PREV :=
 $(foreach c,$(CHAPTERS),$(eval $(call CHAPTER_RULES,$(c))))
-# chapter 06's binary: MPI, and NCCL beside cuBLAS in a CUDA build
-$(RUNDIR)06_distributed/run: LDLIBS += $(MPI_LIBS) $(if $(NVCC),-lnccl)
+# chapter 06's binary and GPU check: MPI, and NCCL beside cuBLAS in a CUDA build
+$(RUNDIR)06_distributed/run $(BUILD)/tests/verify_gpu_ch06: LDLIBS += $(MPI_LIBS) $(if $(NVCC),-lnccl)
 
 # chNN also builds the chapters before it
 ch02: ch01
@@ -156,6 +156,7 @@ $(BUILD)/%.cu.o: %.cu
 # reference scripts (tests/reference/ref_chNN.py, check_chNN.py).
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_ch*.c tests/verify_ch*.c))
 GPU_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/verify_gpu_ch*.c))
+GPU_BINS  := $(if $(NOT_BUILT),$(filter-out %_ch06,$(GPU_BINS)),$(GPU_BINS))
 
 # The reference venv lives outside the clone, keyed by the requirements hash,
 # so a second run (and CI on the same machine) starts in seconds.

@@ -69,9 +69,11 @@ void dp_init(Dp *d, Comm *c, const AdamW *o, bool zero, bool ordered, int n_loca
     d->v = xcalloc((size_t)(d->hi - d->lo) + 1, sizeof(float));
     d->grad = xcalloc((size_t)d->P + 1, sizeof(float));
     d->flat = zero ? xcalloc((size_t)d->P + 1, sizeof(float)) : NULL;
-    d->n_local = n_local;
-    d->local = xcalloc((size_t)n_local + 1, sizeof *d->local);
-    for (int i = 0; i < n_local; i++) d->local[i] = xmalloc(((size_t)d->P + 1) * sizeof(float));
+    // the ordered sum keeps each micro-batch's gradient until the chain reaches this
+    // rank; the ring adds them up as they come (dp_keep_grad)
+    d->n_local = ordered ? n_local : 0;
+    d->local = xcalloc((size_t)d->n_local + 1, sizeof *d->local);
+    for (int i = 0; i < d->n_local; i++) d->local[i] = xmalloc(((size_t)d->P + 1) * sizeof(float));
     d->blk = xcalloc((size_t)d->nblocks + 1, sizeof(double));
 }
 
@@ -90,6 +92,14 @@ void dp_free(Dp *d) {
 }
 
 void dp_keep_grad(Dp *d, int i) {
+    if (!d->ordered) {   // ((0 + g_0) + g_1) + ...: this rank's sum, in its micro-batch order
+        for (int s = 0; s < d->nseg; s++) {
+            float *a = d->grad + d->seg[s].off;
+            const float *g = d->seg[s].grad;
+            for (int64_t j = 0; j < d->seg[s].n; j++) a[j] += g[j];
+        }
+        return;
+    }
     float *dst = d->local[i];   // (P,)
     for (int s = 0; s < d->nseg; s++) memcpy(dst + d->seg[s].off, d->seg[s].grad, (size_t)d->seg[s].n * sizeof(float));
 }
@@ -108,13 +118,7 @@ static void reduce_grads(Dp *d) {
         else comm_bcast(c, d->grad, d->P * (int64_t)sizeof(float), last, "the gradient (broadcast)");
         return;
     }
-    // each rank's own micro-batches first, then MPI's reduction across ranks
-    memset(d->grad, 0, (size_t)d->P * sizeof(float));
-    for (int i = 0; i < d->n_local; i++) {
-        const float *g = d->local[i];
-        float *a = d->grad;
-        for (int64_t j = 0; j < d->P; j++) a[j] += g[j];
-    }
+    // each rank's own micro-batches are summed already (dp_keep_grad); MPI adds the ranks
     if (d->zero) comm_reduce_scatter_sum(c, d->grad, d->counts, "the gradient (reduce-scatter)");
     else comm_allreduce_sum(c, d->grad, d->P, "the gradient (all-reduce)");
 }
@@ -167,6 +171,7 @@ double dp_step(Dp *d, double max_norm, float lr_factor) {
         comm_allgather(d->c, d->flat, d->counts, "the parameters (all-gather)");
         for (int s = 0; s < d->nseg; s++) memcpy(d->seg[s].param, d->flat + d->seg[s].off, (size_t)d->seg[s].n * sizeof(float));
     }
+    if (!d->ordered) memset(d->grad, 0, (size_t)d->P * sizeof(float));   // the next step's sum starts at zero
     return norm;
 }
 

@@ -18,6 +18,9 @@
 // in order. Reduce = ordered is this; reduce = ring is MPI's all-reduce of
 // each rank's own sum, the usual fast path, whose result differs from one
 // process by rounding only (a few ulp per number for K terms; the test bounds it).
+// The price of the order is memory: a rank keeps each of its micro-batches'
+// gradients (P numbers each) until the chain reaches it, where the ring adds
+// them up as they come, into one.
 //
 // The flat view. The trainable tensors of the connector and the LLM, in
 // table order, are numbered end to end as one vector of P numbers; gradients,
@@ -70,8 +73,8 @@ typedef struct {
     float *m, *v;               // (hi - lo,) AdamW's moments
     float *grad;                // (P,) the summed gradient (ZeRO: its shard at [lo, hi) counts)
     float *flat;                // (P,) parameters packed for the all-gather (ZeRO)
-    float **local;              // (n_local,) each (P,): this rank's micro-batch gradients
-    int n_local;
+    float **local;              // (n_local,) each (P,): this rank's micro-batch gradients (ordered)
+    int n_local;                // 0 for the ring, which sums into grad as they come
     double *blk;                // (nblocks,) sums of squares per block
     AdamW hp;                   // hyperparameters and the step count (no groups)
 } Dp;
@@ -87,7 +90,8 @@ void dp_partition(int64_t P, int world, int64_t *lo);
 void dp_init(Dp *d, Comm *c, const AdamW *o, bool zero, bool ordered, int n_local);
 void dp_free(Dp *d);
 
-// After micro-batch i's backward: copies the model's gradients into slot i.
+// After micro-batch i's backward: keeps the model's gradients in slot i
+// (ordered), or adds them to this rank's sum (ring).
 void dp_keep_grad(Dp *d, int i);
 // The whole optimizer step: sum the n_local slots over ranks, norm, clip to
 // max_norm (<= 0: none), AdamW with lr_factor, parameters gathered. Returns the norm.

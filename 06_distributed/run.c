@@ -275,7 +275,14 @@ static void mem_report(const TrainConfig *cfg, int ranks) {
                bytes_str(m_plain, x, sizeof x), bytes_str(m_zero, y, sizeof y));
         if (n < ranks && n * 2 > ranks) n = ranks / 2;   // ends on `ranks` itself
     }
-    printf("(activations are per rank and not sharded: chapter 05's --mem gives them)\n");
+    char g1[32];
+    printf("reduce = ordered also keeps a rank's micro-batch gradients until the sum reaches it: ceil(K / N) x %s\n"
+           "(K = grad_accum = %d here: ", bytes_str(P * 4, g1, sizeof g1), cfg->grad_accum);
+    for (int n = 4; n <= 8 && n <= ranks; n *= 2) {
+        char b[32];
+        printf("%s%s on %d ranks", n > 4 ? ", " : "", bytes_str(P * 4 * ((cfg->grad_accum + n - 1) / n), b, sizeof b), n);
+    }
+    printf("); reduce = ring keeps none\n(activations are per rank and not sharded: chapter 05's --mem gives them)\n");
 }
 
 // ----------------------------------------------------------------------------

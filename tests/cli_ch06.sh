@@ -82,6 +82,15 @@ if [ "$nsh" = 3 ] && [ "$(ls "$T/z3/$END"/model.safetensors | wc -l)" = 1 ]; the
     pass "ZeRO-1 checkpoint: one model file, one optimizer shard per rank" "$(ls "$T/z3/$END" | tr '\n' ' ')"
 else fail "ZeRO-1 checkpoint layout" "$(ls "$T/z3/$END" | tr '\n' ' ')"; fi
 
+# ---- fewer micro-batches than ranks: 3 ranks, 2 micro-batches a step, one rank idle (it
+# still owns a ZeRO shard); the 877,184 numbers are 214.2 blocks, cut unevenly in 3
+mpi 1 "$FULL" "${ARGS[@]}" --set grad_accum=2 --steps 3 --out "$T/ga1" >"$T/ga1.err" 2>&1
+mpi 3 "$FULL" "${ARGS[@]}" --set grad_accum=2 --steps 3 --out "$T/ga3" --zero >"$T/ga3.err" 2>&1
+if [ -f "$T/ga3/step_00000003/COMPLETE" ] && cmp -s <(logcore "$T/ga1/log.jsonl") <(logcore "$T/ga3/log.jsonl") &&
+    same_model "$T/ga1/step_00000003" "$T/ga3/step_00000003"; then
+    pass "2 micro-batches on 3 ranks (one idle), ZeRO-1" "3 steps equal to 1 rank bit for bit"
+else fail "2 micro-batches on 3 ranks" "$(grep -v '^step' "$T/ga3.err" | tail -2 | tr '\n' ' ')"; fi
+
 # ---- one process without mpirun is chapter 05's trainer: the same bits where chapter 05
 # adds the same numbers in the same order (one micro-batch per step, no clipping, whose
 # norm chapter 06 sums in blocks), within rounding where it does not

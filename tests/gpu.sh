@@ -26,6 +26,7 @@ GPU_TIMEOUT=${GPU_TIMEOUT:-300}
 
 PROGRAMS=(
     "ch01 matmul (cuBLAS) vs C oracle|$BUILD/tests/verify_gpu_ch01"
+    "ch06 NCCL collectives vs MPI, 1 rank|$BUILD/tests/verify_gpu_ch06"
 )
 # Any other tests/verify_gpu_chNN the Makefile built runs too, under its file
 # name, so a new chapter's program is never skipped for want of a line above.
