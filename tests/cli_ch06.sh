@@ -68,8 +68,8 @@ for n in 2 3; do
 done
 nl=$(losses "$T/dp1/log.jsonl" | wc -l)
 first=$(losses "$T/dp1/log.jsonl" | head -1); last=$(losses "$T/dp1/log.jsonl" | tail -1)
-if [ "$nl" = 20 ] && awk -v a="$first" -v b="$last" 'BEGIN{exit !(b < a)}'; then
-    pass "1 rank: 20 steps, the loss falls" "$first -> $last"
+if [ "$nl" = 20 ] && awk -v a="$first" -v b="$last" 'BEGIN{exit !(b < a)}' && grep -q '<polyline' "$T/dp1/loss.svg"; then
+    pass "1 rank: 20 steps, the loss falls" "$first -> $last, loss.svg drawn"
 else fail "1 rank: 20 steps, the loss falls" "$nl steps, $first -> $last"; fi
 for run in dp2 dp3 z2 z3; do
     if [ -f "$T/$run/$END/COMPLETE" ] && cmp -s <(logcore "$T/dp1/log.jsonl") <(logcore "$T/$run/log.jsonl") &&
