@@ -20,15 +20,32 @@
 static int g_rank = -1;
 static bool g_abort_ok = false;   // MPI is up and MPI_Abort may be called from any thread
 
-static void vabort(const char *fmt, va_list ap) __attribute__((noreturn));
-static void vabort(const char *fmt, va_list ap) {
+static void end_job(void) __attribute__((noreturn));
+static void end_job(void) {
+    // MPI_Abort ends every rank of the job; mpirun reports it and exits non-zero
+    if (g_abort_ok) MPI_Abort(MPI_COMM_WORLD, 1);
+    _exit(1);
+}
+
+static void vsay(const char *fmt, va_list ap) {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
     fprintf(stderr, "error: rank %d: %s\n", g_rank, msg);
     fflush(stderr);
-    // MPI_Abort ends every rank of the job; mpirun reports it and exits non-zero
-    if (g_abort_ok) MPI_Abort(MPI_COMM_WORLD, 1);
-    _exit(1);
+}
+
+static void vabort(const char *fmt, va_list ap) __attribute__((noreturn));
+static void vabort(const char *fmt, va_list ap) {
+    vsay(fmt, ap);
+    end_job();
+}
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(fmt, ap);
+    va_end(ap);
 }
 
 void comm_abort(const Comm *c, const char *fmt, ...) {
@@ -282,14 +299,25 @@ void comm_checkin(Comm *c, int64_t step) {
         if (!poll_all(N, req, done, deadline, what)) {
             char list[512] = "";
             size_t len = 0;
-            int missing = 0;
+            int missing = 0, first = -1;
             for (int i = 0; i < N; i++)
                 if (!done[i] && len + 16 < sizeof list) {
                     len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", missing ? ", " : "", i + 1);
+                    if (first < 0) first = i + 1;
                     missing++;
                 }
-            die_rank("rank%s %s did not reach step %lld within %g s (dead or hung); ending the job",
-                     missing > 1 ? "s" : "", list, (long long)step, c->timeout);
+            say("rank%s %s did not reach step %lld within %g s (dead or hung); ending the job", missing > 1 ? "s" : "",
+                list, (long long)step, c->timeout);
+            // the ranks that did arrive get the verdict instead of a go, and say it too
+            static long long verdict;
+            verdict = -1 - first;
+            MPI_Request *vr = xcalloc((size_t)N, sizeof *vr);
+            int *vd = xcalloc((size_t)N, sizeof *vd), nv = 0;
+            for (int i = 0; i < N; i++)
+                if (done[i] && MPI_Isend(&verdict, 1, MPI_LONG_LONG, i + 1, TAG_GO, c->mpi, &vr[nv]) == MPI_SUCCESS) nv++;
+            poll_all(nv, vr, vd, mono() + 2, what);
+            usleep(500000);   // their lines before the abort
+            end_job();
         }
         for (int i = 0; i < N; i++)
             if (got[i] != step)
@@ -315,5 +343,10 @@ void comm_checkin(Comm *c, int64_t step) {
         if (!poll_all(2, req, done, deadline + c->timeout, what))
             die_rank("no go from rank 0 for step %lld within %g s (rank 0 dead or hung); ending the job",
                      (long long)step, 2 * c->timeout);
+        if (go < 0) {   // rank 0 is ending the job; one abort is enough, this rank just leaves
+            say("rank %lld did not reach step %lld within %g s (dead or hung), says rank 0; ending the job", -1 - go,
+                (long long)step, c->timeout);
+            _exit(1);
+        }
     }
 }

@@ -83,8 +83,9 @@ void comm_barrier(Comm *c, const char *what);
 void comm_ordered_sum(Comm *c, float *const *local, int nlocal, float *acc, int64_t n, const char *what);
 
 // Every rank tells rank 0 it has reached `step` and waits for rank 0's go.
-// Rank 0 names the ranks that do not arrive within the timeout, the others
-// name rank 0 when its go does not come; either ends the job.
+// Rank 0 names the ranks that do not arrive within the timeout and sends the
+// ones that did the verdict instead of a go, so that each of them names the
+// missing rank too; the others name rank 0 when neither comes. Either ends the job.
 void comm_checkin(Comm *c, int64_t step);
 
 // The watchdog's deadline around a blocking call of the caller's own

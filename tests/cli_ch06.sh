@@ -143,8 +143,9 @@ dt=$(awk -v a="$t0" -v b="$(secs)" 'BEGIN{printf "%.1f", b - a}')
 sleep 1
 nleft=$(left "$T/hang")
 if [ "$rc" -ne 0 ] && grep -q '^error: rank 0: rank 2 did not reach step 12 within 5 s' "$T/hang.err" &&
+    grep -q '^error: rank 1: rank 2 did not reach step 12' "$T/hang.err" &&
     awk -v t="$dt" 'BEGIN{exit !(t < 15)}' && [ "$nleft" = 0 ]; then
-    pass "a hung rank ends the job within the timeout" "exit $rc after ${dt}s (timeout 5): $(grep -m1 '^error:' "$T/hang.err")"
+    pass "a hung rank ends the job within the timeout" "exit $rc after ${dt}s (timeout 5): $(grep '^error:' "$T/hang.err" | tr '\n' ' ')"
 else fail "a hung rank ends the job" "rc=$rc ${dt}s left=$nleft: $(grep -v '^step' "$T/hang.err" | head -3 | tr '\n' ' ')"; fi
 # its last checkpoint loads: one process continues from it to the 1-rank run's end
 "$FULL" "${ARGS[@]}" --out "$T/hang" --resume >"$T/hres.err" 2>&1
