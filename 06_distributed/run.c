@@ -59,6 +59,7 @@ static void usage(FILE *f) {
             "testing aids:\n"
             "  --kill-rank R --kill-at-step K   rank R SIGKILLs itself in step K, after its backward\n"
             "  --hang-rank R --hang-at-step K   rank R stops answering in step K (sleeps forever)\n"
+            "  --hang-in-reduce     ... after the step's check-in, so that the others wait in the gradient sum\n"
             "  -h, --help           this text\n");
 }
 
@@ -69,6 +70,7 @@ typedef struct {
     const char *set[32];
     double timeout;
     int kill_rank, kill_at, hang_rank, hang_at;
+    bool hang_in_reduce;   // hang after the check-in, inside the gradient sum, not before it
 } Args;
 
 // ----------------------------------------------------------------------------
@@ -201,9 +203,12 @@ static int train(Comm *c, const Args *a, TrainConfig *cfg) {
             free(feats);
         }
         if (a->kill_rank == c->rank && a->kill_at == st.step + 1) raise(SIGKILL);
-        if (a->hang_rank == c->rank && a->hang_at == st.step + 1)
+        const bool hang = a->hang_rank == c->rank && a->hang_at == st.step + 1;
+        if (hang && !a->hang_in_reduce)
             for (;;) pause();
         comm_checkin(c, st.step + 1);
+        if (hang)   // the others are already in the sum: only the watchdog can end it
+            for (;;) pause();
         comm_allgather_f64(c, ce, per, "the micro-batch losses");
         comm_allgather_f64(c, z, per, "the micro-batch z-losses");
         double ces = 0, zs = 0;
@@ -340,7 +345,8 @@ int main(int argc, char **argv) {
         {"ranks", required_argument, 0, 'n'},  {"max-mib", required_argument, 0, 'M'},
         {"kill-rank", required_argument, 0, 1}, {"kill-at-step", required_argument, 0, 2},
         {"hang-rank", required_argument, 0, 3}, {"hang-at-step", required_argument, 0, 4},
-        {"set", required_argument, 0, 'S'},    {"help", no_argument, 0, 'h'},
+        {"hang-in-reduce", no_argument, 0, 5}, {"set", required_argument, 0, 'S'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -367,6 +373,7 @@ int main(int argc, char **argv) {
         case 2: a.kill_at = parse_int_arg("--kill-at-step", optarg, 1, INT_MAX); break;
         case 3: a.hang_rank = parse_int_arg("--hang-rank", optarg, 0, INT_MAX); break;
         case 4: a.hang_at = parse_int_arg("--hang-at-step", optarg, 1, INT_MAX); break;
+        case 5: a.hang_in_reduce = true; break;
         case 'S':
             if (a.n_set == 32) fail_input("--set", "at most 32 overrides");
             a.set[a.n_set++] = optarg;

@@ -164,6 +164,19 @@ if [ "$rc" -ne 0 ] && grep -q '^error: rank 1: no go from rank 0 for step 2' "$T
     pass "a hung rank 0 is named by the others" "exit $rc after ${dt}s: $(grep -m1 '^error:' "$T/hang0.err")"
 else fail "a hung rank 0 is named by the others" "rc=$rc ${dt}s: $(grep -v '^step' "$T/hang0.err" | head -3 | tr '\n' ' ')"; fi
 
+# a rank that hangs after the check-in: the others wait inside a collective, and only the
+# watchdog's deadline ends it
+t0=$(secs)
+mpi 2 "$FULL" "${ARGS[@]}" --out "$T/hangr" --hang-rank 1 --hang-at-step 3 --hang-in-reduce --timeout 3 --zero \
+    >"$T/hangr.err" 2>&1
+rc=$?
+dt=$(awk -v a="$t0" -v b="$(secs)" 'BEGIN{printf "%.1f", b - a}')
+sleep 1
+if [ "$rc" -ne 0 ] && grep -q '^error: rank 0: .* did not complete within 3 s: a rank is dead or hung' "$T/hangr.err" &&
+    awk -v t="$dt" 'BEGIN{exit !(t < 15)}' && [ "$(left "$T/hangr")" = 0 ]; then
+    pass "a rank hung inside a collective: the watchdog ends the job" "exit $rc after ${dt}s: $(grep -m1 '^error:' "$T/hangr.err")"
+else fail "a rank hung inside a collective" "rc=$rc ${dt}s: $(grep -v '^step' "$T/hangr.err" | head -3 | tr '\n' ' ')"; fi
+
 # ---- the binary under test (the ASan one in make test): short runs, plain and ZeRO-1
 mpi 2 "$RUN" "${ARGS[@]}" --out "$T/short" --steps 2 >"$T/short.err" 2>&1
 rc=$?
