@@ -12,7 +12,7 @@
 #   make clean
 #
 # Switches: ASAN=1 (AddressSanitizer + UBSan build in build/asan), NO_CUDA=1,
-# NO_OPENMP=1 (build in build/noomp), CC=clang.
+# NO_OPENMP=1 (build in build/noomp), NO_MPI=1, CC=clang.
 
 ifeq ($(origin CC),default)
   CC     := gcc
@@ -58,6 +58,21 @@ ifneq ($(NVCC),)
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
 
+# MPI is chapter 06's alone: its objects compile with MPI's include flags and
+# its binary links MPI's libraries (and NCCL in a CUDA build), as mpicc
+# reports them. Without an mpicc chapter 06 is not built, and says so in the
+# checklist; chapters 01-05 never need it.
+MPICC    ?= $(shell command -v mpicc 2>/dev/null)
+ifeq ($(NO_MPI),1)
+  MPICC  :=
+endif
+MPI_CFLAGS := $(if $(MPICC),$(patsubst -I%,-isystem %,$(shell $(MPICC) --showme:compile 2>/dev/null)))
+MPI_LIBS   := $(if $(MPICC),$(shell $(MPICC) --showme:link 2>/dev/null))
+NOT_BUILT  := $(if $(MPI_LIBS),,06_distributed)
+$(BUILD)/06_distributed/%.o: CFLAGS += $(MPI_CFLAGS)
+$(BUILD)/06_distributed/%.cu.o: NVCCFLAGS += $(MPI_CFLAGS)
+$(BUILD)/tests/%_ch06.o: CFLAGS += $(MPI_CFLAGS)
+
 # ---- the chapters ------------------------------------------------------------
 # A chapter is a folder. Its library is every .c file in it except run.c (the
 # chapter's command line) and cuda_stub.c (what stands in for its .cu files in
@@ -73,12 +88,13 @@ ORDER_03_connector := ops connector gradcheck
 ORDER_04_qwen   := unicode unicode_tables tokenizer bpe_train ops qwen generate
 ORDER_05_training := config data vlm backward lm loss adamw checkpoint world eval
 ordered = $(wildcard $(patsubst %,$(1)/%.c,$(ORDER_$(1))))
-lib_c  = $(filter-out $(1)/run.c $(1)/cuda_stub.c,$(call ordered,$(1)) \
-           $(filter-out $(call ordered,$(1)),$(sort $(wildcard $(1)/*.c))))
-lib_cu = $(sort $(wildcard $(1)/*.cu))
+built  = $(if $(filter $(1),$(NOT_BUILT)),,$(2))
+lib_c  = $(call built,$(1),$(filter-out $(1)/run.c $(1)/cuda_stub.c,$(call ordered,$(1)) \
+           $(filter-out $(call ordered,$(1)),$(sort $(wildcard $(1)/*.c)))))
+lib_cu = $(call built,$(1),$(sort $(wildcard $(1)/*.cu)))
 lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_c,$(1))) \
            $(if $(NVCC),$(patsubst %.cu,$(BUILD)/%.cu.o,$(call lib_cu,$(1))),\
-                $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/cuda_stub.c)))
+                $(patsubst %.c,$(BUILD)/%.o,$(call built,$(1),$(wildcard $(1)/cuda_stub.c))))
 
 # Release binaries sit in the chapter folders (./01_tensor/run); every other
 # build's under its build folder (build/asan/01_tensor/run, build/noomp/...), so
@@ -95,7 +111,7 @@ define CHAPTER_RULES
 N_$(1) := $(firstword $(subst _, ,$(1)))
 OBJ$$(N_$(1)) := $$(OBJ_PREV) $$(call lib_objs,$(1))
 OBJ_PREV := $$(OBJ$$(N_$(1)))
-ch$$(N_$(1)): $$(if $$(wildcard $(1)/run.c),$$(RUNDIR)$(1)/run)
+ch$$(N_$(1)): $$(call built,$(1),$$(if $$(wildcard $(1)/run.c),$$(RUNDIR)$(1)/run))
 $$(RUNDIR)$(1)/run: $$(BUILD)/$(1)/run.o $$(OBJ$$(N_$(1)))
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) $$^ -o $$@ $$(LDLIBS)
@@ -108,6 +124,13 @@ $$(BUILD)/tests/verify_gpu_ch$$(N_$(1)): $$(BUILD)/tests/verify_gpu_ch$$(N_$(1))
 endef
 OBJ_PREV :=
 $(foreach c,$(CHAPTERS),$(eval $(call CHAPTER_RULES,$(c))))
+# chapter 06's binary and GPU check, and chapter 07's programs that link its
+# library after it: MPI, and NCCL beside cuBLAS in a CUDA build
+MPI_LINK := $(if $(MPI_LIBS),$(MPI_LIBS) $(if $(NVCC),-lnccl))
+$(RUNDIR)06_distributed/run $(BUILD)/tests/verify_gpu_ch06: LDLIBS += $(MPI_LINK)
+$(RUNDIR)07_video_longctx/run $(BUILD)/tests/test_ch07 $(BUILD)/tests/verify_ch07 $(BUILD)/tests/verify_gpu_ch07: \
+    LDLIBS += $(MPI_LINK)
+
 # chNN also builds the chapters before it
 ch02: ch01
 ch03: ch02
@@ -121,7 +144,7 @@ all: checklist $(foreach c,$(CHAPTERS),ch$(firstword $(subst _, ,$(c))))
 checklist:
 	@echo "nanoMolmo2 build: CC=$(CC) ($(shell $(CC) -dumpversion)), OpenMP: $(if $(OMP_OK),yes,no), \
 	CUDA: $(if $(NVCC),yes ($(NVCC)),no$(if $(filter 1,$(ASAN)), (ASan build uses the stubs),)), \
-	build dir: $(BUILD)"
+	MPI: $(if $(MPI_LIBS),yes ($(MPICC): chapter 06 built),no (chapter 06 not built)), build dir: $(BUILD)"
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -137,6 +160,7 @@ $(BUILD)/%.cu.o: %.cu
 # reference scripts (tests/reference/ref_chNN.py, check_chNN.py).
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_ch*.c tests/verify_ch*.c))
 GPU_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/verify_gpu_ch*.c))
+GPU_BINS  := $(if $(NOT_BUILT),$(filter-out %_ch06,$(GPU_BINS)),$(GPU_BINS))
 
 # The reference venv lives outside the clone, keyed by the requirements hash,
 # so a second run (and CI on the same machine) starts in seconds.

@@ -145,6 +145,25 @@ double adamw_clip(AdamW *o, double max_norm) {
     return norm;
 }
 
+void adamw_update(const AdamW *o, int64_t t, float lr, bool decay, float *p, const float *gr, float *m, float *v,
+                  int64_t n) {
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
+    const double bc1 = 1.0 - pow(b1, (double)t);
+    const double bc2 = 1.0 - pow(b2, (double)t);
+    const float step_size = (float)(lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const float dk = decay ? 1.0f - lr * o->weight_decay : 1.0f;
+    NM_OMP(parallel for schedule(static) if (n > 65536))
+    for (int64_t j = 0; j < n; j++) {
+        float gj = gr[j];
+        p[j] *= dk;
+        m[j] += (1.0f - b1) * (gj - m[j]);
+        v[j] = v[j] * b2 + (1.0f - b2) * gj * gj;
+        float denom = sqrtf(v[j]) / bc2_sqrt + eps;
+        p[j] -= step_size * (m[j] / denom);
+    }
+}
+
 void adamw_step(AdamW *o, float lr_factor) {
     o->step++;
     const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
@@ -154,8 +173,6 @@ void adamw_step(AdamW *o, float lr_factor) {
         AdamGroup *g = &o->g[gi];
         if (g->frozen) continue;
         const float lr = g->lr * lr_factor;
-        const float step_size = (float)(lr / bc1);
-        const float bc2_sqrt = (float)sqrt(bc2);
         for (int e = 0; e < g->m.n; e++) {
             const TableEntry *me = &g->m.entries[e];
             float *p = table_get(g->params, me->name).data;     // (numel,)
@@ -164,23 +181,15 @@ void adamw_step(AdamW *o, float lr_factor) {
             float *v = table_tensor(&g->v, e).data;              // (numel,)
             int64_t n = tensor_numel(table_tensor(&g->m, e));
             // no decay for 1-D tensors: norms' gains and biases
-            const float decay = me->ndim >= 2 ? 1.0f - lr * o->weight_decay : 1.0f;
             if (g->m.device == DEVICE_CUDA) {   // the same update on the GPU, and the compute copy rewritten
+                const float decay = me->ndim >= 2 ? 1.0f - lr * o->weight_decay : 1.0f;
                 Tensor pc = g->compute ? table_get(g->compute, me->name) : (Tensor){0};
                 Tensor gt = table_tensor(g->grads, e);
                 adamw_update_cuda(p, pc.data, pc.data ? pc.dtype : DT_F32, gt.data, gt.dtype, m, v, (size_t)n, decay,
-                                  b1, b2, eps, step_size, bc2_sqrt);
+                                  b1, b2, eps, (float)(lr / bc1), (float)sqrt(bc2));
                 continue;
             }
-            NM_OMP(parallel for schedule(static) if (n > 65536))
-            for (int64_t j = 0; j < n; j++) {
-                float gj = gr[j];
-                p[j] *= decay;
-                m[j] += (1.0f - b1) * (gj - m[j]);
-                v[j] = v[j] * b2 + (1.0f - b2) * gj * gj;
-                float denom = sqrtf(v[j]) / bc2_sqrt + eps;
-                p[j] -= step_size * (m[j] / denom);
-            }
+            adamw_update(o, o->step, lr, me->ndim >= 2, p, gr, m, v, n);
         }
     }
 }

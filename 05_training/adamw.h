@@ -83,6 +83,12 @@ double adamw_grad_norm(const AdamW *o);
 double adamw_clip(AdamW *o, double max_norm);
 // One step with every group's lr multiplied by lr_factor (the schedule).
 void adamw_step(AdamW *o, float lr_factor);
+// The update of n numbers of one tensor, the step's t (from 1) and learning
+// rate lr given; decay: whether weight decay applies (tensors of 2 or more
+// dimensions). adamw_step runs it on every tensor; a sharded optimizer
+// (chapter 06's ZeRO-1) on its slice of each: the numbers are independent.
+void adamw_update(const AdamW *o, int64_t t, float lr, bool decay, float *p, const float *g, float *m, float *v,
+                  int64_t n);
 // Bytes of optimizer state (for --mem): 2 floats per trainable parameter.
 int64_t adamw_state_floats(const AdamW *o);
 

@@ -71,6 +71,23 @@ static int save_optimizer(const char *path, const AdamW *o, char *err, size_t er
     return rc;
 }
 
+int checkpoint_write_model(const char *dir, const Vlm *v, char *err, size_t errlen) {
+    char *p = xsprintf("%s/model.safetensors", dir);
+    int rc = table_save(&v->llm.params, p, false, err, errlen);
+    free(p);
+    if (rc) return rc;
+    p = xsprintf("%s/config.json", dir);
+    char *cj = qwen_config_json(&v->llm.cfg);
+    rc = write_text(p, cj, err, errlen);
+    free(cj);
+    free(p);
+    if (rc) return rc;
+    p = xsprintf("%s/connector.safetensors", dir);
+    rc = table_save(&v->conn.params, p, false, err, errlen);
+    free(p);
+    return rc;
+}
+
 int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainState *st, const TrainConfig *cfg,
                     bool die_before_marker, char *err, size_t errlen) {
     char *dir = xsprintf("%s/step_%08lld", out, (long long)st->step);
@@ -85,15 +102,7 @@ int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainSt
         goto done;
     }
 #define TRY(x) do { if ((rc = (x)) != 0) goto done; } while (0)
-    free(p); p = xsprintf("%s/model.safetensors", tmp);
-    TRY(table_save(&v->llm.params, p, false, err, errlen));
-    free(p); p = xsprintf("%s/config.json", tmp);
-    char *cj = qwen_config_json(&v->llm.cfg);
-    rc = write_text(p, cj, err, errlen);
-    free(cj);
-    if (rc) goto done;
-    free(p); p = xsprintf("%s/connector.safetensors", tmp);
-    TRY(table_save(&v->conn.params, p, false, err, errlen));
+    TRY(checkpoint_write_model(tmp, v, err, errlen));
     free(p); p = xsprintf("%s/optimizer.safetensors", tmp);
     TRY(save_optimizer(p, o, err, errlen));
     free(p); p = xsprintf("%s/state.json", tmp);

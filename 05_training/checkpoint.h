@@ -38,6 +38,9 @@ typedef struct {
 // with SIGKILL after the files and before the marker. Returns 0, or -1 with err.
 int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainState *st, const TrainConfig *cfg,
                     bool die_before_marker, char *err, size_t errlen);
+// The model files alone (model.safetensors, config.json, connector.safetensors)
+// into dir; checkpoint_save writes them first. Returns 0, or -1 with err.
+int checkpoint_write_model(const char *dir, const Vlm *v, char *err, size_t errlen);
 // The newest complete checkpoint in out (malloc'd path), or NULL.
 char *checkpoint_latest(const char *out);
 // Loads parameters, optimizer state and the train state (fail_input on bad input).

@@ -28,6 +28,7 @@ PROGRAMS=(
     "ch01 matmul (cuBLAS) vs C oracle|$BUILD/tests/verify_gpu_ch01"
     "ch05 training kernels, AdamW, the step vs the C trainer|$BUILD/tests/verify_gpu_ch05"
     "ch05 train --device cuda: learns, deterministic, resumes|tests/gpu_train.sh"
+    "ch06 NCCL collectives vs MPI, 1 rank|$BUILD/tests/verify_gpu_ch06"
 )
 # Any other tests/verify_gpu_chNN the Makefile built runs too, under its file
 # name, so a new chapter's program is never skipped for want of a line above.

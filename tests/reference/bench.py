@@ -18,6 +18,8 @@ with the ratio and the target the issues set:
     ch05  one nano VLM training step, and peak memory         (target >= 1x)
           the nano world's stage-2 step of `make train` (batch 16,
           cached ViT features, small vocabulary), and peak memory (target >= 2x)
+    ch06  all-reduce bus bandwidth by size, 2 ranks: MPI against torch.distributed's
+          gloo; the 2-rank nano VLM step against 1 rank (reported, no target)
 
 What it does not do: pass or fail. Timings depend on the machine and on
 whatever else it is doing; this script only reports them. Both sides report
@@ -47,7 +49,7 @@ import torch.nn.functional as F  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-PARTS = ("sgemm", "ch02", "ch03", "ch04", "ch05")
+PARTS = ("sgemm", "ch02", "ch03", "ch04", "ch05", "ch06")
 # the issues' targets for ours / torch (for the memory row: torch / ours)
 TARGETS = {"ch02": ">= 0.8", "ch03": ">= 1", "ch04 Qwen3-0.6B prefill": ">= 0.8",
            "ch04 Qwen3-0.6B decode": ">= 1.5", "ch05 nano VLM": ">= 1", "ch05 world": ">= 2"}
