@@ -48,7 +48,10 @@ endif
 OMPFLAG := $(if $(OMP_OK),-fopenmp,)
 
 CFLAGS   := $(CSTD) $(OPT) $(WARN) $(OMPFLAG) -I. $(EXTRA_CFLAGS)
-LDLIBS   := -lm $(OMPFLAG)
+# libjpeg-turbo decodes JPEGs as PIL does (02_vit/jpeg.c): a prerequisite, like
+# stb_image (Debian: libjpeg62-turbo-dev); without its header the build stops
+# with a message naming the package.
+LDLIBS   := -lm -ljpeg $(OMPFLAG)
 
 ifneq ($(NVCC),)
   CFLAGS    += -DNM_CUDA
@@ -68,7 +71,7 @@ CHAPTERS := 01_tensor 02_vit 03_connector 04_qwen 05_training 06_distributed 07_
 
 # Reading order where it matters (the book follows it); files not listed come after, sorted.
 ORDER_01_tensor := common dtype tensor rng json safetensors matmul attention check bench
-ORDER_02_vit    := image preprocess vit
+ORDER_02_vit    := image jpeg preprocess vit
 ORDER_03_connector := ops connector gradcheck
 ORDER_04_qwen   := unicode unicode_tables tokenizer bpe_train ops qwen generate
 ORDER_05_training := config data vlm backward lm loss adamw checkpoint world eval
