@@ -180,7 +180,7 @@ void nano_model_load(NanoModel *m, const char *dir) {
     // the frozen ViT and its preprocessing
     p = xsprintf("%s/vit", dir);
     vit_load_or_die(&m->vit, p);
-    m->pp = clip_preprocess_config(m->vit.cfg.image_size);
+    m->pp = clip_preprocess_for_model(p, m->vit.cfg.image_size);
     free(p);
     if (vit_feature_parse(&m->feat, m->cfg.vit_feature, &m->vit.cfg, err, sizeof err) != 0)
         fail_input("vit_feature", "%s", err);

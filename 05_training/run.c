@@ -90,7 +90,7 @@ static void build_vlm(Vlm *v, const TrainConfig *cfg, bool need_vit, int feat_T,
     if (feat_T > 0 && (feat_T != v->feat_T || feat_D != v->feat_D))
         fail_input("--features", "cache holds (%d, %d) features, the config's ViT gives (%d, %d)", feat_T, feat_D,
                    v->feat_T, v->feat_D);
-    v->pp = clip_preprocess_config(vc.image_size);
+    v->pp = clip_preprocess_for_model(strcmp(cfg->vit, "nano") ? cfg->vit : NULL, vc.image_size);
     if (strcmp(cfg->init, "none")) {
         qwen_load(&v->llm, cfg->init);   // a previous stage's checkpoint
     } else if (!strcmp(cfg->llm, "nano")) {
