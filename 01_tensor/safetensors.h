@@ -20,6 +20,10 @@
 // Big checkpoints are split into shards (`model-00001-of-00002.safetensors`)
 // with a `model.safetensors.index.json` naming the shard of every tensor.
 // `st_model_open` takes a file or a model directory and hides the difference.
+// A directory that has no safetensors but PyTorch's `pytorch_model.bin` (or
+// its shards and `pytorch_model.bin.index.json`), as older hub repositories
+// do, is read through torchbin.h into the same structures, without running
+// the pickle inside it.
 //
 // The writer produces what the Python library produces: header padded with
 // spaces to a multiple of 8 bytes (so data is 8-aligned), tensors sorted by
