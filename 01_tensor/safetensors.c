@@ -400,24 +400,32 @@ const StTensor *st_model_find(const StModel *m, const char *name) {
 }
 
 int table_load(Table *t, const StModel *m, bool (*allow_missing)(const char *name), char *err, size_t errlen) {
+    return table_load_renamed(t, m, "", "", allow_missing, err, errlen);
+}
+
+int table_load_renamed(Table *t, const StModel *m, const char *strip, const char *add,
+                       bool (*allow_missing)(const char *name), char *err, size_t errlen) {
+    size_t sl = strlen(strip);
     NM_CHECK(t->buffer != NULL && t->device == DEVICE_CPU, "table_load: table '%s' must be allocated on the CPU",
              t->name);
     for (int i = 0; i < t->n; i++) {
         const TableEntry *e = &t->entries[i];
-        const StTensor *s = st_model_find(m, e->name);
+        char full[320];
+        snprintf(full, sizeof full, "%s%s", add, strncmp(e->name, strip, sl) ? e->name : e->name + sl);
+        const StTensor *s = st_model_find(m, full);
         if (!s) {
             if (allow_missing && allow_missing(e->name)) continue;
-            return set_error(err, errlen, "missing tensor '%s'", e->name);
+            return set_error(err, errlen, "missing tensor '%s'", full);
         }
         bool same = s->ndim == e->ndim;
         for (int d = 0; same && d < e->ndim; d++) same = s->shape[d] == e->shape[d];
         if (!same) {
             char a[96], b[96];
-            return set_error(err, errlen, "tensor '%s' has shape %s in the file, the model expects %s", e->name,
+            return set_error(err, errlen, "tensor '%s' has shape %s in the file, the model expects %s", full,
                         shape_str(s->shape, s->ndim, a, sizeof a), shape_str(e->shape, e->ndim, b, sizeof b));
         }
         if (st_read(s, (char *)t->buffer + e->offset, e->dtype) != 0)
-            return set_error(err, errlen, "tensor '%s': cannot convert %s to %s", e->name, dtype_name(s->dtype),
+            return set_error(err, errlen, "tensor '%s': cannot convert %s to %s", full, dtype_name(s->dtype),
                         dtype_name(e->dtype));
     }
     return 0;
