@@ -261,6 +261,13 @@ expect_error "train --device cuda: training has no CUDA path" "--device: 'train'
 expect_error "the demo --device cuda" "--device: 'demo' runs on the CPU" $RUN --device cuda
 expect_error "eval --device cuda" "--device: 'eval' runs on the CPU" $RUN eval --model "$T" --device cuda
 expect_error "chat --device cuda" "--device: 'chat' runs on the CPU" $RUN chat --image x --device cuda "hi"
+# export-llava: the CI model is the nano preset (position code, two-way image attention): refused,
+# every part named, nothing written; no --out and a missing model are errors too
+expect_error "export-llava: no LLaVA equivalent, the parts named" "position code (pos_code / pos_ramp" \
+    $RUN export-llava --model "$W/model" --out "$T/llava_nano"
+[ ! -e "$T/llava_nano/config.json" ] && pass "export-llava refused: no config.json written" || fail "export-llava refused but wrote config.json"
+expect_error "export-llava without --out" "--out: missing" $RUN export-llava --model "$W/model"
+expect_error "export-llava of a missing model" "no trained model here" $RUN export-llava --model "$T/nope" --out "$T/x"
 expect_error "an unknown --device" "--device: unknown device 'tpu'" $RUN train --config "$T/r.conf" --device tpu
 expect_error "eval --n 0" "--n: '0' is not a whole number in 1..100000" $RUN eval --n 0
 expect_error "generate --seed -1" "--seed: '-1' is not a whole number" $RUN generate --out "$T/w1" --seed -1
