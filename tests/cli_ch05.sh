@@ -263,7 +263,7 @@ expect_error "eval --device cuda" "--device: 'eval' runs on the CPU" $RUN eval -
 expect_error "chat --device cuda" "--device: 'chat' runs on the CPU" $RUN chat --image x --device cuda "hi"
 # export-llava: the CI model is the nano preset (position code, two-way image attention): refused,
 # every part named, nothing written; no --out and a missing model are errors too
-expect_error "export-llava: no LLaVA equivalent, the parts named" "position code (pos_code / pos_ramp" \
+expect_error "export-llava: no LLaVA equivalent, the parts named" "no LLaVA equivalent for the 2-D position code" \
     $RUN export-llava --model "$W/model" --out "$T/llava_nano"
 [ ! -e "$T/llava_nano/config.json" ] && pass "export-llava refused: no config.json written" || fail "export-llava refused but wrote config.json"
 expect_error "export-llava without --out" "--out: missing" $RUN export-llava --model "$W/model"
