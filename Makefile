@@ -9,6 +9,7 @@
 #   make bench      CPU benchmarks side by side with PyTorch
 #   make bench-gpu  CUDA timings side by side with PyTorch on the same GPU (needs a GPU)
 #   make fuzz       the libFuzzer target for the safetensors + JSON readers
+#   make fuzz-torchbin  the libFuzzer target for the pytorch_model.bin reader
 #   make clean
 #
 # Switches: ASAN=1 (AddressSanitizer + UBSan build in build/asan), NO_CUDA=1,
@@ -48,7 +49,10 @@ endif
 OMPFLAG := $(if $(OMP_OK),-fopenmp,)
 
 CFLAGS   := $(CSTD) $(OPT) $(WARN) $(OMPFLAG) -I. $(EXTRA_CFLAGS)
-LDLIBS   := -lm $(OMPFLAG)
+# libjpeg-turbo decodes JPEGs as PIL does (02_vit/jpeg.c): a prerequisite, like
+# stb_image (Debian: libjpeg62-turbo-dev); without its header the build stops
+# with a message naming the package.
+LDLIBS   := -lm -ljpeg $(OMPFLAG)
 
 ifneq ($(NVCC),)
   CFLAGS    += -DNM_CUDA
@@ -82,8 +86,8 @@ $(BUILD)/tests/%_ch06.o: CFLAGS += $(MPI_CFLAGS)
 CHAPTERS := 01_tensor 02_vit 03_connector 04_qwen 05_training 06_distributed 07_video_longctx
 
 # Reading order where it matters (the book follows it); files not listed come after, sorted.
-ORDER_01_tensor := common dtype tensor rng json safetensors matmul attention check bench
-ORDER_02_vit    := image preprocess vit
+ORDER_01_tensor := common dtype tensor rng json safetensors torchbin matmul attention check bench
+ORDER_02_vit    := image jpeg preprocess vit
 ORDER_03_connector := ops connector gradcheck
 ORDER_04_qwen   := unicode unicode_tables tokenizer bpe_train ops qwen generate
 ORDER_05_training := config data vlm backward lm loss adamw checkpoint world eval
@@ -102,7 +106,7 @@ lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_c,$(1))) \
 RUNDIR := $(if $(filter build/release,$(BUILD)),,$(BUILD)/)
 
 .PHONY: all $(foreach c,$(CHAPTERS),ch$(firstword $(subst _, ,$(c)))) test test-c test-asan verify \
-        verify-gpu bench-gpu bench fuzz clean checklist venv print-sources book book-check
+        verify-gpu bench-gpu bench fuzz fuzz-torchbin clean checklist venv print-sources book book-check
 .DEFAULT_GOAL := all
 
 # For chapter NN_name: OBJNN (its objects and all earlier ones), target chNN,
@@ -227,6 +231,7 @@ train-long:
 FUZZ_SECONDS ?= 60
 # tensor.c can place a table on a GPU; the fuzzer links the CUDA stubs for that
 FUZZ_SRC := 01_tensor/common.c 01_tensor/dtype.c 01_tensor/tensor.c 01_tensor/json.c 01_tensor/safetensors.c \
+            01_tensor/torchbin.c \
             01_tensor/cuda_stub.c
 build/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)
@@ -235,6 +240,14 @@ fuzz: build/fuzz/fuzz_safetensors
 	@mkdir -p build/fuzz/corpus
 	build/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	    build/fuzz/corpus tests/fuzz/seeds
+# the torch.save reader (zip + restricted pickle), on its own corpus
+build/fuzz/fuzz_torchbin: tests/fuzz/fuzz_torchbin.c $(FUZZ_SRC)
+	@mkdir -p $(dir $@)
+	clang $(CSTD) -g -O1 -I. -fsanitize=fuzzer,address,undefined $^ -o $@ -lm
+fuzz-torchbin: build/fuzz/fuzz_torchbin
+	@mkdir -p build/fuzz/corpus_torchbin
+	build/fuzz/fuzz_torchbin -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	    build/fuzz/corpus_torchbin tests/fuzz/seeds_torchbin
 
 # ---- the book (book/*.c is the weaver, not a chapter library; libc only) -------
 BOOK_SRC := $(wildcard book/*.c)

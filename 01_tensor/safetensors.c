@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "01_tensor/json.h"
+#include "01_tensor/torchbin.h"
 
 int64_t st_numel(const StTensor *t) {
     int64_t n = 1;
@@ -207,7 +208,10 @@ StFile *st_open(const char *path, char *err, size_t errlen) {
     f->owns_map = true;
     f->path = xstrdup(path);
     static const unsigned char empty[1];
-    if (st_parse(f, map ? map : (const void *)empty, len, err, errlen) != 0) {
+    // a `.bin` is PyTorch's torch.save archive (torchbin.h), read into the same StFile
+    size_t pl = strlen(path);
+    bool torch_bin = pl >= 4 && !strcmp(path + pl - 4, ".bin");
+    if ((torch_bin ? pt_parse : st_parse)(f, map ? map : (const void *)empty, len, err, errlen) != 0) {
         st_close(f);
         return NULL;
     }
@@ -276,18 +280,19 @@ static int model_add_file(StModel *m, const char *path, char *err, size_t errlen
 }
 
 static int open_sharded(StModel *m, const char *dir, const char *index_path, char *err, size_t errlen) {
+    const char *iname = strrchr(index_path, '/') ? strrchr(index_path, '/') + 1 : index_path;
     const char *rerr = NULL;
     size_t len;
     char *text = read_file(index_path, &len, &rerr);
-    if (!text) return set_error(err, errlen, "model.safetensors.index.json: %s", rerr);
+    if (!text) return set_error(err, errlen, "%s: %s", iname, rerr);
     char jerr[160];
     JsonDoc *doc = json_parse(text, len, jerr, sizeof jerr);
     free(text);
-    if (!doc) return set_error(err, errlen, "model.safetensors.index.json: %s", jerr);
+    if (!doc) return set_error(err, errlen, "%s: %s", iname, jerr);
     JsonValue *wm = json_get(json_root(doc), "weight_map");
     if (!wm || wm->type != JSON_OBJECT) {
         json_free(doc);
-        return set_error(err, errlen, "model.safetensors.index.json: no \"weight_map\" object");
+        return set_error(err, errlen, "%s: no \"weight_map\" object", iname);
     }
     int rc = 0;
     // Open each distinct shard once, in order of first mention.
@@ -295,7 +300,7 @@ static int open_sharded(StModel *m, const char *dir, const char *index_path, cha
     for (size_t i = 0; i < wm->len && rc == 0; i++) {
         JsonValue *v = wm->items[i];
         if (v->type != JSON_STRING || strchr(v->str, '/') || strcmp(v->str, "..") == 0) {
-            rc = set_error(err, errlen, "model.safetensors.index.json: bad shard name for '%s'", wm->keys[i]);
+            rc = set_error(err, errlen, "%s: bad shard name for '%s'", iname, wm->keys[i]);
             break;
         }
         int k = 0;
@@ -331,19 +336,25 @@ StModel *st_model_open(const char *path, char *err, size_t errlen) {
     StModel *m = model_new(path);
     int rc;
     if (is_dir(path)) {
-        char *index = xsprintf("%s/model.safetensors.index.json", path);
-        char *single = xsprintf("%s/model.safetensors", path);
-        if (exists(index)) {
-            rc = open_sharded(m, path, index, err, errlen);
-        } else if (exists(single)) {
-            char ferr[256];
-            rc = model_add_file(m, single, ferr, sizeof ferr);
-            if (rc) set_error(err, errlen, "model.safetensors: %s", ferr);
-        } else {
-            rc = set_error(err, errlen, "no model.safetensors or model.safetensors.index.json in this directory");
+        // safetensors first, as transformers prefers them; then PyTorch's pytorch_model.bin
+        static const char *const names[][2] = {{"model.safetensors.index.json", "model.safetensors"},
+                                               {"pytorch_model.bin.index.json", "pytorch_model.bin"}};
+        rc = 1;
+        for (int k = 0; k < 2 && rc == 1; k++) {
+            char *index = xsprintf("%s/%s", path, names[k][0]);
+            char *single = xsprintf("%s/%s", path, names[k][1]);
+            if (exists(index)) {
+                rc = open_sharded(m, path, index, err, errlen);
+            } else if (exists(single)) {
+                char ferr[256];
+                rc = model_add_file(m, single, ferr, sizeof ferr);
+                if (rc) set_error(err, errlen, "%s: %s", names[k][1], ferr);
+            }
+            free(index);
+            free(single);
         }
-        free(index);
-        free(single);
+        if (rc == 1)
+            rc = set_error(err, errlen, "no model.safetensors, pytorch_model.bin or their .index.json in this directory");
     } else {
         rc = model_add_file(m, path, err, errlen);
     }
@@ -389,24 +400,32 @@ const StTensor *st_model_find(const StModel *m, const char *name) {
 }
 
 int table_load(Table *t, const StModel *m, bool (*allow_missing)(const char *name), char *err, size_t errlen) {
+    return table_load_renamed(t, m, "", "", allow_missing, err, errlen);
+}
+
+int table_load_renamed(Table *t, const StModel *m, const char *strip, const char *add,
+                       bool (*allow_missing)(const char *name), char *err, size_t errlen) {
+    size_t sl = strlen(strip);
     NM_CHECK(t->buffer != NULL && t->device == DEVICE_CPU, "table_load: table '%s' must be allocated on the CPU",
              t->name);
     for (int i = 0; i < t->n; i++) {
         const TableEntry *e = &t->entries[i];
-        const StTensor *s = st_model_find(m, e->name);
+        char full[320];
+        snprintf(full, sizeof full, "%s%s", add, strncmp(e->name, strip, sl) ? e->name : e->name + sl);
+        const StTensor *s = st_model_find(m, full);
         if (!s) {
             if (allow_missing && allow_missing(e->name)) continue;
-            return set_error(err, errlen, "missing tensor '%s'", e->name);
+            return set_error(err, errlen, "missing tensor '%s'", full);
         }
         bool same = s->ndim == e->ndim;
         for (int d = 0; same && d < e->ndim; d++) same = s->shape[d] == e->shape[d];
         if (!same) {
             char a[96], b[96];
-            return set_error(err, errlen, "tensor '%s' has shape %s in the file, the model expects %s", e->name,
+            return set_error(err, errlen, "tensor '%s' has shape %s in the file, the model expects %s", full,
                         shape_str(s->shape, s->ndim, a, sizeof a), shape_str(e->shape, e->ndim, b, sizeof b));
         }
         if (st_read(s, (char *)t->buffer + e->offset, e->dtype) != 0)
-            return set_error(err, errlen, "tensor '%s': cannot convert %s to %s", e->name, dtype_name(s->dtype),
+            return set_error(err, errlen, "tensor '%s': cannot convert %s to %s", full, dtype_name(s->dtype),
                         dtype_name(e->dtype));
     }
     return 0;

@@ -20,6 +20,10 @@
 // Big checkpoints are split into shards (`model-00001-of-00002.safetensors`)
 // with a `model.safetensors.index.json` naming the shard of every tensor.
 // `st_model_open` takes a file or a model directory and hides the difference.
+// A directory that has no safetensors but PyTorch's `pytorch_model.bin` (or
+// its shards and `pytorch_model.bin.index.json`), as older hub repositories
+// do, is read through torchbin.h into the same structures, without running
+// the pickle inside it.
 //
 // The writer produces what the Python library produces: header padded with
 // spaces to a multiple of 8 bytes (so data is 8-aligned), tensors sorted by
@@ -88,6 +92,12 @@ int st_read(const StTensor *t, void *dst, DType to);
 // true for that name (e.g. a tied lm_head). Returns 0 or -1 with err set.
 int table_load(Table *t, const StModel *m, bool (*allow_missing)(const char *name),
                char *err, size_t errlen);
+// The same with every name looked up renamed: a leading `strip` removed (when
+// present), `add` put in front. For the part of a bigger checkpoint a model
+// lives in: a LLaVA directory keeps its LM under "language_model.", its
+// projector (our "connector.") under "multi_modal_projector.".
+int table_load_renamed(Table *t, const StModel *m, const char *strip, const char *add,
+                       bool (*allow_missing)(const char *name), char *err, size_t errlen);
 
 // ---- writing ------------------------------------------------------------------
 typedef struct {

@@ -1,6 +1,7 @@
-// image.c: stb_image behind a careful front door.
+// image.c: stb_image (and, for JPEGs, libjpeg-turbo) behind a careful front door.
 //
-// Three checks happen before stb_image decodes a single pixel: the file is not
+// A JPEG goes to jpeg.c, which decodes it as PIL does. For every other format
+// three checks happen before stb_image decodes a single pixel: the file is not
 // empty, its header is one stb_image understands, and the size that header
 // claims is sane. Then we decode with the file's own channel count and convert
 // to RGB ourselves, so the conversion rules (gray replicated, alpha composited
@@ -12,13 +13,16 @@
 #include <string.h>
 
 #include "01_tensor/common.h"
+#include "02_vit/jpeg.h"
 
 // stb_image is a header-only library: exactly one file of a program defines
 // STB_IMAGE_IMPLEMENTATION to compile its body, and this is that file. Its
 // code is not written for -Wall -Wextra -Werror, so the warnings are silenced
-// for the include only. We keep its default decoders and let stb allocate with
-// malloc; every image it returns is freed with stbi_image_free.
+// for the include only. We keep its default decoders except JPEG (jpeg.c reads
+// JPEGs as PIL does) and let stb allocate with malloc; every image it returns
+// is freed with stbi_image_free.
 #define STB_IMAGE_IMPLEMENTATION
+#define STBI_NO_JPEG
 #define STBI_NO_HDR            // float images: not a photograph format CLIP sees
 #define STBI_NO_LINEAR
 #define STBI_MAX_DIMENSIONS IMAGE_MAX_SIDE
@@ -57,25 +61,13 @@ uint8_t image_over_white(uint8_t c, uint8_t a) {
     return (uint8_t)((((t >> 8) + t) >> 8) >> 7);
 }
 
-// A JPEG's entropy-coded data ends with the EOI marker FF D9. Inside the coded
-// data a 0xFF byte is always followed by 0x00 (byte stuffing) or a restart
-// marker FF D0..D7, so an FF D9 after the first start-of-scan (FF DA) can only
-// be the end marker. When it is missing the file was cut short: libjpeg would
-// pad the rest with grey and PIL refuses the file; stb_image pads silently, so
-// we look for ourselves.
-static bool jpeg_is_complete(const uint8_t *buf, size_t len) {
-    size_t i = 2;
-    while (i + 1 < len && !(buf[i] == 0xFF && buf[i + 1] == 0xDA)) i++;
-    if (i + 1 >= len) return false;                     // no scan at all
-    for (i += 2; i + 1 < len; i++)
-        if (buf[i] == 0xFF && buf[i + 1] == 0xD9) return true;
-    return false;
-}
-
 int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, char *err, size_t errlen) {
     memset(img, 0, sizeof *img);
     if (len == 0) return set_error(err, errlen, "empty file");
     if (len > (size_t)INT32_MAX) return set_error(err, errlen, "file too large (%zu bytes)", len);
+
+    // JPEGs go to libjpeg-turbo, set up as PIL sets it up (jpeg.c).
+    if (jpeg_sniff(buf, len)) return jpeg_decode(img, buf, len, src_channels, err, errlen);
 
     // 1. The header: format, size and channels, without decoding.
     int w = 0, h = 0, comp = 0;
@@ -85,8 +77,6 @@ int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, 
     if (w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (uint64_t)w * (uint64_t)h > IMAGE_MAX_PIXELS)
         return set_error(err, errlen, "image claims %d x %d pixels, more than this program accepts (%d per side, 2^28 in all)",
                     w, h, IMAGE_MAX_SIDE);
-    bool is_jpeg = len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF;
-    if (is_jpeg && !jpeg_is_complete(buf, len)) return set_error(err, errlen, "truncated JPEG (no end-of-image marker)");
     if (stbi_is_16_bit_from_memory(buf, (int)len) && comp <= 2)
         return set_error(err, errlen, "16-bit grayscale images are not supported (PIL would clip them to 255)");
 

@@ -1,9 +1,10 @@
 // image.h: reading an image file into 8-bit RGB, the way HuggingFace sees it.
 //
 // The first step of any vision model is the least glamorous one: turn a file
-// (PNG, JPEG, BMP, GIF...) into a grid of red, green and blue bytes. We use
-// stb_image, a single-header decoder, and then make its output agree with what
-// `CLIPImageProcessor` gets from PIL:
+// (PNG, JPEG, BMP, GIF...) into a grid of red, green and blue bytes. JPEGs go
+// to libjpeg-turbo, the library PIL itself wraps, with PIL's settings (jpeg.h);
+// every other format to stb_image, a single-header decoder. Their output then
+// agrees with what `CLIPImageProcessor` gets from PIL:
 //
 //   - grayscale (L)          -> the gray value copied into R, G and B;
 //   - RGB                    -> unchanged;
@@ -20,6 +21,7 @@
 // pixels in all is rejected, so a 100-byte file cannot make us allocate
 // gigabytes. A JPEG whose data stops before its end marker is refused, as PIL
 // refuses it ("image file is truncated"), rather than decoded into grey blocks.
+// CMYK JPEGs are converted to RGB with PIL's formula (jpeg.h).
 //
 // What it does not do: colour management (ICC profiles are ignored, as PIL
 // ignores them here), EXIF orientation (transformers does not apply it either),
@@ -42,7 +44,7 @@ typedef struct {
 
 // Decodes an image file held in memory. Returns 0, or -1 with a short reason in
 // err (the caller names the file). `src_channels`, if not NULL, receives the
-// channel count stored in the file (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA).
+// channel count stored in the file (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA or CMYK).
 int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, char *err, size_t errlen);
 // Reads and decodes PATH. Returns 0, or -1 with a reason in err.
 int image_load(Image *img, const char *path, char *err, size_t errlen);

@@ -16,6 +16,8 @@
 #include "01_tensor/common.h"
 #include "01_tensor/json.h"
 
+#include <unistd.h>
+
 // OpenAI's CLIP statistics (transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD).
 ClipPreprocess clip_preprocess_config(int size) {
     ClipPreprocess p = {
@@ -74,6 +76,21 @@ int clip_preprocess_from_json(ClipPreprocess *p, const char *path, char *err, si
 done:
     json_free(doc);
     return rc;
+}
+
+ClipPreprocess clip_preprocess_for_model(const char *dir, int image_size) {
+    ClipPreprocess p = clip_preprocess_config(image_size);
+    if (!dir) return p;
+    char *pc = xsprintf("%s/preprocessor_config.json", dir);
+    if (access(pc, F_OK) == 0) {
+        char err[256];
+        if (clip_preprocess_from_json(&p, pc, err, sizeof err)) fail_input(pc, "%s", err);
+        if (p.crop_h != image_size || p.crop_w != image_size)
+            fail_input(pc, "crop %dx%d does not match the model's image_size %d (transformers would refuse it too)",
+                       p.crop_w, p.crop_h, image_size);
+    }
+    free(pc);
+    return p;
 }
 
 // The shorter side becomes `s`; the longer one int(s * long / short), the

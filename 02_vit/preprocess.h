@@ -48,6 +48,15 @@ ClipPreprocess clip_preprocess_config(int size);
 // do_center_crop false set the sizes to 0. Returns 0, or -1 with err.
 int clip_preprocess_from_json(ClipPreprocess *p, const char *path, char *err, size_t errlen);
 
+// The preprocessing a model directory asks for, the one rule every program
+// follows (the ViT's run, the connector's, the trainer with --images, the
+// chat, the feature cache): DIR/preprocessor_config.json when it exists, read
+// over CLIP's settings at `image_size`; else CLIP's settings; DIR NULL (a
+// preset, no directory) gives CLIP's settings too. A crop that is not the
+// model's image_size is refused, as transformers refuses it. Bad input ends
+// the program (`error: PATH: reason`).
+ClipPreprocess clip_preprocess_for_model(const char *dir, int image_size);
+
 // The (h, w) step 1 resizes an (H, W) image to.
 void clip_resize_shape(int H, int W, int shortest_edge, int *out_h, int *out_w);
 

@@ -110,16 +110,7 @@ static void stats(const char *what, const float *x, size_t n) {
 static void load_model(Vit *m, ClipPreprocess *pp, const char *dir) {
     if (dir) {
         vit_load_or_die(m, dir);
-        *pp = clip_preprocess_config(m->cfg.image_size);
-        char *pc = xsprintf("%s/preprocessor_config.json", dir);
-        if (access(pc, F_OK) == 0) {
-            char err[256];
-            if (clip_preprocess_from_json(pp, pc, err, sizeof err)) fail_input(pc, "%s", err);
-        }
-        if (pp->crop_h != m->cfg.image_size || pp->crop_w != m->cfg.image_size)
-            fail_input(pc, "crop %dx%d does not match the model's image_size %d (transformers would refuse it too)",
-                       pp->crop_w, pp->crop_h, m->cfg.image_size);
-        free(pc);
+        *pp = clip_preprocess_for_model(dir, m->cfg.image_size);
     } else {
         VitConfig c = vit_config_nano();
         vit_init_random(m, &c, nm_ctx.seed);

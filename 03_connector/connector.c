@@ -214,7 +214,27 @@ void connector_init(Connector *c, uint64_t seed) {
 int connector_load(Connector *c, const char *path, char *err, size_t errlen) {
     StModel *m = st_model_open(path, err, errlen);
     if (!m) return -1;
-    int rc = table_load(&c->params, m, NULL, err, errlen);
+    // a LLaVA model keeps the projector (the mlp connector) as multi_modal_projector.*
+    bool llava = st_model_find(m, "multi_modal_projector.linear_1.weight") != NULL;
+    const char *prefix = llava ? "multi_modal_projector." : "connector.";
+    int rc = table_load_renamed(&c->params, m, "connector.", prefix, NULL, err, errlen);
+    // every connector tensor the file holds (a name under the prefix; the rest is the
+    // LM, the vision tower, saved features) must be one this connector has: an extra
+    // one (a file of another kind or size of connector) is an error, never ignored
+    int n_file = 0;
+    const char *extra = NULL;
+    const size_t pl = strlen(prefix);
+    for (int i = 0; rc == 0 && i < m->n; i++) {
+        const char *name = m->tensors[i]->name;
+        if (strncmp(name, prefix, pl)) continue;
+        n_file++;
+        char ours[320];
+        snprintf(ours, sizeof ours, "connector.%s", name + pl);
+        if (table_find(&c->params, ours) < 0 && !extra) extra = name;
+    }
+    if (rc == 0 && extra)
+        rc = set_error(err, errlen, "holds %d connector tensors, a %s connector has %d: '%s' is not one of them",
+                       n_file, connector_kind_name(c->cfg.kind), c->params.n, extra);
     st_model_close(m);
     return rc;
 }

@@ -103,8 +103,11 @@ void connector_free(Connector *c);
 // [-1/sqrt(in), 1/sqrt(in)] (kaiming_uniform with a = sqrt(5)); one RNG stream
 // per tensor, so a tensor's values do not depend on the tensors before it.
 void connector_init(Connector *c, uint64_t seed);
-// Loads parameters by name from a .safetensors file or model directory.
-// Returns 0, or -1 with the reason in err (missing tensor, wrong shape, ...).
+// Loads parameters by name from a .safetensors file or model directory: its
+// connector.* tensors, or a LLaVA model's multi_modal_projector.* (the mlp
+// connector under transformers' name). A tensor under that prefix which this
+// connector does not have is an error too, as is a missing one. Returns 0, or
+// -1 with the reason in err (missing or extra tensor, wrong shape, ...).
 int connector_load(Connector *c, const char *path, char *err, size_t errlen);
 // Reads the sizes of a checkpoint's tensors into cfg (kind, grid and heads are
 // kept as given). Returns 0, or -1 with the reason in err.

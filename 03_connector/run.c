@@ -281,7 +281,7 @@ int main(int argc, char **argv) {
         width = vit_feature_dim(&vf, vc);
         const int S = vc->image_size, T = vit_feature_tokens(&vf, vc);
         float *pix = xmalloc((size_t)B * 3 * S * S * sizeof(float));   // (B, 3, S, S)
-        ClipPreprocess pp = clip_preprocess_config(S);
+        ClipPreprocess pp = clip_preprocess_for_model(vit_dir, S);
         for (int i = 0; i < B; i++) {
             Image img;
             image_load_or_die(&img, images[i]);

@@ -72,8 +72,16 @@ int qwen_config_parse(QwenConfig *c, const char *json, size_t len, char *err, si
     int rc = -1;
     if (o->type != JSON_OBJECT) { set_error(err, errlen, "config is not a JSON object"); goto done; }
 
-    // The family. model_type is the key transformers dispatches on.
+    // A LLaVA directory (the whole VLM, as chapter 05 exports it) holds the LM's
+    // config as its text_config, and the LM's tensors under "language_model.".
     const char *mt = json_get_str(o, "model_type", NULL);
+    if (mt && strcmp(mt, "llava") == 0) {
+        o = json_get(o, "text_config");
+        if (!o || o->type != JSON_OBJECT) { set_error(err, errlen, "a llava config without a text_config object"); goto done; }
+        c->in_llava = true;
+        mt = json_get_str(o, "model_type", NULL);
+    }
+    // The family. model_type is the key transformers dispatches on.
     if (!mt) { set_error(err, errlen, "no 'model_type' (expected \"qwen2\" or \"qwen3\")"); goto done; }
     if (strcmp(mt, "qwen3") == 0) c->family = QWEN3;
     else if (strcmp(mt, "qwen2") == 0) c->family = QWEN2;
@@ -286,7 +294,8 @@ void qwen_load(Qwen *m, const char *dir) {
     table_init(&m->params, "qwen params");
     qwen_params_build(&m->params, &m->cfg);
     table_alloc(&m->params, DEVICE_CPU);
-    if (table_load(&m->params, sm, NULL, err, sizeof err) != 0) fail_input(dir, "%s", err);
+    if (table_load_renamed(&m->params, sm, "", m->cfg.in_llava ? "language_model." : "", NULL, err, sizeof err) != 0)
+        fail_input(dir, "%s", err);
     st_model_close(sm);
     qwen_bind(m);
     m->source = dir;

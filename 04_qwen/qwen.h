@@ -62,6 +62,8 @@ typedef struct {
     int bos_id;               // -1 when absent
     int eos[QWEN_MAX_EOS];    // every id that ends generation (config + generation_config)
     int n_eos;
+    bool in_llava;            // read from a LLaVA directory: the LM is its text_config, its
+                              // tensors are under "language_model." (chapter 05's export)
 } QwenConfig;
 
 // Reads DIR/config.json (or the file itself when PATH is a file), and

@@ -19,9 +19,10 @@
 // What it does not do: other tokenizer types (WordPiece, Unigram), other
 // normalizers or pre-tokenizers (we check that tokenizer.json asks for the
 // ones we implement and refuse the file otherwise), BPE dropout, offsets,
-// truncation or padding. Characters assigned after Unicode 14.0 (see
-// unicode_tables.c) are classed as "other" here, while HF's regex engine
-// may know them as letters.
+// truncation or padding. The letter and number classes are Unicode 16.0's
+// and NFC is Unicode 14.0's, the versions HF tokenizers itself uses for its
+// regex and its normaliser (unicode_tables.c); characters assigned after
+// 16.0 are "other" here, as they are there.
 //
 // The regex of step (3), for reference (the `(?i:...)` part is
 // case-insensitive, and \p{L}, \p{N}, \s are Unicode classes):

@@ -180,7 +180,7 @@ void nano_model_load(NanoModel *m, const char *dir) {
     // the frozen ViT and its preprocessing
     p = xsprintf("%s/vit", dir);
     vit_load_or_die(&m->vit, p);
-    m->pp = clip_preprocess_config(m->vit.cfg.image_size);
+    m->pp = clip_preprocess_for_model(p, m->vit.cfg.image_size);
     free(p);
     if (vit_feature_parse(&m->feat, m->cfg.vit_feature, &m->vit.cfg, err, sizeof err) != 0)
         fail_input("vit_feature", "%s", err);
@@ -303,6 +303,8 @@ char *nano_answer(NanoModel *m, const char *question, int max_new) {
     forward_from(m, s.ids, lcp, P);
     memcpy(m->cached, s.ids, (size_t)P * sizeof(int32_t));
     m->ncached = P;
+    float *first = m->dump ? xmalloc((size_t)m->V * sizeof(float)) : NULL;   // (V) the logits after the prompt
+    if (first) memcpy(first, qwen_logits(&m->st), (size_t)m->V * sizeof(float));
     int32_t *out = xmalloc((size_t)max_new * sizeof(int32_t));
     int n = 0;
     while (n < max_new) {
@@ -311,6 +313,17 @@ char *nano_answer(NanoModel *m, const char *question, int max_new) {
         out[n++] = id;
         if (n == max_new) break;
         forward_ids(m, &id, 1);
+    }
+    if (first) {   // the prompt as the tokenizer wrote it: the image's positions hold <image>
+        int32_t *prompt = xmalloc((size_t)P * sizeof(int32_t));
+        for (int t = 0; t < P; t++) prompt[t] = s.ids[t] >= m->V ? m->fmt.image_id : s.ids[t];
+        int64_t sv = m->V, sp = P, sn = n;
+        StItem it[3] = {{"logits", DT_F32, 1, &sv, first}, {"input_ids", DT_I32, 1, &sp, prompt},
+                        {"answer_ids", DT_I32, 1, &sn, out}};
+        char err[256];
+        if (st_write(m->dump, it, 3, NULL, 0, err, sizeof err) != 0) fail_input(m->dump, "%s", err);
+        free(prompt);
+        free(first);
     }
     char *text = tok_decode(m->tok, out, n, false);
     free(out);
@@ -440,9 +453,9 @@ int nano_cli_eval(int argc, char **argv) {
 // chat: one question about one image
 
 int nano_cli_chat(int argc, char **argv) {
-    const char *model = NANO_DEFAULT_MODEL, *image = NULL;
+    const char *model = NANO_DEFAULT_MODEL, *image = NULL, *dump = NULL;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"image", required_argument, 0, 'i'},
-                                         {"threads", required_argument, 0, 't'},
+                                         {"threads", required_argument, 0, 't'}, {"logits", required_argument, 0, 'l'},
                                          {"device", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *device = NULL;
@@ -452,11 +465,15 @@ int nano_cli_chat(int argc, char **argv) {
         switch (ch) {
         case 'm': model = optarg; break;
         case 'i': image = optarg; break;
+        case 'l': dump = optarg; break;
         case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); ctx_apply_threads(); break;
         case 'd': device = optarg; break;
         case 'h':
-            printf("usage: ./05_training/run chat [--model DIR] --image IMG [--threads N] [--device cpu] \"question\"\n"
+            printf("usage: ./05_training/run chat [--model DIR] --image IMG [--threads N] [--device cpu]\n"
+                   "                             [--logits OUT] \"question\"\n"
                    "Answers a question about an image with a trained nano VLM (greedy decoding).\n"
+                   "--logits OUT: also write the prompt's ids, the logits after it and the answer's ids\n"
+                   "(safetensors: input_ids, logits, answer_ids), to compare with another implementation.\n"
                    "Default model: %s. Try: \"Describe the image.\", \"How many shapes are there?\",\n"
                    "\"What colour is the circle?\", \"Point to the square.\"\n"
                    "It runs on the CPU, even with a GPU present; --device cuda is an error.\n", NANO_DEFAULT_MODEL);
@@ -473,6 +490,7 @@ int nano_cli_chat(int argc, char **argv) {
     image_load_or_die(&img, image);
     NanoModel m;
     nano_model_load(&m, model);
+    m.dump = dump;
     nano_set_image(&m, &img);
     char *a = nano_answer(&m, question, NANO_MAX_ANSWER);
     printf("model: %s\nimage: %s\nuser: %s\nassistant: %s\n", model, image, question, a);

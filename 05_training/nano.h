@@ -127,6 +127,8 @@ typedef struct {
     int ncached;
     float *pix, *feats, *coded;   // (3,S,S), (Tf,Df), the connector's input: scratch
     const float *vis;       // (NV, C) the image's visual tokens (the connector's output, borrowed)
+    const char *dump;       // when set, nano_answer writes the prompt's ids, the first logits and
+                            // the answer's ids there (safetensors; chat --logits, for make verify)
 } NanoModel;
 
 // Loads a model directory (layout above). Bad input is fail_input.

@@ -30,6 +30,7 @@
 #include "05_training/config.h"
 #include "05_training/data.h"
 #include "05_training/eval.h"
+#include "05_training/llava.h"
 #include "05_training/nano.h"
 #include "05_training/setup.h"
 #include "05_training/world.h"
@@ -427,6 +428,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "score")) return eval_cli_score(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "eval")) return nano_cli_eval(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "chat")) return nano_cli_chat(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "export-llava")) return llava_cli_export(argc - 1, argv + 1);
     Args a = {.out = NULL, .steps = 0, .kill_at = -1, .kill_in_ckpt = -1, .nan_at = -1};
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"data", required_argument, 0, 'd'},

@@ -36,19 +36,35 @@ void build_vlm(Vlm *v, const TrainConfig *cfg, bool need_vit, int feat_T, int fe
     if (feat_T > 0 && (feat_T != v->feat_T || feat_D != v->feat_D))
         fail_input("--features", "cache holds (%d, %d) features, the config's ViT gives (%d, %d)", feat_T, feat_D,
                    v->feat_T, v->feat_D);
-    v->pp = clip_preprocess_config(vc.image_size);
-    if (strcmp(cfg->init, "none")) {
-        qwen_load(&v->llm, cfg->init);   // a previous stage's checkpoint
-    } else if (!strcmp(cfg->llm, "nano")) {
-        QwenConfig qc = qwen_nano_config();
+    v->pp = clip_preprocess_for_model(strcmp(cfg->vit, "nano") ? cfg->vit : NULL, vc.image_size);
+    // The LLM `llm` names: the nano preset (sized to the tokenizer when asked), or an HF directory.
+    QwenConfig want;
+    if (!strcmp(cfg->llm, "nano")) {
+        want = qwen_nano_config();
         if (!strcmp(cfg->llm_vocab, "tokenizer")) {
             // the small-vocabulary nano: as many rows as the tokenizer has ids
-            qc.V = vocab;
-            qc.bos_id = -1;
-            qc.eos[0] = im_end;
-            qc.eos[1] = eos;
+            want.V = vocab;
+            want.bos_id = -1;
+            want.eos[0] = im_end;
+            want.eos[1] = eos;
         }
-        qwen_init_random(&v->llm, &qc, cfg->seed + 2);
+    } else {
+        qwen_config_load(&want, cfg->llm);
+    }
+    if (strcmp(cfg->init, "none")) {
+        // a previous stage's checkpoint, or a LLaVA directory (llava.h): its weights replace
+        // llm's, so its architecture must be llm's; a different one is an error, never ignored
+        qwen_load(&v->llm, cfg->init);
+        const QwenConfig *g = &v->llm.cfg;
+        if (g->family != want.family || g->C != want.C || g->I != want.I || g->L != want.L || g->NH != want.NH ||
+            g->NKV != want.NKV || g->HD != want.HD || g->V != want.V || g->tied != want.tied)
+            fail_input("init", "%s holds a %s LM (C=%d I=%d L=%d NH=%d NKV=%d HD=%d V=%d %s), but llm = %s is a %s "
+                       "(C=%d I=%d L=%d NH=%d NKV=%d HD=%d V=%d %s): init replaces llm's weights, so the two must agree",
+                       cfg->init, g->model_type, g->C, g->I, g->L, g->NH, g->NKV, g->HD, g->V, g->tied ? "tied" : "untied",
+                       cfg->llm, want.model_type, want.C, want.I, want.L, want.NH, want.NKV, want.HD, want.V,
+                       want.tied ? "tied" : "untied");
+    } else if (!strcmp(cfg->llm, "nano")) {
+        qwen_init_random(&v->llm, &want, cfg->seed + 2);
     } else {
         qwen_load(&v->llm, cfg->llm);
     }
@@ -70,7 +86,8 @@ void build_vlm(Vlm *v, const TrainConfig *cfg, bool need_vit, int feat_T, int fe
     connector_build(&v->conn, &cc);
     connector_init(&v->conn, cfg->seed + 3);
     if (strcmp(cfg->init, "none")) {
-        char *p = xsprintf("%s/connector.safetensors", cfg->init);
+        // a checkpoint's connector.safetensors, or a LLaVA directory's projector
+        char *p = v->llm.cfg.in_llava ? xstrdup(cfg->init) : xsprintf("%s/connector.safetensors", cfg->init);
         if (connector_load(&v->conn, p, err, sizeof err) != 0) fail_input(p, "%s", err);
         free(p);
     }

@@ -160,6 +160,21 @@ if [ "$rcC" -eq 137 ] && [ -d "$T/C/step_00000004" ] && [ ! -f "$T/C/step_000000
     else fail "resume after SIGKILL inside a checkpoint" "$(tail -2 "$T/C.err")"; fi
 else fail "kill inside a checkpoint" "rc=$rcC"; fi
 
+# ---- the CLIP directory's preprocessor_config.json: the trainer reading images reads it
+# through the same function as 02_vit/run (and its feature cache), so a different mean and
+# std change the first loss, and a crop that is not the model's image size is refused
+cp -r "$W/model/vit" "$T/vitpp"
+printf '{"image_mean": [0.2, 0.3, 0.4], "image_std": [0.5, 0.6, 0.7]}\n' > "$T/vitpp/preprocessor_config.json"
+$RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/pp0" --steps 1 --set "vit=$W/model/vit" 2>/dev/null
+$RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/pp1" --steps 1 --set "vit=$T/vitpp" 2>/dev/null
+l0=$(losses "$T/pp0/log.jsonl" 2>/dev/null); l1=$(losses "$T/pp1/log.jsonl" 2>/dev/null)
+if [ -n "$l0" ] && [ -n "$l1" ] && [ "$l0" != "$l1" ]; then
+    pass "train --images follows the ViT's preprocessor_config.json" "first loss $l0 (CLIP's mean/std) vs $l1 (the file's)"
+else fail "train --images follows the ViT's preprocessor_config.json" "losses '$l0' vs '$l1'"; fi
+printf '{"crop_size": 99}\n' > "$T/vitpp/preprocessor_config.json"
+expect_error_in_log "train: a preprocessor_config.json crop that is not the image size" "crop 99x99 does not match" \
+    $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/pp2" --steps 1 --set "vit=$T/vitpp"
+
 # ---- bad input
 mkdir -p "$T/img"
 cp "$IMG/shape000.ppm" "$T/img/ok.ppm"
@@ -256,6 +271,13 @@ fi
 expect_error "the demo --device cuda" "--device: 'demo' runs on the CPU" $RUN --device cuda
 expect_error "eval --device cuda" "--device: 'eval' runs on the CPU" $RUN eval --model "$T" --device cuda
 expect_error "chat --device cuda" "--device: 'chat' runs on the CPU" $RUN chat --image x --device cuda "hi"
+# export-llava: the CI model is the nano preset (position code, two-way image attention): refused,
+# every part named, nothing written; no --out and a missing model are errors too
+expect_error "export-llava: no LLaVA equivalent, the parts named" "no LLaVA equivalent for the 2-D position code" \
+    $RUN export-llava --model "$W/model" --out "$T/llava_nano"
+[ ! -e "$T/llava_nano/config.json" ] && pass "export-llava refused: no config.json written" || fail "export-llava refused but wrote config.json"
+expect_error "export-llava without --out" "--out: missing" $RUN export-llava --model "$W/model"
+expect_error "export-llava of a missing model" "no trained model here" $RUN export-llava --model "$T/nope" --out "$T/x"
 expect_error "an unknown --device" "--device: unknown device 'tpu'" $RUN train --config "$T/r.conf" --device tpu
 expect_error "eval --n 0" "--n: '0' is not a whole number in 1..100000" $RUN eval --n 0
 expect_error "generate --seed -1" "--seed: '-1' is not a whole number" $RUN generate --out "$T/w1" --seed -1

@@ -17,6 +17,7 @@
 #include "01_tensor/check.h"
 #include "01_tensor/common.h"
 #include "02_vit/image.h"
+#include "02_vit/jpeg.h"
 #include "02_vit/preprocess.h"
 #include "02_vit/vit.h"
 
@@ -168,7 +169,16 @@ static void test_bad_inputs(void) {
     // a valid JPEG cut in half
     char *jpg = read_file("data/images/rocket.jpg", &len, &why);
     if (jpg) expect_error("JPEG cut in half refused", (const uint8_t *)jpg, len / 2);
+    if (jpg) expect_error("JPEG without its end marker refused", (const uint8_t *)jpg, len - 2);
     free(jpg);
+    // SOI, a baseline SOF0 claiming 20000 x 20000 with 3 components, a scan header, EOI
+    const uint8_t bigjpg[] = {0xFF, 0xD8, 0xFF, 0xC0, 0, 17, 8, 0x4E, 0x20, 0x4E, 0x20, 3, 1, 0x22, 0, 2, 0x11, 1,
+                              3, 0x11, 1, 0xFF, 0xDA, 0, 12, 3, 1, 0, 2, 0x11, 3, 0x11, 0, 63, 0, 0xFF, 0xD9};
+    expect_error("JPEG header claiming 20000x20000 refused", bigjpg, sizeof bigjpg);
+    bool cmyk = jpeg_cmyk_to_rgb(0, 0) == 255 && jpeg_cmyk_to_rgb(255, 0) == 0 && jpeg_cmyk_to_rgb(0, 255) == 0 &&
+                jpeg_cmyk_to_rgb(128, 0) == 127 && jpeg_cmyk_to_rgb(100, 50) == 205 - 80;
+    check_true("CMYK -> RGB: no ink white, full ink or black zero, PIL's rounding", cmyk, "c=100 k=50 -> %d",
+               jpeg_cmyk_to_rgb(100, 50));
 }
 
 static void test_vit(void) {

@@ -34,6 +34,12 @@
 //                  DIR/c_roundtrip.safetensors) and the model by st_write_model
 //                  in shards (to DIR/c_sharded/); tests/reference/check_ch01.py
 //                  then reads both with Python and compares.
+//   7. torch .bin  models saved by torch.save(state_dict), plain and sharded
+//                  (pytorch_model.bin.index.json), f32/bf16/f16, tied weights
+//                  sharing a storage, views at an offset: each must load through
+//                  st_model_open with its safetensors twin's bytes; malicious,
+//                  legacy, compressed, non-contiguous and truncated files are
+//                  refused with a message naming the defect.
 //
 // Exit status: 0 when every check passed (check_summary).
 #include <dirent.h>
@@ -783,6 +789,47 @@ done:
     free(dst);
 }
 
+// PyTorch's files: each torch.save directory against its safetensors twin (the
+// same names, dtypes, shapes and bytes), and every file to refuse refused with
+// the words that name its defect, the malicious ones without their payload
+// having run (the marker file it would write does not exist).
+static void verify_torch_bins(void) {
+    JsonDoc *doc = load_json("torchbin.json");
+    if (!doc) return;
+    const JsonValue *pairs = json_get(json_root(doc), "pairs"), *refused = json_get(json_root(doc), "refused");
+    char err[512], why[256], label[160];
+    for (size_t i = 0; pairs && i < pairs->len; i++) {
+        char *b = xsprintf("%s/torchbin/%s", DIR_, json_get_str(pairs->items[i], "bin", "?"));
+        char *t = xsprintf("%s/torchbin/%s", DIR_, json_get_str(pairs->items[i], "twin", "?"));
+        snprintf(label, sizeof label, "torchbin.%s (%lld file(s)) = its safetensors twin",
+                 json_get_str(pairs->items[i], "bin", "?"), (long long)json_get_int(pairs->items[i], "files", 0));
+        StModel *mb = st_model_open(b, err, sizeof err), *mt = mb ? st_model_open(t, err, sizeof err) : NULL;
+        if (!mb || !mt) check_true(label, false, "%s", err);
+        else check_true(label, mb->n == json_get_int(pairs->items[i], "tensors", -1) &&
+                               same_tensors(mb, (const StTensor *const *)mt->tensors, mt->n, why, sizeof why), "%s", why);
+        st_model_close(mb);
+        st_model_close(mt);
+        free(b); free(t);
+    }
+    for (size_t i = 0; refused && i < refused->len; i++) {
+        const char *rel = json_get_str(refused->items[i], "path", "?"), *want = json_get_str(refused->items[i], "expect", "");
+        char *p = xsprintf("%s/%s", DIR_, rel);
+        err[0] = 0;
+        StModel *m = st_model_open(p, err, sizeof err);
+        snprintf(label, sizeof label, "torchbin refuses %s", rel);
+        check_true(label, !m && strstr(err, want), "%s", m ? "accepted" : err);
+        st_model_close(m);
+        free(p);
+    }
+    char *marker = xsprintf("%s/%s", DIR_, json_get_str(json_root(doc), "marker", "torchbin/PWNED"));
+    check_true("torchbin: no payload ran", access(marker, F_OK) != 0, "%s %s", marker,
+               access(marker, F_OK) ? "absent" : "EXISTS");
+    free(marker);
+    check_true("torchbin: the reference lists pairs and refusals", pairs && pairs->len >= 7 && refused && refused->len >= 8,
+               "%zu pairs, %zu refusals", pairs ? pairs->len : 0, refused ? refused->len : 0);
+    json_free(doc);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DIR   (DIR written by tests/reference/ref_ch01.py, e.g. build/ref/ch01)\n", argv[0]);
@@ -802,5 +849,6 @@ int main(int argc, char **argv) {
     verify_bad();
     write_roundtrip();
     write_sharded();
+    verify_torch_bins();
     return check_summary("verify_ch01");
 }

@@ -97,6 +97,10 @@ static int verify_tokenizer(const char *dir) {
     // 1. The corpus.
     const JsonValue *cases = json_get(root, "cases");
     size_t n_cases = cases ? cases->len : 0, n_ok = 0, total_bytes = 0, qwen_ids = 0;
+    // the cases made of the code points whose letter/number class moved between Unicode versions
+    const JsonValue *moved = json_get(root, "moved");
+    size_t moved_lo = (size_t)json_get_int(moved, "first_case", 0), moved_n = (size_t)json_get_int(moved, "n_cases", 0);
+    size_t moved_ok = 0;
     for (size_t i = 0; i < n_cases; i++) {
         const JsonValue *c = cases->items[i];
         const JsonValue *s = json_get(c, "text");
@@ -121,6 +125,7 @@ static int verify_tokenizer(const char *dir) {
         snprintf(name, sizeof name, "tok_case_%04zu", i);
         bool ok = first_diff < 0 && dec_ok && rt_ok;
         if (ok) n_ok++;
+        if (ok && i >= moved_lo && i < moved_lo + moved_n) moved_ok++;
         if (first_diff >= 0)
             check_true(name, false, "ids differ at %d (ours %d, HF %d; %d vs %d ids) \"%s\"", first_diff,
                        first_diff < ngot ? got[first_diff] : -1, first_diff < nwant ? want[first_diff] : -1, ngot,
@@ -131,6 +136,10 @@ static int verify_tokenizer(const char *dir) {
         free(want); free(got); free(d); free(nfc);
     }
     printf("# tokenizer corpus: %zu strings, %zu bytes, %zu identical to HF\n", n_cases, total_bytes, n_ok);
+    check_true("tok_unicode_moved_code_points", moved && moved_n > 0 && moved_lo + moved_n <= n_cases && moved_ok == moved_n,
+               "%zu of %zu strings made of the %lld code points whose class moved from Unicode %s to %s identical to "
+               "HF (tables: %s)", moved_ok, moved_n, (long long)json_get_int(moved, "code_points", 0),
+               json_get_str(moved, "from", "?"), json_get_str(moved, "to", "?"), uni_tables_version);
 
     // 2. Decoding ids that split characters; special tokens skipped or not; streaming.
     const JsonValue *decs = json_get(root, "decode");

@@ -23,6 +23,11 @@ from the outside, with PyTorch/safetensors/transformers as the independent side:
                             of the 65536 bf16 and f16 bit patterns widened to f32
   4. "Bad files are rejected, never trusted."
        bad/, bad.json       files and model directories with one defect each
+  5. "PyTorch's own pytorch_model.bin files load as they are, and only as data."
+       torchbin/*.bin, .st  models saved by torch.save(state_dict), plain and sharded as
+                            transformers names them, in f32/bf16/f16, each beside its
+                            safetensors twin; files to refuse (os.system, eval, legacy,
+                            compressed, non-contiguous, truncated); torchbin.json lists them
 
 Everything is deterministic (fixed seeds, no clocks), so running it twice writes
 the same bytes. It prints a `PASS name ...` line per artefact written (and per
@@ -528,6 +533,122 @@ def make_bad(out):
            f"{sum(e['kind'] == 'dir' for e in listing)} model dirs) + bad.json")
 
 
+# ---- e. PyTorch's own files: torch.save(state_dict), plain and sharded ---------------
+def _torch_zip(path, pkl, extra=None, compress=False):
+    """A zip laid out as torch.save lays it out, around a hand-made data.pkl."""
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/byteorder", b"little")
+        for name, data in (extra or {}).items():
+            z.writestr("archive/" + name, data)
+        z.writestr("archive/version", b"3\n")
+
+
+def _save_hf_bin(sd, d, max_shard_size=None):
+    """What transformers' save_pretrained(safe_serialization=False) wrote: pytorch_model.bin,
+    or pytorch_model-0000k-of-0000n.bin shards and pytorch_model.bin.index.json (transformers
+    v5 only reads these; the sharding is huggingface_hub's, which v4 used)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    if max_shard_size is None:
+        torch.save(sd, os.path.join(d, "pytorch_model.bin"))
+        return 1
+    split = split_torch_state_dict_into_shards(sd, filename_pattern="pytorch_model{suffix}.bin",
+                                               max_shard_size=max_shard_size)
+    for fn, names in split.filename_to_tensors.items():
+        torch.save({n: sd[n] for n in names}, os.path.join(d, fn))
+    with open(os.path.join(d, "pytorch_model.bin.index.json"), "w") as f:
+        json.dump({"metadata": split.metadata, "weight_map": split.tensor_to_filename}, f, indent=2)
+    return len(split.filename_to_tensors)
+
+
+def make_torch_bins(out):
+    import pickle
+    from transformers import AutoModel, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, Qwen3Config, \
+        Qwen3ForCausalLM
+    root = os.path.join(out, "torchbin")
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    pairs, refused = [], []
+
+    def pair(name, model, dtype, shards):
+        """model saved as torch.save(state_dict) (+ config.json) next to its safetensors twin:
+        the same names, the same bytes; transformers itself must load the .bin directory."""
+        model = model.to(dtype).eval()
+        sd = model.state_dict()       # tied weights stay in it, sharing one storage
+        b, t = os.path.join(root, name + ".bin"), os.path.join(root, name + ".st")
+        os.makedirs(b)
+        os.makedirs(t)
+        model.config.save_pretrained(b)
+        n = _save_hf_bin(sd, b, shards)
+        save_file({k: v.detach().clone().contiguous() for k, v in sd.items()}, os.path.join(t, "model.safetensors"))
+        cls = AutoModelForCausalLM if "qwen" in name else AutoModel
+        back = cls.from_pretrained(b, dtype=dtype).state_dict()
+        same = all(torch.equal(back[k], v) for k, v in sd.items() if k in back) and len(back) > 0
+        report(same, f"ref_ch01.torchbin.{name}", f"{len(sd)} tensors {dtype} in {n} pytorch_model*.bin file(s); "
+               f"transformers loads the directory back identical")
+        pairs.append({"bin": name + ".bin", "twin": name + ".st", "tensors": len(sd), "files": n})
+
+    torch.manual_seed(3)
+    qcfg = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, max_position_embeddings=128)
+    for dt, tag in ((torch.float32, "f32"), (torch.bfloat16, "bf16"), (torch.float16, "f16")):
+        pair(f"qwen3_tied_{tag}", Qwen3ForCausalLM(Qwen3Config(tie_word_embeddings=True, **qcfg)), dt, None)
+        pair(f"qwen3_{tag}_sharded", Qwen3ForCausalLM(Qwen3Config(tie_word_embeddings=False, **qcfg)), dt, 40000)
+    vcfg = CLIPVisionConfig(image_size=28, patch_size=14, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=2)
+    pair("clip_vision_f32_sharded", CLIPVisionModel(vcfg), torch.float32, 20000)
+
+    # views into one storage: an offset row block, a scalar, integers and booleans
+    x = torch.randn(6, 5)
+    views = {"full": x, "rows": x[2:4], "scalar": torch.tensor(3.5), "ids": torch.arange(7, dtype=torch.int64) - 3,
+             "mask": torch.tensor([True, False, True]), "half_rows": x.to(torch.float16)[1:5], "empty": torch.zeros(0, 4)}
+    os.makedirs(os.path.join(root, "views.bin"))
+    os.makedirs(os.path.join(root, "views.st"))
+    torch.save(views, os.path.join(root, "views.bin", "pytorch_model.bin"))
+    save_file({k: v.clone().contiguous() for k, v in views.items()}, os.path.join(root, "views.st", "model.safetensors"))
+    pairs.append({"bin": "views.bin", "twin": "views.st", "tensors": len(views), "files": 1})
+
+    # what must be refused, with the words the refusal must contain
+    marker = os.path.join(root, "PWNED")
+
+    class Eval:
+        def __reduce__(self):
+            return (eval, ("open(%r, 'w').write('x')" % marker,))
+
+    def bad(name, expect, writer):
+        path = os.path.join(root, name)
+        writer(path)
+        refused.append({"path": "torchbin/" + name, "expect": expect})
+
+    cmd = ("touch " + marker).encode()
+    os_system = b"\x80\x02cos\nsystem\nq\x00X" + struct.pack("<I", len(cmd)) + cmd + b"q\x01\x85q\x02Rq\x03."
+    bad("os_system.bin", "os.system", lambda p: _torch_zip(p, os_system))
+    bad("eval_reduce.bin", "eval, which", lambda p: _torch_zip(p, pickle.dumps(Eval(), protocol=2)))
+    bad("eval_stack_global.bin", "builtins.eval, which", lambda p: _torch_zip(p, pickle.dumps(Eval(), protocol=4)))
+    # a real state dict with one evil value among the tensors, written by torch.save itself
+    bad("eval_in_state_dict.bin", "eval, which", lambda p: torch.save({"w": torch.ones(3), "x": Eval()}, p))
+    bad("object_newobj.bin", "builds an object",
+        lambda p: _torch_zip(p, b"\x80\x02ccollections\nOrderedDict\n)\x81."))
+    bad("legacy.bin", "legacy", lambda p: torch.save({"w": torch.ones(3)}, p, _use_new_zipfile_serialization=False))
+    bad("noncontiguous.bin", "not contiguous", lambda p: torch.save({"col": torch.randn(4, 3)[:, 1]}, p))
+    bad("compressed.bin", "compressed", lambda p: _torch_zip(p, pickle.dumps({}, protocol=2), compress=True))
+    bad("not_a_dict.bin", "no {name: tensor} dict", lambda p: torch.save([torch.ones(2)], p))
+    bad("truncated.bin", "truncated", lambda p: (torch.save({"w": torch.randn(64, 64)}, p),
+                                         open(p, "r+b").truncate(os.path.getsize(p) // 2)))
+    bad("missing_storage.bin", "no entry", lambda p: _torch_zip(
+        p, b"\x80\x02}q\x00X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(X\x07\x00\x00\x00storage"
+           b"ctorch\nFloatStorage\nX\x01\x00\x00\x009X\x03\x00\x00\x00cpuK\x03tQK\x00K\x03\x85K\x01\x85"
+           b"\x89ccollections\nOrderedDict\n)Rtqs."))
+    # a genuine file must load in torch, a refused one must not have run (no marker left behind)
+    ok = not os.path.exists(marker) and torch.load(os.path.join(root, "views.bin", "pytorch_model.bin"),
+                                                    weights_only=True)["rows"].equal(x[2:4])
+    report(ok, "ref_ch01.torchbin.refusals", f"{len(refused)} files to refuse (os.system, eval by REDUCE and "
+           f"STACK_GLOBAL, an object, legacy, non-contiguous, compressed, truncated, ...); no payload has run")
+    with open(os.path.join(out, "torchbin.json"), "w") as f:
+        json.dump({"pairs": pairs, "refused": refused, "marker": "torchbin/PWNED"}, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="build/ref/ch01")
@@ -540,6 +661,7 @@ def main():
     make_attention(args.out)
     make_convert(args.out)
     make_bad(args.out)
+    make_torch_bins(args.out)
     return 1 if FAILED else 0
 
 

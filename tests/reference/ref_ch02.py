@@ -4,7 +4,8 @@
 Writes, under --out DIR:
   images/                 extra test images made here: an RGBA PNG and a gray+alpha PNG
                           (transparency is composited over white by transformers), a
-                          palette PNG with a transparent index, a portrait photo
+                          palette PNG with a transparent index, a portrait photo, and 15
+                          JPEGs of different kinds written by PIL (make_jpegs)
   preprocess.safetensors  for every test image NAME and crop size S in (336, 224):
                             NAME.decoded        uint8 (H, W, 3)  PIL decode + transformers' convert_to_rgb
                             NAME.S.resized      uint8 (h, w, 3)  after the shortest-side bicubic resize
@@ -32,7 +33,7 @@ import sys
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, features
 from safetensors.torch import save_file
 
 import transformers
@@ -76,7 +77,43 @@ def make_images(d):
     pal = Image.fromarray(small).quantize(16)
     pal.info["transparency"] = 3
     pal.save(os.path.join(d, "palette_trns.png"), transparency=3)
-    return ["portrait.png", "tall.png", "one.png", "rgba.png", "la.png", "palette_trns.png"]
+    return ["portrait.png", "tall.png", "one.png", "rgba.png", "la.png", "palette_trns.png"] + make_jpegs(d)
+
+
+def make_jpegs(d):
+    """JPEGs of every kind PIL writes, from real photos: qualities, the three chroma
+    subsamplings, progressive, grayscale, CMYK (PIL writes Adobe's inverted polarity),
+    RGB stored without YCbCr, optimised Huffman tables, restart markers, sizes that are
+    not a whole number of blocks. PIL reads them back with libjpeg-turbo (ISLOW inverse
+    DCT, fancy upsampling); the C side must decode each to the same bytes."""
+    astro = Image.open(os.path.join(ROOT, "data/images/astronaut.png")).convert("RGB")
+    chelsea = Image.open(os.path.join(ROOT, "data/images/chelsea.png")).convert("RGB")
+    coffee = Image.open(os.path.join(ROOT, "data/images/coffee.png")).convert("RGB")
+    odd = coffee.crop((13, 7, 13 + 333, 7 + 217))          # 333 x 217: partial MCUs on both edges
+    kinds = [
+        ("q95_444.jpg", astro, dict(quality=95, subsampling=0)),
+        ("q75_422.jpg", chelsea, dict(quality=75, subsampling=1)),
+        ("q50_420.jpg", coffee, dict(quality=50, subsampling=2)),
+        ("q8_420.jpg", chelsea, dict(quality=8, subsampling=2)),           # heavy blocking, clipped values
+        ("progressive_420.jpg", astro, dict(quality=85, subsampling=2, progressive=True)),
+        ("progressive_444.jpg", coffee, dict(quality=90, subsampling=0, progressive=True, optimize=True)),
+        ("gray.jpg", astro.convert("L"), dict(quality=80)),
+        ("gray_progressive.jpg", chelsea.convert("L"), dict(quality=60, progressive=True)),
+        ("cmyk.jpg", chelsea.convert("CMYK"), dict(quality=90)),
+        ("rgb_keep.jpg", coffee, dict(quality=85, keep_rgb=True, subsampling=0)),  # Adobe transform 0
+        ("restart_rows.jpg", astro, dict(quality=80, restart_marker_rows=1)),
+        ("restart_blocks_progressive.jpg", chelsea, dict(quality=70, restart_marker_blocks=5, progressive=True)),
+        ("odd_420.jpg", odd, dict(quality=88, subsampling=2)),
+        ("odd_422_optimized.jpg", odd.transpose(Image.Transpose.ROTATE_90), dict(quality=77, subsampling=1, optimize=True)),
+        ("tiny_7x5.jpg", odd.resize((7, 5)), dict(quality=90, subsampling=2)),
+    ]
+    names = []
+    for name, im, opts in kinds:
+        im.save(os.path.join(d, name), "JPEG", **opts)
+        back = Image.open(os.path.join(d, name))
+        assert back.format == "JPEG" and back.mode == im.mode, (name, back.mode)
+        names.append(name)
+    return names
 
 
 def preprocess(out):
@@ -128,9 +165,9 @@ def preprocess(out):
     with open(os.path.join(out, "preprocess.json"), "w") as f:
         json.dump({"images": listing, "crops": CROPS, "n_resize": len(cases),
                    "backend": "CLIPImageProcessorPil", "transformers": transformers.__version__,
-                   "pillow": Image.__version__}, f, indent=1)
+                   "pillow": Image.__version__, "libjpeg_turbo": features.version("libjpeg_turbo")}, f, indent=1)
     print(f"PASS preprocess reference: {len(paths)} images x crops {CROPS}, {len(cases)} resize cases "
-          f"(CLIPImageProcessorPil, Pillow {Image.__version__})")
+          f"(CLIPImageProcessorPil, Pillow {Image.__version__}, its libjpeg-turbo {features.version('libjpeg_turbo')})")
 
 
 def randomize(model, seed):

@@ -15,9 +15,11 @@ Writes, into OUT_DIR:
 The corpus is assembled here, deterministically (seeded): English prose, code, numbers,
 contractions in every case, whitespace runs and CRLF, CJK, Arabic, Hindi, Thai, emoji and
 ZWJ sequences, combining marks and un-normalised text (NFC), every added token alone and
-glued to text, strings from the vocabulary itself, and random text from many Unicode
-blocks (characters assigned in this Python's Unicode version, which is the version of
-04_qwen/unicode_tables.c).
+glued to text, strings from the vocabulary itself, random text from many Unicode blocks
+(characters assigned in this Python's Unicode version, 14.0), and, last, strings made of
+every code point whose letter/number class moved between Unicode 14.0 and 16.0 (the
+version of HF tokenizers' regex and of 04_qwen/unicode_tables.c's classes; "moved" in
+tok_cases.json says which cases they are).
 
 Used by ref_ch04.py (which calls write_tokenizer_refs(out_dir)) and runnable alone:
     python tests/reference/ref_ch04_tok.py --out DIR [--tokenizer data/qwen3/tokenizer.json]
@@ -29,6 +31,7 @@ import random
 import sys
 import unicodedata
 
+import unicodedata2
 from tokenizers import AddedToken, Tokenizer
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
@@ -131,6 +134,33 @@ def random_mix(rng, added):
     return ''.join(parts)
 
 
+def letter_number(ud, cp):
+    c = ud.category(chr(cp))
+    return 'L' if c[0] == 'L' else 'N' if c[0] == 'N' else ''
+
+
+def moved_code_points():
+    """The code points whose \\p{L} / \\p{N} class differs between this Python's Unicode
+    (14.0, the NFC tables') and unicodedata2's (16.0, the version HF tokenizers' regex
+    engine knows): mostly letters and digits assigned in 15.0, 15.1 and 16.0."""
+    return [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF and
+            letter_number(unicodedata, cp) != letter_number(unicodedata2, cp)]
+
+
+def moved_cases(rng):
+    """Every moved code point, in runs of its neighbours (pure) and one by one between
+    ASCII letters, digits, punctuation, spaces and other moved code points (mixed), so
+    that each regex alternative sees them on both sides."""
+    moved = [chr(cp) for cp in moved_code_points()]
+    cases = [''.join(moved[i:i + 40]) for i in range(0, len(moved), 40)]
+    seps = ["", " ", "a", "Z", "1", "!", "'s", "\n", "  ", "é", "中", "-", "٣"]
+    order = moved[:]
+    rng.shuffle(order)
+    for i in range(0, len(order), 24):
+        cases.append(''.join(rng.choice(seps) + ch for ch in order[i:i + 24]) + rng.choice(seps))
+    return cases, len(moved)
+
+
 def build_corpus(tok, rng):
     added = [a.content for a in tok.get_added_tokens_decoder().values()]
     cases = list(FIXED)
@@ -230,6 +260,9 @@ def write_tokenizer_refs(out_dir, tokenizer_path=DEFAULT_TOKENIZER):
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in PROJECT_TOKENS])
     rng = random.Random(1234)
     texts = build_corpus(tok, rng)
+    moved, n_moved = moved_cases(rng)
+    moved_first = len(texts)
+    texts += moved
     encs = tok.encode_batch(texts, add_special_tokens=False)
     cases = []
     for s, e in zip(texts, encs):
@@ -238,17 +271,22 @@ def write_tokenizer_refs(out_dir, tokenizer_path=DEFAULT_TOKENIZER):
     for ids in decode_cases(tok, rng, tok.get_vocab_size()):
         dec.append({"ids": ids, "text": tok.decode(ids, skip_special_tokens=False),
                     "text_skip": tok.decode(ids, skip_special_tokens=True)})
-    doc = {"tokenizer": os.path.abspath(tokenizer_path), "unicode": unicodedata.unidata_version,
+    doc = {"tokenizer": os.path.abspath(tokenizer_path),
+           "unicode": "%s (letters, numbers), %s (NFC)" % (unicodedata2.unidata_version, unicodedata.unidata_version),
+           "moved": {"first_case": moved_first, "n_cases": len(moved), "code_points": n_moved,
+                     "from": unicodedata.unidata_version, "to": unicodedata2.unidata_version},
            "project_tokens": {t: tok.token_to_id(t) for t in PROJECT_TOKENS}, "cases": cases, "decode": dec}
     with open(os.path.join(out_dir, 'tok_cases.json'), 'w', encoding='utf-8') as f:
         json.dump(doc, f, ensure_ascii=False)
     # Training corpus for the C trainer: the English and code parts plus some of everything.
-    corpus = '\n'.join(texts[:len(FIXED)] + texts[len(FIXED)::3]) + '\n'
+    corpus = '\n'.join(texts[:len(FIXED)] + texts[len(FIXED):moved_first:3]) + '\n'
     with open(os.path.join(out_dir, 'tok_train_corpus.txt'), 'w', encoding='utf-8') as f:
         f.write(corpus)
     nbytes = sum(len(s.encode('utf-8')) for s in texts)
-    print("PASS tok_reference cases=%d (%d bytes, %d ids) decode_cases=%d tokenizers=%s" %
-          (len(cases), nbytes, sum(len(c["ids"]) for c in cases), len(dec), __import__('tokenizers').__version__))
+    print("PASS tok_reference cases=%d (%d bytes, %d ids; %d made of the %d code points whose class moved from "
+          "Unicode %s to %s) decode_cases=%d tokenizers=%s" %
+          (len(cases), nbytes, sum(len(c["ids"]) for c in cases), len(moved), n_moved, unicodedata.unidata_version,
+           unicodedata2.unidata_version, len(dec), __import__('tokenizers').__version__))
     return True
 
 
