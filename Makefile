@@ -13,6 +13,10 @@
 #
 # Switches: ASAN=1 (AddressSanitizer + UBSan build in build/asan), NO_CUDA=1,
 # NO_OPENMP=1 (build in build/noomp), CC=clang.
+#
+# `make train` and `make test` first run ./prereqs.sh, which installs what the machine
+# lacks (apt-get, sudo when not root) or names the packages and stops; the checklist
+# line every `make` prints shows each prerequisite.
 
 ifeq ($(origin CC),default)
   CC     := gcc
@@ -119,6 +123,7 @@ ch07: ch06
 all: checklist $(foreach c,$(CHAPTERS),ch$(firstword $(subst _, ,$(c))))
 
 checklist:
+	@./prereqs.sh list
 	@echo "nanoMolmo2 build: CC=$(CC) ($(shell $(CC) -dumpversion)), OpenMP: $(if $(OMP_OK),yes,no), \
 	CUDA: $(if $(NVCC),yes ($(NVCC)),no$(if $(filter 1,$(ASAN)), (ASan build uses the stubs),)), \
 	build dir: $(BUILD)"
@@ -163,6 +168,7 @@ test-asan:
 verify: all $(TEST_BINS) venv
 	@BUILD=$(BUILD) VPY=$(VPY) REF=$(REF) tests/run.sh verify
 test:
+	@./prereqs.sh test
 	@$(MAKE) --no-print-directory ASAN=1 all $(subst build/release,build/asan,$(TEST_BINS)) >/dev/null
 	@$(MAKE) --no-print-directory all $(TEST_BINS) venv >/dev/null
 	@$(MAKE) --no-print-directory book >/dev/null
@@ -190,11 +196,13 @@ bench: all venv
 # The build it needs runs on every core (in a fresh clone it is part of the twenty minutes).
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 train:
+	@./prereqs.sh train
 	$(MAKE) --no-print-directory -j$(NPROC) ch02 ch04 ch05
 	05_training/train_nano.sh quick build/world
 # The longer schedule that produced the shipped checkpoint (about three and a quarter
 # hours on 2 cores); installs it in models/nano.
 train-long:
+	@./prereqs.sh train
 	$(MAKE) --no-print-directory -j$(NPROC) ch02 ch04 ch05
 	INSTALL=models/nano 05_training/train_nano.sh long build/world-long
 .PHONY: train train-long

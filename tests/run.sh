@@ -64,6 +64,7 @@ run_c() {
         [ -f "tests/cli_ch$n.sh" ] && RUNDIR=$rundir run_prog "chapter $n: CLI and bad-input tests [$rundir]" \
             bash "tests/cli_ch$n.sh"
     done
+    [ -f tests/test_prereqs.sh ] && run_prog "prerequisites: prereqs.sh" bash tests/test_prereqs.sh
     [ -f tests/test_book.sh ] && run_prog "book: weaver, pages, browser" bash tests/test_book.sh
     run_noomp
 }
