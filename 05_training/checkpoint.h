@@ -32,12 +32,17 @@ typedef struct {
     int64_t step;       // optimizer steps done
     int64_t cursor;     // next row of the data stream
     uint64_t seed;
+    uint64_t data_hash; // of the data file (and feature index) trained on; 0 = not recorded
 } TrainState;
 
-// Writes OUT/step_%08d. `die_before_marker` (a testing aid) kills the process
+// Writes OUT/step_%08d, refusing one that is a symbolic link; a step_N already
+// there is kept (as step_N.old) until the new one is complete. `die_before_marker` (a testing aid) kills the process
 // with SIGKILL after the files and before the marker. Returns 0, or -1 with err.
 int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainState *st, const TrainConfig *cfg,
                     bool die_before_marker, char *err, size_t errlen);
+// Removes PATH and what is in it without following symbolic links (a link is
+// removed, never what it points to). 0, or -1 with errno.
+int checkpoint_remove(const char *path);
 // The newest complete checkpoint in out (malloc'd path), or NULL.
 char *checkpoint_latest(const char *out);
 // Loads parameters, optimizer state and the train state (fail_input on bad input).

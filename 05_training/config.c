@@ -95,7 +95,10 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
         if (nl) *nl = 0;
         line++;
         (void)save;
-        char *hash = strchr(p, '#');
+        // a comment starts with '#' at the start of a line or after a space, so that a
+        // value may hold one (a path like runs/#3)
+        char *hash = p;
+        while ((hash = strchr(hash, '#')) && hash > p && !isspace((unsigned char)hash[-1])) hash++;
         if (hash) *hash = 0;
         char *s = trim(p);
         p = nl ? nl + 1 : NULL;
@@ -197,17 +200,38 @@ void config_load(TrainConfig *c, const char *path) {
     free(text);
 }
 
+// One key's value as the file writes it.
+static void key_value(const Key *K, const TrainConfig *c, char *buf, size_t n) {
+    const void *p = (const char *)c + K->off;
+    switch (K->kind) {
+    case K_INT: snprintf(buf, n, "%d", *(const int *)p); break;
+    case K_U64: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)p); break;
+    case K_FLOAT: snprintf(buf, n, "%.9g", (double)*(const float *)p); break;
+    case K_BOOL: snprintf(buf, n, "%s", *(const bool *)p ? "true" : "false"); break;
+    case K_STR: snprintf(buf, n, "%s", (const char *)p); break;
+    }
+}
+
 void config_write(const TrainConfig *c, FILE *f) {
+    char v[544];
     for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++) {
-        const Key *K = &KEYS[i];
-        const void *p = (const char *)c + K->off;
-        fprintf(f, "%s = ", K->key);
-        switch (K->kind) {
-        case K_INT: fprintf(f, "%d\n", *(const int *)p); break;
-        case K_U64: fprintf(f, "%llu\n", (unsigned long long)*(const uint64_t *)p); break;
-        case K_FLOAT: fprintf(f, "%.9g\n", (double)*(const float *)p); break;
-        case K_BOOL: fprintf(f, "%s\n", *(const bool *)p ? "true" : "false"); break;
-        case K_STR: fprintf(f, "%s\n", (const char *)p); break;
+        key_value(&KEYS[i], c, v, sizeof v);
+        fprintf(f, "%s = %s\n", KEYS[i].key, v);
+    }
+}
+
+void config_diff(const TrainConfig *a, const TrainConfig *b, char *out, size_t n) {
+    char va[544], vb[544];
+    size_t used = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++) {
+        const char *k = KEYS[i].key;
+        if (!strcmp(k, "max_steps") || !strcmp(k, "log_every") || !strcmp(k, "save_every")) continue;
+        key_value(&KEYS[i], a, va, sizeof va);
+        key_value(&KEYS[i], b, vb, sizeof vb);
+        if (strcmp(va, vb) && used + 1 < n) {
+            int w = snprintf(out + used, n - used, "%s%s (%s, now %s)", used ? ", " : "", k, va, vb);
+            used = w < 0 ? n : used + (size_t)w < n ? used + (size_t)w : n - 1;
         }
     }
 }

@@ -360,7 +360,7 @@ int nano_cli_eval(int argc, char **argv) {
         case 'j': json = optarg; break;
         case 'a': answers_out = optarg; break;
         case 'k': max_shapes = parse_int_arg("--max-shapes", optarg, 1, WORLD_MAX_SHAPES); break;
-        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); ctx_apply_threads(); break;
+        case 't': nm_ctx.threads = parse_threads_arg(optarg); ctx_apply_threads(); break;
         case 'd': device = optarg; break;
         case 'h':
             printf("usage: ./05_training/run eval [--model DIR] [--seed S] [--n N] [--json OUT] [--max-shapes K]\n"
@@ -452,7 +452,7 @@ int nano_cli_chat(int argc, char **argv) {
         switch (ch) {
         case 'm': model = optarg; break;
         case 'i': image = optarg; break;
-        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); ctx_apply_threads(); break;
+        case 't': nm_ctx.threads = parse_threads_arg(optarg); ctx_apply_threads(); break;
         case 'd': device = optarg; break;
         case 'h':
             printf("usage: ./05_training/run chat [--model DIR] --image IMG [--threads N] [--device cpu] \"question\"\n"

@@ -75,6 +75,16 @@ printf 'data/images/astronaut.png\ndata/images/truncated.jpg\n' >"$T/badlist.txt
 expect_error "cache: a list naming a truncated image" "" "$RUN" cache --model nano --list "$T/badlist.txt" --root . --out "$T/cache2"
 [ ! -e "$T/cache2/index.json" ] && pass "cache: no index.json after a failure (the cache is marked incomplete)" \
     || fail "cache: index.json written despite the failure"
+# a re-run over a complete cache that stops half-way: the old index.json must not stay
+# over the shards the re-run rewrote (it is removed before the first shard)
+cp -r "$T/cache" "$T/cache3"
+expect_error "cache: a re-run over a complete cache stops at a bad image" "truncated.jpg" \
+    "$RUN" cache --model nano --list "$T/badlist.txt" --root . --out "$T/cache3"
+[ ! -e "$T/cache3/index.json" ] && pass "cache: the interrupted re-run leaves no old index.json over new shards" \
+    || fail "cache: the old index.json survived an interrupted re-run"
+# a FIFO is refused at once, not waited on (timeout: a hang is a failure, status 124)
+mkfifo "$T/fifo.png"
+expect_error "an image path that is a FIFO: refused, no hang" "not a regular file" timeout 20 "$RUN" --image "$T/fifo.png"
 expect_error "bad --batch" "" "$RUN" --batch 0
 
 # ---- --device and the numbers of the command line ---------------------------------
