@@ -72,6 +72,66 @@ static bool jpeg_is_complete(const uint8_t *buf, size_t len) {
     return false;
 }
 
+// A binary PPM/PGM (P6/P5) is a text header, "P6 <width> <height> <maxval>" with
+// whitespace and #-comments between, one whitespace byte, then the samples.
+// stb_image reads past a short file as zeros and keeps samples of a maxval
+// other than 255 unscaled; PIL refuses the first and rescales the second. So
+// the header is read here: a maxval other than 255, or fewer sample bytes than
+// it promises, is refused. Returns NULL when the file is whole, else the reason.
+static const char *pnm_problem(const uint8_t *buf, size_t len) {
+    if (len < 2 || buf[0] != 'P' || (buf[1] != '5' && buf[1] != '6')) return NULL;   // not a binary PNM
+    size_t i = 2;
+    uint64_t v[3];
+    for (int k = 0; k < 3; k++) {
+        for (;;) {   // whitespace and comments
+            while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r')) i++;
+            if (i < len && buf[i] == '#') { while (i < len && buf[i] != '\n') i++; continue; }
+            break;
+        }
+        if (i >= len || buf[i] < '0' || buf[i] > '9') return "PNM header is not <width> <height> <maxval>";
+        v[k] = 0;
+        while (i < len && buf[i] >= '0' && buf[i] <= '9' && v[k] < 1000000) v[k] = v[k] * 10 + (uint64_t)(buf[i++] - '0');
+    }
+    if (i >= len || !(buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r')) return "PNM header is cut short";
+    i++;
+    if (v[2] != 255) return "PNM maxval other than 255 is not supported (PIL would rescale it)";
+    uint64_t need = v[0] * v[1] * (buf[1] == '6' ? 3u : 1u);
+    if (len - i < need) return "truncated PNM (fewer samples than its header promises)";
+    return NULL;
+}
+
+// A GIF is a header, a logical screen (and its colour table), then blocks:
+// extensions (0x21) and images (0x2C), each carrying data in sub-blocks of a
+// length byte and that many bytes, ended by a zero length. stb_image decodes a
+// first image that is cut short as if the rest were background; PIL refuses it.
+// This walks the blocks to the end of the first image. NULL when it is whole.
+static const char *gif_problem(const uint8_t *buf, size_t len) {
+    if (len < 6 || memcmp(buf, "GIF8", 4)) return NULL;
+    const char *cut = "truncated GIF (its first image ends early)";
+    if (len < 13) return cut;
+    size_t i = 13;
+    if (buf[10] & 0x80) i += 3u * (1u << ((buf[10] & 7) + 1));   // the global colour table
+    for (;;) {
+        if (i >= len) return cut;
+        bool image = buf[i] == 0x2C;
+        if (buf[i] == 0x21) {   // an extension: label, then sub-blocks
+            i += 2;
+        } else if (image) {     // descriptor, local colour table, LZW code size, then sub-blocks
+            if (i + 10 > len) return cut;
+            uint8_t flags = buf[i + 9];
+            i += 10;
+            if (flags & 0x80) i += 3u * (1u << ((flags & 7) + 1));
+            i += 1;
+        } else {
+            return buf[i] == 0x3B ? "GIF without an image" : "GIF has a block of unknown type before its first image";
+        }
+        while (i < len && buf[i] != 0) i += 1u + buf[i];
+        if (i >= len) return cut;
+        i++;   // the zero length that ends the sub-blocks
+        if (image) return NULL;
+    }
+}
+
 int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, char *err, size_t errlen) {
     memset(img, 0, sizeof *img);
     if (len == 0) return set_error(err, errlen, "empty file");
@@ -87,6 +147,8 @@ int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, 
                     w, h, IMAGE_MAX_SIDE);
     bool is_jpeg = len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF;
     if (is_jpeg && !jpeg_is_complete(buf, len)) return set_error(err, errlen, "truncated JPEG (no end-of-image marker)");
+    const char *pnm = pnm_problem(buf, len), *gif = pnm ? NULL : gif_problem(buf, len);
+    if (pnm || gif) return set_error(err, errlen, "%s", pnm ? pnm : gif);
     if (stbi_is_16_bit_from_memory(buf, (int)len) && comp <= 2)
         return set_error(err, errlen, "16-bit grayscale images are not supported (PIL would clip them to 255)");
 

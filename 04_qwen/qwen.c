@@ -287,6 +287,22 @@ void qwen_load(Qwen *m, const char *dir) {
     qwen_params_build(&m->params, &m->cfg);
     table_alloc(&m->params, DEVICE_CPU);
     if (table_load(&m->params, sm, NULL, err, sizeof err) != 0) fail_input(dir, "%s", err);
+    // and the other way round: a tensor of the file that the config gives no place
+    // (a config with fewer layers than the weights, another architecture's names) is
+    // refused, not left out. RoPE tables some exporters store are rebuilt, and a tied
+    // model's lm_head is its embedding.
+    int unknown = 0;
+    const char *first = NULL;
+    for (int i = 0; i < sm->n; i++) {
+        const char *nm = sm->tensors[i]->name;
+        size_t l = strlen(nm);
+        bool rope = l >= 19 && !strcmp(nm + l - 19, "rotary_emb.inv_freq");
+        if (table_find(&m->params, nm) < 0 && !rope && !(m->cfg.tied && !strcmp(nm, "lm_head.weight")) && !unknown++)
+            first = nm;
+    }
+    if (unknown)
+        fail_input(dir, "%d tensor(s) of the weights have no place in the model config.json describes, '%s' first "
+                   "(num_hidden_layers %d)", unknown, first, m->cfg.L);
     st_model_close(sm);
     qwen_bind(m);
     m->source = dir;

@@ -179,6 +179,10 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
         } else if (!c->freeze_vision_encoder) {
             snprintf(err, errlen, "freeze_vision_encoder = false is not supported: the ViT has no backward");
             rc = -1;
+        } else if ((int64_t)c->batch_size * c->max_seq_len > INT32_MAX) {
+            snprintf(err, errlen, "batch_size x max_seq_len is %lld tokens a micro-batch; at most 2^31 - 1",
+                     (long long)c->batch_size * c->max_seq_len);
+            rc = -1;
         } else if (!c->train_connector && !c->train_llm) {
             snprintf(err, errlen, "train_connector and train_llm are both false: nothing to train");
             rc = -1;

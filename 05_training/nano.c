@@ -88,14 +88,23 @@ const float *feat_cache_get(const FeatCache *c, const char *name) {
         if (strcmp(base_of(c->paths[c->by_base[mid]]), b) < 0) lo = mid + 1;
         else hi = mid;
     }
+    // the path itself, or the one cached path it ends (after a '/'); two such paths
+    // (a/x.png and b/x.png for "x.png") would make the choice arbitrary: refused
     size_t nl = strlen(name);
+    int found = -1, other = -1;
     for (int k = lo; k < c->n && !strcmp(base_of(c->paths[c->by_base[k]]), b); k++) {
         const char *p = c->paths[c->by_base[k]];
         size_t pl = strlen(p);
-        if (!strcmp(p, name) || (pl > nl && p[pl - nl - 1] == '/' && !strcmp(p + pl - nl, name)))
-            return c->feats + (size_t)c->by_base[k] * c->T * c->D;
+        if (!strcmp(p, name)) return c->feats + (size_t)c->by_base[k] * c->T * c->D;
+        if (pl > nl && p[pl - nl - 1] == '/' && !strcmp(p + pl - nl, name)) {
+            if (found < 0) found = c->by_base[k];
+            else if (other < 0) other = c->by_base[k];
+        }
     }
-    return NULL;
+    if (other >= 0)
+        fail_input(c->dir, "image '%s' is ambiguous: the cache holds '%s' and '%s'; name it as the cache's list does",
+                   name, c->paths[found], c->paths[other]);
+    return found < 0 ? NULL : c->feats + (size_t)found * c->T * c->D;
 }
 
 void feat_cache_close(FeatCache *c) {

@@ -82,6 +82,17 @@ expect_error "cache: a re-run over a complete cache stops at a bad image" "trunc
     "$RUN" cache --model nano --list "$T/badlist.txt" --root . --out "$T/cache3"
 [ ! -e "$T/cache3/index.json" ] && pass "cache: the interrupted re-run leaves no old index.json over new shards" \
     || fail "cache: the old index.json survived an interrupted re-run"
+# files cut short and impossible headers: PIL refuses them, stb_image made up pixels
+head -c 400 data/images/no_time_for_that_tiny.gif >"$T/cut.gif"
+expect_error "a GIF cut inside its first image" "truncated GIF" "$RUN" --image "$T/cut.gif"
+printf 'P6\n4 4\n255\nabc' >"$T/cut.ppm"
+expect_error "a PPM with fewer samples than its header" "truncated PNM" "$RUN" --image "$T/cut.ppm"
+printf 'P6\n2 1\n15\nabcdef' >"$T/max15.ppm"
+expect_error "a PPM with maxval 15 (PIL rescales, stb did not)" "maxval other than 255" "$RUN" --image "$T/max15.ppm"
+printf 'P6\n99999999999 1\n255\nabcdef' >"$T/wide.ppm"
+expect_error "a PPM header claiming an impossible width" "" "$RUN" --image "$T/wide.ppm"
+printf 'P5 2 1 255 ab' >"$T/ok.pgm"
+expect_ok "a whole PGM still decodes" "$RUN" --image "$T/ok.pgm"
 # a FIFO is refused at once, not waited on (timeout: a hang is a failure, status 124)
 mkfifo "$T/fifo.png"
 expect_error "an image path that is a FIFO: refused, no hang" "not a regular file" timeout 20 "$RUN" --image "$T/fifo.png"

@@ -94,6 +94,41 @@ for bad in '"cursor": 9223372036854775807' '"step": 9223372036854775807' '"curso
         trn --out "$T/J" --resume --steps 8
 done
 
+# ---- hostile inputs: each a one-line error, no crash, no hang, no silent guess
+row() { printf '{"id": "%s", "image": "%s", "conversations": [{"from": "human", "value": "<image>\\n"}, {"from": "gpt", "value": "a shape"}]}\n' "$1" "$2"; }
+row 1 ../demo/images/shape000.ppm >"$T/up.jsonl"
+expect_error_in_log "an image path with '..' leaving --images: refused" "leaves the image folder" \
+    "$RUN" train --config "$T/r.conf" --data "$T/up.jsonl" --images "$IMG" --out "$T/h1"
+row 1 "$IMG/shape000.ppm" >"$T/abs.jsonl"
+expect_error_in_log "an absolute image path: refused" "leaves the image folder" \
+    "$RUN" train --config "$T/r.conf" --data "$T/abs.jsonl" --images "$IMG" --out "$T/h2"
+# two cached images with the same file name: a row naming the bare name is ambiguous
+mkdir -p "$T/amb/a" "$T/amb/b" && cp "$IMG/shape000.ppm" "$T/amb/a/x.ppm" && cp "$IMG/shape001.ppm" "$T/amb/b/x.ppm"
+printf 'a/x.ppm\nb/x.ppm\n' >"$T/amb/list.txt"
+V2=${RUNDIR:-.}/02_vit/run
+[ -x ./02_vit/run ] && V2=./02_vit/run
+"$V2" cache --model nano --list "$T/amb/list.txt" --out "$T/amb/cache" >/dev/null 2>&1
+row 1 x.ppm >"$T/amb.jsonl"
+expect_error_in_log "a feature lookup by a file name two cached paths end with: refused" "ambiguous: the cache holds" \
+    "$RUN" train --config "$T/r.conf" --data "$T/amb.jsonl" --features "$T/amb/cache" --out "$T/h3"
+expect_error "--steps 3x" "--steps: '3x' is not a whole number" "$RUN" train --config "$T/r.conf" --steps 3x
+expect_error "--threads -4" "--threads: '-4' is not a whole number" "$RUN" --threads -4
+expect_error "--threads 100000 (stack overflow in the OpenMP runtime)" "--threads: '100000' is not a whole number in 1\.\." \
+    "$RUN" --threads 100000
+expect_error "--mem with a batch x sequence past 2^31 tokens (an overflow)" "batch_size x max_seq_len" \
+    "$RUN" --mem --set batch_size=1048576 --set max_seq_len=16777216
+mkfifo "$T/fifo.conf"
+expect_error "a --config that is a FIFO: refused, no hang" "fifo.conf: not a regular file" timeout 20 "$RUN" --mem --config "$T/fifo.conf"
+mkfifo "$T/fifo.jsonl"
+expect_error_in_log "a --data that is a FIFO: refused, no hang" "not a regular file" \
+    timeout 20 "$RUN" train --config "$T/r.conf" --data "$T/fifo.jsonl" --images "$IMG" --out "$T/h4"
+# '#' inside a value is part of it (a comment starts a line or follows a space)
+mkdir -p "$T/run#1" && cp "$T/tok.json" "$T/run#1/tok.json"
+printf 'tokenizer = %s   # the tokenizer\nllm_vocab = tokenizer\n' "$T/run#1/tok.json" >"$T/hash.conf"
+if "$RUN" --mem --config "$T/hash.conf" >"$T/out" 2>&1 && grep -q "V=300" "$T/out"; then
+    pass "a '#' inside a config value is kept, a ' #' comment dropped" "$(grep -m1 -o 'LLM .*' "$T/out")"
+else fail "a '#' inside a config value" "$(head -3 "$T/out")"; fi
+
 # ---- a full disk and a read-only --out: a clear error, the earlier checkpoints intact.
 # A small tmpfs where the machine allows mounting one (root); else a file-size limit
 # (ulimit -f, with SIGXFSZ ignored so that writes fail with EFBIG as on a full disk).
