@@ -17,6 +17,7 @@
 #endif
 
 RunContext nm_ctx = {DEVICE_CPU, 0, 1337};
+void (*nm_fail_hook)(void) = NULL;
 
 void fail_input(const char *what, const char *fmt, ...) {
     va_list ap;
@@ -25,6 +26,7 @@ void fail_input(const char *what, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
+    if (nm_fail_hook) nm_fail_hook();
     exit(1);
 }
 

@@ -49,6 +49,10 @@
 // Bad user input: one line naming the input and the problem, exit code 1.
 void fail_input(const char *what, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
+// For a fuzzer driving readers that stop with fail_input: when set, fail_input
+// calls it (after printing) instead of exit; it must not return (a longjmp back
+// into the harness). NULL in every program.
+extern void (*nm_fail_hook)(void);
 
 // Library code that must survive bad input (readers a fuzzer drives) does not
 // exit: it writes a reason into the caller's `err` buffer and returns -1, and

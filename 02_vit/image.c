@@ -88,9 +88,11 @@ static const char *pnm_problem(const uint8_t *buf, size_t len) {
             if (i < len && buf[i] == '#') { while (i < len && buf[i] != '\n') i++; continue; }
             break;
         }
-        if (i >= len || buf[i] < '0' || buf[i] > '9') return "PNM header is not <width> <height> <maxval>";
+        if (i >= len || buf[i] < '0' || buf[i] > '9' || (k == 0 && i == 2)) return "PNM header is not <width> <height> <maxval>";
         v[k] = 0;
-        while (i < len && buf[i] >= '0' && buf[i] <= '9' && v[k] < 1000000) v[k] = v[k] * 10 + (uint64_t)(buf[i++] - '0');
+        int digits = 0;
+        while (i < len && buf[i] >= '0' && buf[i] <= '9' && ++digits <= 7) v[k] = v[k] * 10 + (uint64_t)(buf[i++] - '0');
+        if (digits > 7) return "PNM header number too large";   // stb_image's reader would overflow on it
     }
     if (i >= len || !(buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r')) return "PNM header is cut short";
     i++;
@@ -132,10 +134,47 @@ static const char *gif_problem(const uint8_t *buf, size_t len) {
     }
 }
 
+// A JPEG's segments, each FF xx and a 2-byte length, with entropy-coded data
+// after each start of scan (FF DA; a progressive file has several, with tables
+// between them): the Huffman tables (DHT, FF C4) hold 16 code counts and then
+// that many symbols, at most 256 per table. stb_image's table builder writes
+// one entry per symbol into a 257-entry array without checking the sum (a
+// fuzzer found it), so every table is checked here first. NULL when sound.
+static const char *jpeg_tables_problem(const uint8_t *buf, size_t len) {
+    size_t i = 0;
+    while (i + 4 <= len) {
+        if (buf[i] != 0xFF) { i++; continue; }                   // junk between segments: stb skips it too
+        uint8_t m = buf[i + 1];
+        if (m == 0xD9) return NULL;                              // end of image
+        if (m == 0xFF) { i++; continue; }                        // fill byte
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) { i += 2; continue; }   // markers without a length (SOI too)
+        size_t seg = (size_t)buf[i + 2] << 8 | buf[i + 3];
+        if (seg < 2 || i + 2 + seg > len) return "truncated JPEG (a segment runs past the end of the file)";
+        if (m == 0xC4)
+            for (size_t k = i + 4, end = i + 2 + seg; k < end;) {   // one or more tables
+                if (k + 17 > end) return "JPEG Huffman table cut short";
+                size_t n = 0;
+                for (int c = 0; c < 16; c++) n += buf[k + 1 + c];
+                if (n > 256 || k + 17 + n > end) return "JPEG Huffman table with more symbols than it holds";
+                k += 17 + n;
+            }
+        i += 2 + seg;
+        if (m == 0xDA)   // the scan's data, to the next marker (FF 00 is a stuffed byte, FF D0..D7 a restart)
+            while (i + 1 < len && !(buf[i] == 0xFF && buf[i + 1] != 0 && (buf[i + 1] < 0xD0 || buf[i + 1] > 0xD7))) i++;
+    }
+    return NULL;
+}
+
 int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, char *err, size_t errlen) {
     memset(img, 0, sizeof *img);
     if (len == 0) return set_error(err, errlen, "empty file");
     if (len > (size_t)INT32_MAX) return set_error(err, errlen, "file too large (%zu bytes)", len);
+
+    // 0. What stb_image's header reader itself must not see: it reads the tables of
+    // anything that starts with FF (fill bytes, then the FF D8 of a JPEG).
+    // A PNM's header numbers are read by it too, without an overflow check.
+    const char *jt = buf[0] == 0xFF ? jpeg_tables_problem(buf, len) : pnm_problem(buf, len);
+    if (jt) return set_error(err, errlen, "%s", jt);
 
     // 1. The header: format, size and channels, without decoding.
     int w = 0, h = 0, comp = 0;
@@ -147,8 +186,8 @@ int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, 
                     w, h, IMAGE_MAX_SIDE);
     bool is_jpeg = len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF;
     if (is_jpeg && !jpeg_is_complete(buf, len)) return set_error(err, errlen, "truncated JPEG (no end-of-image marker)");
-    const char *pnm = pnm_problem(buf, len), *gif = pnm ? NULL : gif_problem(buf, len);
-    if (pnm || gif) return set_error(err, errlen, "%s", pnm ? pnm : gif);
+    const char *gif = gif_problem(buf, len);
+    if (gif) return set_error(err, errlen, "%s", gif);
     if (stbi_is_16_bit_from_memory(buf, (int)len) && comp <= 2)
         return set_error(err, errlen, "16-bit grayscale images are not supported (PIL would clip them to 255)");
 

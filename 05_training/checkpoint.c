@@ -238,30 +238,36 @@ void checkpoint_load(const char *dir, Vlm *v, AdamW *o, TrainState *st) {
     const char *ferr;
     char *text = read_file(p, &len, &ferr);
     if (!text) fail_input(p, "%s", ferr);
-    JsonDoc *doc = json_parse(text, len, err, sizeof err);
-    if (!doc) fail_input(p, "%s", err);
+    if (checkpoint_parse_state(text, len, st, &o->step, err, sizeof err) != 0) fail_input(p, "%s", err);
+    free(text);
+    free(p);
+}
+
+int checkpoint_parse_state(const char *text, size_t len, TrainState *st, int64_t *adam_step, char *err, size_t errlen) {
+    JsonDoc *doc = json_parse(text, len, err, errlen);
+    if (!doc) return -1;
     JsonValue *r = json_root(doc);
     st->step = json_get_int(r, "step", -1);
     st->cursor = json_get_int(r, "cursor", -1);
     st->seed = (uint64_t)json_get_int(r, "seed", 0);
-    o->step = json_get_int(r, "adam_step", -1);
+    *adam_step = json_get_int(r, "adam_step", -1);
     // the ranges a run can reach (max_steps is at most 1e9; a step reads at most 2^20
     // rows per micro-batch): a larger number is a damaged file, and would overflow later
-    if (st->step < 0 || st->cursor < 0 || o->step < 0) fail_input(p, "missing step, cursor or adam_step");
-    if (st->step > 1000000000 || o->step > 1000000000 || st->cursor > ((int64_t)1 << 52))
-        fail_input(p, "step %lld, adam_step %lld or cursor %lld out of range", (long long)st->step,
-                   (long long)o->step, (long long)st->cursor);
+    int rc = 0;
+    if (st->step < 0 || st->cursor < 0 || *adam_step < 0) rc = set_error(err, errlen, "missing step, cursor or adam_step");
+    else if (st->step > 1000000000 || *adam_step > 1000000000 || st->cursor > ((int64_t)1 << 52))
+        rc = set_error(err, errlen, "step %lld, adam_step %lld or cursor %lld out of range", (long long)st->step,
+                       (long long)*adam_step, (long long)st->cursor);
     const char *dh = json_get_str(r, "data", NULL);
     st->data_hash = 0;
-    if (dh) {
+    if (!rc && dh) {
         uint64_t h = 0;
         int k = 0;
         for (; k < 16 && ((dh[k] >= '0' && dh[k] <= '9') || (dh[k] >= 'a' && dh[k] <= 'f')); k++)
             h = h * 16 + (uint64_t)(dh[k] <= '9' ? dh[k] - '0' : dh[k] - 'a' + 10);
-        if (k != 16 || dh[16]) fail_input(p, "'data' is not 16 hex digits");
+        if (k != 16 || dh[16]) rc = set_error(err, errlen, "'data' is not 16 hex digits");
         st->data_hash = h;
     }
     json_free(doc);
-    free(text);
-    free(p);
+    return rc;
 }

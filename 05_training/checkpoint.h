@@ -45,6 +45,9 @@ int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainSt
 int checkpoint_remove(const char *path);
 // The newest complete checkpoint in out (malloc'd path), or NULL.
 char *checkpoint_latest(const char *out);
+// Reads a state.json's text into *st and *adam_step, checking every number's
+// range. Returns 0, or -1 with the reason in err.
+int checkpoint_parse_state(const char *text, size_t len, TrainState *st, int64_t *adam_step, char *err, size_t errlen);
 // Loads parameters, optimizer state and the train state (fail_input on bad input).
 void checkpoint_load(const char *dir, Vlm *v, AdamW *o, TrainState *st);
 

@@ -95,14 +95,9 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
         if (nl) *nl = 0;
         line++;
         (void)save;
-        // a comment starts with '#' at the start of a line or after a space, so that a
-        // value may hold one (a path like runs/#3)
-        char *hash = p;
-        while ((hash = strchr(hash, '#')) && hash > p && !isspace((unsigned char)hash[-1])) hash++;
-        if (hash) *hash = 0;
         char *s = trim(p);
         p = nl ? nl + 1 : NULL;
-        if (!*s) continue;
+        if (!*s || *s == '#') continue;   // a blank line, a comment line
         char *eq = strchr(s, '=');
         if (!eq) {
             snprintf(err, errlen, "line %d: expected `key = value`, got \"%s\"", line, s);
@@ -111,6 +106,10 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
         }
         *eq = 0;
         char *key = trim(s), *val = trim(eq + 1);
+        // a comment after a value starts with a '#' that follows a space: a '#' inside
+        // the value is part of it (a path like runs/#3), and so is one that begins it
+        for (char *h = val + 1; *val && *h; h++)
+            if (*h == '#' && isspace((unsigned char)h[-1])) { *h = 0; val = trim(val); break; }
         int k = -1;
         for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++)
             if (!strcmp(KEYS[i].key, key)) k = (int)i;
