@@ -65,6 +65,10 @@ expect_error "model dir missing tensors (config says 5 layers, file has 4)" "" "
 mkdir -p "$T/wide" && cp "$T/nano/model.safetensors" "$T/wide/"
 sed 's/"intermediate_size": 512/"intermediate_size": 256/' "$T/nano/config.json" >"$T/wide/config.json"
 expect_error "model dir with wrong shapes (intermediate_size 256 vs 512)" "" "$RUN" --model "$T/wide"
+mkdir -p "$T/fewer" && cp "$T/nano/model.safetensors" "$T/fewer/"
+sed 's/"num_hidden_layers": 4/"num_hidden_layers": 3/' "$T/nano/config.json" >"$T/fewer/config.json"
+expect_error "model dir with more layers in the weights than the config (3 of 4)" "encoder.layers.3.* has no place" \
+    "$RUN" --model "$T/fewer"
 mkdir -p "$T/trunc" && cp "$T/nano/config.json" "$T/trunc/" && head -c 5000 "$T/nano/model.safetensors" >"$T/trunc/model.safetensors"
 expect_error "model dir with a truncated safetensors file" "" "$RUN" --model "$T/trunc"
 echo '{"hidden_size": 100, "num_attention_heads": 3' >"$T/badcfg.json"
@@ -93,6 +97,11 @@ printf 'P6\n99999999999 1\n255\nabcdef' >"$T/wide.ppm"
 expect_error "a PPM header claiming an impossible width" "" "$RUN" --image "$T/wide.ppm"
 printf 'P5 2 1 255 ab' >"$T/ok.pgm"
 expect_ok "a whole PGM still decodes" "$RUN" --image "$T/ok.pgm"
+# inputs a fuzzer found that made stb_image write out of bounds or overflow (now refused
+# before it reads them): tests/fuzz/regressions
+for f in tests/fuzz/regressions/image-*; do
+    expect_error "fuzzer finding $(basename "$f"): refused, no UB" "" "$RUN" --image "$f"
+done
 # a FIFO is refused at once, not waited on (timeout: a hang is a failure, status 124)
 mkfifo "$T/fifo.png"
 expect_error "an image path that is a FIFO: refused, no hang" "not a regular file" timeout 20 "$RUN" --image "$T/fifo.png"
