@@ -63,6 +63,23 @@ static int get_size(const JsonValue *o, const char *key, int64_t dflt, int64_t m
     return 0;
 }
 
+// A key read as a number, a boolean, a string or an object must be one when it is
+// there: a quoted "1e-6" or a "yes" would otherwise fall back to the default
+// unseen. The name of the first key of the wrong type, or NULL.
+static const char *wrong_type(const JsonValue *o) {
+    static const struct { const char *key; JsonType type; } want[] = {
+        {"rms_norm_eps", JSON_NUMBER},       {"rope_theta", JSON_NUMBER},      {"tie_word_embeddings", JSON_BOOL},
+        {"attention_bias", JSON_BOOL},       {"model_type", JSON_STRING},      {"hidden_act", JSON_STRING},
+        {"rope_parameters", JSON_OBJECT},    {"rope_scaling", JSON_OBJECT},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const JsonValue *v = json_get(o, want[i].key);
+        if (v && v->type != JSON_NULL && v->type != want[i].type) return want[i].key;
+    }
+    const JsonValue *rp = json_get(o, "rope_parameters"), *t = rp ? json_get(rp, "rope_theta") : NULL;
+    return t && t->type != JSON_NUMBER ? "rope_parameters.rope_theta" : NULL;
+}
+
 int qwen_config_parse(QwenConfig *c, const char *json, size_t len, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     char jerr[256];
@@ -71,6 +88,12 @@ int qwen_config_parse(QwenConfig *c, const char *json, size_t len, char *err, si
     const JsonValue *o = json_root(doc);
     int rc = -1;
     if (o->type != JSON_OBJECT) { set_error(err, errlen, "config is not a JSON object"); goto done; }
+    const char *wt = wrong_type(o);
+    if (wt) { set_error(err, errlen, "'%s' has the wrong type (a %s is expected)", wt,
+                        !strcmp(wt, "tie_word_embeddings") || !strcmp(wt, "attention_bias") ? "boolean"
+                        : !strcmp(wt, "model_type") || !strcmp(wt, "hidden_act") ? "string"
+                        : !strcmp(wt, "rope_parameters") || !strcmp(wt, "rope_scaling") ? "object" : "number");
+              goto done; }
 
     // The family. model_type is the key transformers dispatches on.
     const char *mt = json_get_str(o, "model_type", NULL);

@@ -153,6 +153,9 @@ if [ -f models/nano/model.safetensors ]; then
     head -c 1000000 models/nano/model.safetensors >"$T/cutshard/model.safetensors"
     expect_error cli04.bad.truncated_shard "model.safetensors" "$RUN" --model "$T/cutshard"
 fi
+# config values of the wrong type: refused, not read as the default
+sed 's/"rms_norm_eps": 1e-06/"rms_norm_eps": "1e-6"/' "$T/qwen3.json" >"$T/typed.json"
+expect_error cli04.bad.config_value_wrong_type "'rms_norm_eps' has the wrong type \(a number" "$RUN" --mem --config "$T/typed.json"
 # a config with fewer layers than the weights: the extra tensors have no place, refused
 if [ -f models/nano/model.safetensors ]; then
     mkdir -p "$T/fewer"
