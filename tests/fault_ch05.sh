@@ -206,8 +206,9 @@ for seed in 1 2 3; do
         sleep "$(printf '0.%03d' $((ms % 1000)))"; [ $ms -ge 1000 ] && sleep $((ms / 1000))
         # six kills at most: then the run is let finish (a kill that always lands before
         # the next checkpoint would never let it)
-        if [ $tries -le 6 ] && kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
+        [ $tries -le 6 ] && kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null; rc=$?
+        [ $rc -eq 137 ] && kills=$((kills + 1))   # a kill that landed (not one after the run's end)
         [ $rc -eq 0 ] && { done=1; break; }
         [ $rc -ne 137 ] && break   # an error, not our kill
     done
