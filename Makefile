@@ -8,12 +8,15 @@
 #   make verify-gpu every CUDA op against the C oracle (needs a GPU)
 #   make bench      CPU benchmarks side by side with PyTorch
 #   make bench-gpu  CUDA timings side by side with PyTorch on the same GPU (needs a GPU)
-#   make fuzz       the libFuzzer target for the safetensors + JSON readers
-#   make fuzz-torchbin  the libFuzzer target for the pytorch_model.bin reader
+#   make fuzz       the libFuzzer targets, one per parser of user input (tests/fuzz)
 #   make clean
 #
 # Switches: ASAN=1 (AddressSanitizer + UBSan build in build/asan), NO_CUDA=1,
 # NO_OPENMP=1 (build in build/noomp), NO_MPI=1, CC=clang.
+#
+# `make train` and `make test` first run ./prereqs.sh, which installs what the machine
+# lacks (apt-get, sudo when not root) or names the packages and stops; the checklist
+# line every `make` prints shows each prerequisite.
 
 ifeq ($(origin CC),default)
   CC     := gcc
@@ -106,7 +109,7 @@ lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_c,$(1))) \
 RUNDIR := $(if $(filter build/release,$(BUILD)),,$(BUILD)/)
 
 .PHONY: all $(foreach c,$(CHAPTERS),ch$(firstword $(subst _, ,$(c)))) test test-c test-asan verify \
-        verify-gpu bench-gpu bench fuzz fuzz-torchbin clean checklist venv print-sources book book-check
+        verify-gpu bench-gpu bench fuzz clean checklist venv print-sources book book-check
 .DEFAULT_GOAL := all
 
 # For chapter NN_name: OBJNN (its objects and all earlier ones), target chNN,
@@ -146,6 +149,7 @@ ch07: ch06
 all: checklist $(foreach c,$(CHAPTERS),ch$(firstword $(subst _, ,$(c))))
 
 checklist:
+	@./prereqs.sh list
 	@echo "nanoMolmo2 build: CC=$(CC) ($(shell $(CC) -dumpversion)), OpenMP: $(if $(OMP_OK),yes,no), \
 	CUDA: $(if $(NVCC),yes ($(NVCC)),no$(if $(filter 1,$(ASAN)), (ASan build uses the stubs),)), \
 	MPI: $(if $(MPI_LIBS),yes ($(MPICC): chapter 06 built),no (chapter 06 not built)), build dir: $(BUILD)"
@@ -191,6 +195,7 @@ test-asan:
 verify: all $(TEST_BINS) venv
 	@BUILD=$(BUILD) VPY=$(VPY) REF=$(REF) tests/run.sh verify
 test:
+	@./prereqs.sh test
 	@$(MAKE) --no-print-directory ASAN=1 all $(subst build/release,build/asan,$(TEST_BINS)) >/dev/null
 	@$(MAKE) --no-print-directory all $(TEST_BINS) venv >/dev/null
 	@$(MAKE) --no-print-directory book >/dev/null
@@ -218,36 +223,56 @@ bench: all venv
 # The build it needs runs on every core (in a fresh clone it is part of the twenty minutes).
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 train:
+	@./prereqs.sh train
 	$(MAKE) --no-print-directory -j$(NPROC) ch02 ch04 ch05
 	05_training/train_nano.sh quick build/world
 # The longer schedule that produced the shipped checkpoint (about three and a quarter
 # hours on 2 cores); installs it in models/nano.
 train-long:
+	@./prereqs.sh train
 	$(MAKE) --no-print-directory -j$(NPROC) ch02 ch04 ch05
 	INSTALL=models/nano 05_training/train_nano.sh long build/world-long
 .PHONY: train train-long
 
 # ---- fuzzing (clang's libFuzzer) -----------------------------------------------
+# One target per parser of user input, tests/fuzz/fuzz_NAME.c, with its seed corpus
+# (real files of the project) in tests/fuzz/seeds/NAME. The chapters' library files
+# (and their CUDA stubs) are compiled once for it, with ASan and UBSan, without
+# OpenMP; `make fuzz` runs every target FUZZ_SECONDS and prints libFuzzer's final
+# figures (executions, coverage) for each; a finding stops it, with the input saved
+# as build/fuzz/crash-* (or leak-*, timeout-*). The inputs of earlier findings,
+# tests/fuzz/regressions/NAME-*, are replayed first. One target: make fuzz FUZZ=image.
 FUZZ_SECONDS ?= 60
-# tensor.c can place a table on a GPU; the fuzzer links the CUDA stubs for that
-FUZZ_SRC := 01_tensor/common.c 01_tensor/dtype.c 01_tensor/tensor.c 01_tensor/json.c 01_tensor/safetensors.c \
-            01_tensor/torchbin.c \
-            01_tensor/cuda_stub.c
-build/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c $(FUZZ_SRC)
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ ?= $(FUZZ_TARGETS)
+FUZZ_CFLAGS := $(CSTD) -g -O1 -I. -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIB_C := $(foreach c,01_tensor 02_vit 03_connector 04_qwen 05_training 07_video_longctx,$(call lib_c,$(c)) \
+                $(wildcard $(c)/cuda_stub.c))
+FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(FUZZ_LIB_C))
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang $(CSTD) -g -O1 -I. -fsanitize=fuzzer,address,undefined $^ -o $@ -lm
-fuzz: build/fuzz/fuzz_safetensors
-	@mkdir -p build/fuzz/corpus
-	build/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    build/fuzz/corpus tests/fuzz/seeds
-# the torch.save reader (zip + restricted pickle), on its own corpus
-build/fuzz/fuzz_torchbin: tests/fuzz/fuzz_torchbin.c $(FUZZ_SRC)
-	@mkdir -p $(dir $@)
-	clang $(CSTD) -g -O1 -I. -fsanitize=fuzzer,address,undefined $^ -o $@ -lm
-fuzz-torchbin: build/fuzz/fuzz_torchbin
-	@mkdir -p build/fuzz/corpus_torchbin
-	build/fuzz/fuzz_torchbin -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
-	    build/fuzz/corpus_torchbin tests/fuzz/seeds_torchbin
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_OBJ)
+	@echo "clang ... -fsanitize=fuzzer $< (chapters 01-05, 07) -o $@"
+	@clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJ) -o $@ -lm -ljpeg
+# Inputs up to 4 KiB (16 KiB for a tokenizer.json or an image). The dataset reader
+# stops through fail_input, whose longjmp back leaves what the loader had
+# allocated: no leak detection there.
+fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ))
+	@for t in $(FUZZ); do \
+	    mkdir -p build/fuzz/corpus/$$t; \
+	    if ls tests/fuzz/regressions/$$t-* >/dev/null 2>&1; then \
+	        build/fuzz/fuzz_$$t tests/fuzz/regressions/$$t-* >build/fuzz/$$t.replay.log 2>&1 || \
+	            { tail -20 build/fuzz/$$t.replay.log; echo "fuzz_$$t: an earlier finding is back"; exit 1; }; \
+	        echo "fuzz_$$t: the earlier findings in tests/fuzz/regressions pass"; fi; \
+	    echo "== fuzz_$$t: $(FUZZ_SECONDS) s, seeds tests/fuzz/seeds/$$t"; \
+	    $$([ $$t = dataset ] && echo env ASAN_OPTIONS=detect_leaks=0) build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$(case $$t in tokenizer_load|image|video|torchbin) echo 16384;; *) echo 4096;; esac) \
+	        -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 -artifact_prefix=build/fuzz/ \
+	        build/fuzz/corpus/$$t tests/fuzz/seeds/$$t \
+	        >build/fuzz/$$t.log 2>&1; rc=$$?; \
+	    grep -E '^#[0-9]+.(DONE|pulse)' build/fuzz/$$t.log | tail -1; grep -E '^stat::(number_of_executed_units|peak_rss)' build/fuzz/$$t.log | tr '\n' ' '; echo; \
+	    if [ $$rc -ne 0 ]; then grep -E 'ERROR|SUMMARY|==[0-9]+==' build/fuzz/$$t.log | head -5; echo "fuzz_$$t: FINDING (log build/fuzz/$$t.log)"; exit 1; fi; \
+	done
 
 # ---- the book (book/*.c is the weaver, not a chapter library; libc only) -------
 BOOK_SRC := $(wildcard book/*.c)

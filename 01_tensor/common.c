@@ -17,6 +17,7 @@
 #endif
 
 RunContext nm_ctx = {DEVICE_CPU, 0, 1337};
+void (*nm_fail_hook)(void) = NULL;
 
 void fail_input(const char *what, const char *fmt, ...) {
     va_list ap;
@@ -25,6 +26,7 @@ void fail_input(const char *what, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
+    if (nm_fail_hook) nm_fail_hook();
     exit(1);
 }
 
@@ -80,14 +82,19 @@ char *xsprintf(const char *fmt, ...) {
 }
 
 char *read_file(const char *path, size_t *len, const char **err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { *err = strerror(errno); return NULL; }
+    // O_NONBLOCK: opening a FIFO for reading waits for a writer, forever if none
+    // comes; without the wait, the check below refuses it. A regular file reads the
+    // same either way.
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) { *err = strerror(errno); return NULL; }
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         *err = "not a regular file";
         return NULL;
     }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) { close(fd); *err = strerror(errno); return NULL; }
     size_t n = (size_t)st.st_size;
     char *buf = xmalloc(n + 1);
     if (n > 0 && fread(buf, 1, n, f) != n) {
@@ -205,6 +212,11 @@ double parse_real_arg(const char *what, const char *s, double lo, double hi) {
     double v;
     if (!parse_real(s, lo, hi, &v)) fail_input(what, "'%s' is not a number in [%g, %g]", s, lo, hi);
     return v;
+}
+
+int parse_threads_arg(const char *s) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return parse_int_arg("--threads", s, 1, 4 * (int)(cores > 0 && cores < 4096 ? cores : 1));
 }
 
 // ----------------------------------------------------------------------------

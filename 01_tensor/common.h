@@ -49,6 +49,10 @@
 // Bad user input: one line naming the input and the problem, exit code 1.
 void fail_input(const char *what, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
+// For a fuzzer driving readers that stop with fail_input: when set, fail_input
+// calls it (after printing) instead of exit; it must not return (a longjmp back
+// into the harness). NULL in every program.
+extern void (*nm_fail_hook)(void);
 
 // Library code that must survive bad input (readers a fuzzer drives) does not
 // exit: it writes a reason into the caller's `err` buffer and returns -1, and
@@ -67,6 +71,8 @@ char *xsprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // Whole-file read (NUL-terminated for text convenience). Returns NULL and sets
 // *err (a static string) on failure instead of exiting, so callers decide.
+// Anything but a regular file (a directory, a FIFO, a device) is refused
+// without blocking.
 char *read_file(const char *path, size_t *len, const char **err);
 
 // Atomic whole-file write: write to PATH.tmp.PID, fsync, rename over PATH.
@@ -100,6 +106,9 @@ int write_file_atomic(const char *path, const void *data, size_t len);
 int parse_int_arg(const char *what, const char *s, int lo, int hi);
 uint64_t parse_u64_arg(const char *what, const char *s, uint64_t lo, uint64_t hi);
 double parse_real_arg(const char *what, const char *s, double lo, double hi);
+// --threads: a whole number from 1 to 4 per core of this machine (more only
+// oversubscribes the cores, and thousands overflow the OpenMP runtime's stacks).
+int parse_threads_arg(const char *s);
 
 // The same checks without the exit, for a reader that words its own message
 // (a config file names the line): true, and *v set, when S is a number in [lo, hi].

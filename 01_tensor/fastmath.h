@@ -31,8 +31,12 @@
 #define NM_EXP_P2 4.1665795894e-2f
 #define NM_EXP_P1 1.6666665459e-1f
 #define NM_EXP_P0 5.0000001201e-1f
+// Outside its domain it stays defined: NaN gives NaN (so a NaN stop still sees
+// it) and x > 0 is taken as 0; the clamp keeps n, converted to an integer
+// below, in [-126, 0] whatever x is (a NaN or an infinite n there is undefined
+// behaviour in C, and NaN and Inf weights put such numbers here).
 static inline float nm_exp_neg(float x) {
-    float xc = x < -87.0f ? -87.0f : x;
+    float xc = x >= -87.0f ? (x <= 0.0f ? x : 0.0f) : -87.0f;   // NaN: -87, and NaN out below
     float n = (xc * NM_EXP_LOG2E + NM_EXP_BIG) - NM_EXP_BIG;     // round(x / ln 2)
     float r = (xc - n * NM_EXP_LN2_HI) - n * NM_EXP_LN2_LO;      // x - n ln 2, in two steps to keep the bits
     float p = NM_EXP_P5;
@@ -45,7 +49,7 @@ static inline float nm_exp_neg(float x) {
     int32_t e = ((int32_t)n + 127) << 23;        // the float 2^n, bit by bit
     float two_n;
     memcpy(&two_n, &e, sizeof two_n);
-    return x < -87.0f ? 0.0f : p * two_n;
+    return x < -87.0f ? 0.0f : x != x ? x : p * two_n;
 }
 
 // sigmoid(x) = 1 / (1 + exp(-x)), through exp of a non-positive number only:

@@ -183,7 +183,7 @@ int st_parse(StFile *f, const void *buf, size_t len, char *err, size_t errlen) {
 }
 
 StFile *st_open(const char *path, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK);   // a FIFO is refused below, not waited on
     if (fd < 0) { set_error(err, errlen, "%s", strerror(errno)); return NULL; }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

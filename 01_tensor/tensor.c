@@ -139,6 +139,8 @@ int table_add(Table *t, const char *name, DType dt, bool trainable, int ndim, co
     for (int i = 0; i < ndim; i++) {
         NM_CHECK(shape[i] >= 0, "table '%s': '%s' has a negative size", t->name, name);
         e->shape[i] = shape[i];
+        NM_CHECK(shape[i] == 0 || numel <= INT64_MAX / 8 / shape[i], "table '%s': '%s' has more than 2^60 elements",
+                 t->name, name);
         numel *= shape[i];
     }
     e->nbytes = (size_t)numel * dtype_size(dt);

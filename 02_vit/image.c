@@ -61,6 +61,99 @@ uint8_t image_over_white(uint8_t c, uint8_t a) {
     return (uint8_t)((((t >> 8) + t) >> 8) >> 7);
 }
 
+// A binary PPM/PGM (P6/P5) is a text header, "P6 <width> <height> <maxval>" with
+// whitespace and #-comments between, one whitespace byte, then the samples.
+// stb_image reads past a short file as zeros and keeps samples of a maxval
+// other than 255 unscaled; PIL refuses the first and rescales the second. So
+// the header is read here: a maxval other than 255, or fewer sample bytes than
+// it promises, is refused. Returns NULL when the file is whole, else the reason.
+static const char *pnm_problem(const uint8_t *buf, size_t len) {
+    if (len < 2 || buf[0] != 'P' || (buf[1] != '5' && buf[1] != '6')) return NULL;   // not a binary PNM
+    size_t i = 2;
+    uint64_t v[3];
+    for (int k = 0; k < 3; k++) {
+        for (;;) {   // whitespace and comments
+            while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r')) i++;
+            if (i < len && buf[i] == '#') { while (i < len && buf[i] != '\n') i++; continue; }
+            break;
+        }
+        if (i >= len || buf[i] < '0' || buf[i] > '9' || (k == 0 && i == 2)) return "PNM header is not <width> <height> <maxval>";
+        v[k] = 0;
+        int digits = 0;
+        while (i < len && buf[i] >= '0' && buf[i] <= '9' && ++digits <= 7) v[k] = v[k] * 10 + (uint64_t)(buf[i++] - '0');
+        if (digits > 7) return "PNM header number too large";   // stb_image's reader would overflow on it
+    }
+    if (i >= len || !(buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r')) return "PNM header is cut short";
+    i++;
+    if (v[2] != 255) return "PNM maxval other than 255 is not supported (PIL would rescale it)";
+    uint64_t need = v[0] * v[1] * (buf[1] == '6' ? 3u : 1u);
+    if (len - i < need) return "truncated PNM (fewer samples than its header promises)";
+    return NULL;
+}
+
+// A GIF is a header, a logical screen (and its colour table), then blocks:
+// extensions (0x21) and images (0x2C), each carrying data in sub-blocks of a
+// length byte and that many bytes, ended by a zero length. stb_image decodes a
+// first image that is cut short as if the rest were background; PIL refuses it.
+// This walks the blocks to the end of the first image. NULL when it is whole.
+static const char *gif_problem(const uint8_t *buf, size_t len) {
+    if (len < 6 || memcmp(buf, "GIF8", 4)) return NULL;
+    const char *cut = "truncated GIF (its first image ends early)";
+    if (len < 13) return cut;
+    size_t i = 13;
+    if (buf[10] & 0x80) i += 3u * (1u << ((buf[10] & 7) + 1));   // the global colour table
+    for (;;) {
+        if (i >= len) return cut;
+        bool image = buf[i] == 0x2C;
+        if (buf[i] == 0x21) {   // an extension: label, then sub-blocks
+            i += 2;
+        } else if (image) {     // descriptor, local colour table, LZW code size, then sub-blocks
+            if (i + 10 > len) return cut;
+            uint8_t flags = buf[i + 9];
+            i += 10;
+            if (flags & 0x80) i += 3u * (1u << ((flags & 7) + 1));
+            i += 1;
+        } else {
+            return buf[i] == 0x3B ? "GIF without an image" : "GIF has a block of unknown type before its first image";
+        }
+        while (i < len && buf[i] != 0) i += 1u + buf[i];
+        if (i >= len) return cut;
+        i++;   // the zero length that ends the sub-blocks
+        if (image) return NULL;
+    }
+}
+
+// A JPEG's segments, each FF xx and a 2-byte length, with entropy-coded data
+// after each start of scan (FF DA; a progressive file has several, with tables
+// between them): the Huffman tables (DHT, FF C4) hold 16 code counts and then
+// that many symbols, at most 256 per table. stb_image's table builder writes
+// one entry per symbol into a 257-entry array without checking the sum (a
+// fuzzer found it), so every table is checked here first. NULL when sound.
+static const char *jpeg_tables_problem(const uint8_t *buf, size_t len) {
+    size_t i = 0;
+    while (i + 4 <= len) {
+        if (buf[i] != 0xFF) { i++; continue; }                   // junk between segments: stb skips it too
+        uint8_t m = buf[i + 1];
+        if (m == 0xD9) return NULL;                              // end of image
+        if (m == 0xFF) { i++; continue; }                        // fill byte
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) { i += 2; continue; }   // markers without a length (SOI too)
+        size_t seg = (size_t)buf[i + 2] << 8 | buf[i + 3];
+        if (seg < 2 || i + 2 + seg > len) return "truncated JPEG (a segment runs past the end of the file)";
+        if (m == 0xC4)
+            for (size_t k = i + 4, end = i + 2 + seg; k < end;) {   // one or more tables
+                if (k + 17 > end) return "JPEG Huffman table cut short";
+                size_t n = 0;
+                for (int c = 0; c < 16; c++) n += buf[k + 1 + c];
+                if (n > 256 || k + 17 + n > end) return "JPEG Huffman table with more symbols than it holds";
+                k += 17 + n;
+            }
+        i += 2 + seg;
+        if (m == 0xDA)   // the scan's data, to the next marker (FF 00 is a stuffed byte, FF D0..D7 a restart)
+            while (i + 1 < len && !(buf[i] == 0xFF && buf[i + 1] != 0 && (buf[i + 1] < 0xD0 || buf[i + 1] > 0xD7))) i++;
+    }
+    return NULL;
+}
+
 int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, char *err, size_t errlen) {
     memset(img, 0, sizeof *img);
     if (len == 0) return set_error(err, errlen, "empty file");
@@ -68,6 +161,12 @@ int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, 
 
     // JPEGs go to libjpeg-turbo, set up as PIL sets it up (jpeg.c).
     if (jpeg_sniff(buf, len)) return jpeg_decode(img, buf, len, src_channels, err, errlen);
+
+    // 0. What stb_image's header reader itself must not see: the tables of anything
+    // that starts with FF and is no JPEG libjpeg takes (fill bytes, then an FF D8),
+    // and a PNM's header numbers, which it reads without an overflow check.
+    const char *jt = buf[0] == 0xFF ? jpeg_tables_problem(buf, len) : pnm_problem(buf, len);
+    if (jt) return set_error(err, errlen, "%s", jt);
 
     // 1. The header: format, size and channels, without decoding.
     int w = 0, h = 0, comp = 0;
@@ -77,6 +176,14 @@ int image_decode(Image *img, const uint8_t *buf, size_t len, int *src_channels, 
     if (w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (uint64_t)w * (uint64_t)h > IMAGE_MAX_PIXELS)
         return set_error(err, errlen, "image claims %d x %d pixels, more than this program accepts (%d per side, 2^28 in all)",
                     w, h, IMAGE_MAX_SIDE);
+    // No real file holds more than about 8,000 pixels a byte (a 1-bit PNG of one colour,
+    // deflate at its best); a header claiming far more over a few bytes is a damaged
+    // file, which stb_image would fill out with made-up pixels (slowly, for
+    // 100-megapixel claims; a fuzzer found a 17-byte TGA of 7459 x 15030).
+    if ((uint64_t)w * (uint64_t)h > 16384 * (uint64_t)len)
+        return set_error(err, errlen, "image claims %d x %d pixels in a %zu-byte file (truncated or damaged)", w, h, len);
+    const char *gif = gif_problem(buf, len);
+    if (gif) return set_error(err, errlen, "%s", gif);
     if (stbi_is_16_bit_from_memory(buf, (int)len) && comp <= 2)
         return set_error(err, errlen, "16-bit grayscale images are not supported (PIL would clip them to 255)");
 

@@ -14,6 +14,7 @@
 // Shape letters: B images, S image side, L layers, T tokens, C width,
 // Tf, Df the tokens and width of the selected feature.
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <string.h>
@@ -309,6 +310,16 @@ static int cache(const Args *a, Device dev) {
     }
     if (n == 0) fail_input(a->list, "no image paths in the list");
     if (mkdir(a->out, 0755) && errno != EEXIST) fail_input(a->out, "cannot create directory: %s", strerror(errno));
+    {   // an earlier cache's index goes before the first shard is rewritten, durably: a run
+        // stopped half-way then leaves a cache without an index, which readers refuse,
+        // never an old index over new shards
+        char *ipath = xsprintf("%s/index.json", a->out);
+        if (unlink(ipath) != 0 && errno != ENOENT) fail_input(ipath, "cannot remove the old index: %s", strerror(errno));
+        int dfd = open(a->out, O_RDONLY | O_DIRECTORY);
+        if (dfd < 0 || fsync(dfd) != 0) fail_input(a->out, "cannot sync the directory: %s", strerror(errno));
+        close(dfd);
+        free(ipath);
+    }
 
     const size_t per_img = (size_t)Tf * Df * 2;                      // bf16 bytes per image
     size_t shard_cap = (size_t)a->shard_mb * 1024 * 1024 / per_img;
@@ -454,7 +465,7 @@ int main(int argc, char **argv) {
         case 'c': a.config = optarg; break;
         case 'b': a.batch = parse_int_arg("--batch", optarg, 1, 4096); break;
         case 'd': a.device = optarg; break;
-        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); break;
+        case 't': nm_ctx.threads = parse_threads_arg(optarg); break;
         case 'S': nm_ctx.seed = (uint64_t)parse_int_arg("--seed", optarg, 0, 2147483647); seeded = true; break;
         case 'l': a.list = optarg; break;
         case 'o': a.out = optarg; break;

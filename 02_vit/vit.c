@@ -240,6 +240,20 @@ int vit_load(Vit *m, const char *dir, char *err, size_t errlen) {
     }
     vit_build(m, &c, prefix);
     rc = table_load(&m->params, sm, NULL, why, sizeof why);
+    // a tensor of the vision tower the config gives no place (more layers than
+    // num_hidden_layers says) is refused, not left out; the rest of a CLIPModel
+    // (text tower, projections) and the position_ids buffer are not the ViT's
+    size_t pl = strlen(prefix);
+    for (int i = 0; rc == 0 && i < sm->n; i++) {
+        const char *nm = sm->tensors[i]->name;
+        size_t l = strlen(nm);
+        bool tower = pl ? !strncmp(nm, prefix, pl)
+                        : strncmp(nm, "text_model.", 11) && strcmp(nm, "logit_scale") && strncmp(nm, "visual_projection", 17) &&
+                              strncmp(nm, "text_projection", 15);
+        if (tower && !(l >= 12 && !strcmp(nm + l - 12, "position_ids")) && table_find(&m->params, nm) < 0)
+            rc = set_error(why, sizeof why, "tensor '%s' of the weights has no place in the ViT config.json describes "
+                           "(num_hidden_layers %d)", nm, c.layers);
+    }
     st_model_close(sm);
     if (rc) {
         vit_free(m);

@@ -61,6 +61,15 @@ int sampler_sample(Sampler *s, float *logits) {
     }
     // 2. greedy
     if (c->temperature <= 0.0f) return argmax(logits, V);
+    // A NaN logit has no probability; when every one is NaN the model's numbers
+    // are broken and there is nothing to draw from. A temperature so small that
+    // the largest logit over it overflows is greedy decoding: its limit.
+    int best = -1;
+    for (int i = 0; i < V; i++)
+        if (isnan(logits[i])) logits[i] = -INFINITY;
+        else if (best < 0 || logits[i] > logits[best]) best = i;
+    if (best < 0) fail_input("sampling", "every logit is NaN (the model's weights or inputs are not finite)");
+    if (!isfinite(logits[best] / c->temperature) || logits[best] == -INFINITY) return best;
     for (int i = 0; i < V; i++) logits[i] /= c->temperature;
 
     // softmax over the whole vocabulary (the probabilities top-p looks at)
@@ -78,8 +87,8 @@ int sampler_sample(Sampler *s, float *logits) {
     //    the rest need sorting; this keeps each step cheap for 151k ids.
     float pmin = 0.0f;
     if (c->top_p < 1.0f && V > 1) pmin = (float)((1.0 - c->top_p) / (V - 1) * sum);
-    for (int i = 0; i < V; i++)
-        if (s->prob[i] >= pmin) cand[n++] = (Cand){logits[i], i};
+    for (int i = 0; i < V; i++)   // the most likely id always (top_p = 0 can push pmin past it)
+        if (s->prob[i] >= pmin || i == best) cand[n++] = (Cand){logits[i], i};
     qsort(cand, (size_t)n, sizeof(Cand), cmp_desc);
     if (c->top_k > 0 && c->top_k < n) {
         float kth = cand[c->top_k - 1].logit;

@@ -63,6 +63,23 @@ static int get_size(const JsonValue *o, const char *key, int64_t dflt, int64_t m
     return 0;
 }
 
+// A key read as a number, a boolean, a string or an object must be one when it is
+// there: a quoted "1e-6" or a "yes" would otherwise fall back to the default
+// unseen. The name of the first key of the wrong type, or NULL.
+static const char *wrong_type(const JsonValue *o) {
+    static const struct { const char *key; JsonType type; } want[] = {
+        {"rms_norm_eps", JSON_NUMBER},       {"rope_theta", JSON_NUMBER},      {"tie_word_embeddings", JSON_BOOL},
+        {"attention_bias", JSON_BOOL},       {"model_type", JSON_STRING},      {"hidden_act", JSON_STRING},
+        {"rope_parameters", JSON_OBJECT},    {"rope_scaling", JSON_OBJECT},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const JsonValue *v = json_get(o, want[i].key);
+        if (v && v->type != JSON_NULL && v->type != want[i].type) return want[i].key;
+    }
+    const JsonValue *rp = json_get(o, "rope_parameters"), *t = rp ? json_get(rp, "rope_theta") : NULL;
+    return t && t->type != JSON_NUMBER ? "rope_parameters.rope_theta" : NULL;
+}
+
 int qwen_config_parse(QwenConfig *c, const char *json, size_t len, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     char jerr[256];
@@ -71,6 +88,12 @@ int qwen_config_parse(QwenConfig *c, const char *json, size_t len, char *err, si
     const JsonValue *o = json_root(doc);
     int rc = -1;
     if (o->type != JSON_OBJECT) { set_error(err, errlen, "config is not a JSON object"); goto done; }
+    const char *wt = wrong_type(o);
+    if (wt) { set_error(err, errlen, "'%s' has the wrong type (a %s is expected)", wt,
+                        !strcmp(wt, "tie_word_embeddings") || !strcmp(wt, "attention_bias") ? "boolean"
+                        : !strcmp(wt, "model_type") || !strcmp(wt, "hidden_act") ? "string"
+                        : !strcmp(wt, "rope_parameters") || !strcmp(wt, "rope_scaling") ? "object" : "number");
+              goto done; }
 
     // A LLaVA directory (the whole VLM, as chapter 05 exports it) holds the LM's
     // config as its text_config, and the LM's tensors under "language_model.".
@@ -294,8 +317,28 @@ void qwen_load(Qwen *m, const char *dir) {
     table_init(&m->params, "qwen params");
     qwen_params_build(&m->params, &m->cfg);
     table_alloc(&m->params, DEVICE_CPU);
-    if (table_load_renamed(&m->params, sm, "", m->cfg.in_llava ? "language_model." : "", NULL, err, sizeof err) != 0)
-        fail_input(dir, "%s", err);
+    const char *prefix = m->cfg.in_llava ? "language_model." : "";
+    if (table_load_renamed(&m->params, sm, "", prefix, NULL, err, sizeof err) != 0) fail_input(dir, "%s", err);
+    // and the other way round: a tensor of the file that the config gives no place
+    // (a config with fewer layers than the weights, another architecture's names) is
+    // refused, not left out. RoPE tables some exporters store are rebuilt, and a tied
+    // model's lm_head is its embedding. In a LLaVA directory only the LM's tensors
+    // (under "language_model.") are the LM's to place.
+    int unknown = 0;
+    const char *first = NULL;
+    const size_t pl = strlen(prefix);
+    for (int i = 0; i < sm->n; i++) {
+        const char *full = sm->tensors[i]->name;
+        if (strncmp(full, prefix, pl) != 0) continue;
+        const char *nm = full + pl;
+        size_t l = strlen(nm);
+        bool rope = l >= 19 && !strcmp(nm + l - 19, "rotary_emb.inv_freq");
+        if (table_find(&m->params, nm) < 0 && !rope && !(m->cfg.tied && !strcmp(nm, "lm_head.weight")) && !unknown++)
+            first = full;
+    }
+    if (unknown)
+        fail_input(dir, "%d tensor(s) of the weights have no place in the model config.json describes, '%s' first "
+                   "(num_hidden_layers %d)", unknown, first, m->cfg.L);
     st_model_close(sm);
     qwen_bind(m);
     m->source = dir;

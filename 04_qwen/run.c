@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
         case O_REP: sc.repetition_penalty = (float)parse_real_arg("--repetition-penalty", optarg, 1e-3, 1e3); break;
         case O_SEED: sc.seed = parse_u64_arg("--seed", optarg, 0, LONG_MAX); break;
         case O_DEVICE: device_arg = optarg; break;
-        case O_THREADS: nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); break;
+        case O_THREADS: nm_ctx.threads = parse_threads_arg(optarg); break;
         case O_SAVE: save_path = optarg; break;
         case O_MEM: mem = true; break;
         case O_CONFIG: config_path = optarg; break;

@@ -317,12 +317,19 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
 
     Tokenizer *t = xcalloc(1, sizeof *t);
     t->ignore_merges = json_get_bool(model, "ignore_merges", false);
-    // The vocabulary: ids may come in any order; holes are allowed.
+    // The vocabulary: ids may come in any order; holes are allowed, but not
+    // many more holes than tokens: the tables below have a row per id up to the
+    // largest, and one id of a billion would ask for tens of GB.
+    const JsonValue *added0 = json_get(root, "added_tokens");
+    const int64_t id_limit = (int64_t)vocab->len + (added0 && added0->type == JSON_ARRAY ? (int64_t)added0->len : 0) + 65536;
     int32_t max_id = -1;
     for (size_t i = 0; i < vocab->len; i++) {
         const JsonValue *v = vocab->items[i];
         if (v->type != JSON_NUMBER || !v->is_integer || v->integer < 0 || v->integer > INT32_MAX / 2)
             return load_fail(t, doc, text, err, errlen, "model.vocab[\"%s\"] is not a valid id", vocab->keys[i]);
+        if (v->integer >= id_limit)
+            return load_fail(t, doc, text, err, errlen, "model.vocab[\"%s\"]: id %lld is past the number of tokens + 65536 (%lld)",
+                             vocab->keys[i], (long long)v->integer, (long long)id_limit);
         if ((int32_t)v->integer > max_id) max_id = (int32_t)v->integer;
     }
     ensure_ids(t, max_id + 1);
@@ -381,6 +388,9 @@ Tokenizer *tok_load(const char *path, char *err, size_t errlen) {
         for (size_t i = 0; i < added->len; i++) {
             const JsonValue *a = added->items[i];
             const JsonValue *id = json_get(a, "id"), *content = json_get(a, "content");
+            if (id && id->is_integer && id->integer >= id_limit)
+                return load_fail(t, doc, text, err, errlen, "added_tokens[%zu]: id %lld is past the number of tokens + 65536 (%lld)",
+                                 i, (long long)id->integer, (long long)id_limit);
             if (!id || !id->is_integer || id->integer < 0 || id->integer > INT32_MAX / 2 || !content ||
                 content->type != JSON_STRING || content->len == 0)
                 return load_fail(t, doc, text, err, errlen, "added_tokens[%zu] needs an integer id and a non-empty content", i);

@@ -12,18 +12,42 @@
 #include "01_tensor/json.h"
 #include "01_tensor/safetensors.h"
 
-static void rm_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
+// Removes NAME under the directory DIRFD and everything in it, never following a
+// symbolic link: a link is removed as a name, and what it points to is not
+// touched. 0, or -1 with errno.
+static int rm_tree_at(int dirfd, const char *name) {
+    struct stat sb;
+    if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : -1;
+    if (!S_ISDIR(sb.st_mode)) return unlinkat(dirfd, name, 0);
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (fd < 0) return -1;
+    DIR *d = fdopendir(fd);
+    if (!d) { close(fd); return -1; }
+    int rc = 0;
     struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *p = xsprintf("%s/%s", dir, e->d_name);
-        unlink(p);
-        free(p);
-    }
+    while (rc == 0 && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) rc = rm_tree_at(fd, e->d_name);
     closedir(d);
-    rmdir(dir);
+    return rc ? rc : unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+int checkpoint_remove(const char *path) { return rm_tree_at(AT_FDCWD, path); }
+
+// A checkpoint directory that is a symbolic link is someone else's: refused.
+static int refuse_link(const char *path, char *err, size_t errlen) {
+    struct stat sb;
+    if (lstat(path, &sb) == 0 && !S_ISDIR(sb.st_mode))
+        return set_error(err, errlen, "%s is %s, not a checkpoint directory; not touching it", path,
+                         S_ISLNK(sb.st_mode) ? "a symbolic link" : "a file");
+    return 0;
+}
+
+static int sync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
 }
 
 static int write_text(const char *path, const char *s, char *err, size_t errlen) {
@@ -92,10 +116,15 @@ int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainSt
                     bool die_before_marker, char *err, size_t errlen) {
     char *dir = xsprintf("%s/step_%08lld", out, (long long)st->step);
     char *tmp = xsprintf("%s.tmp", dir);
-    rm_flat_dir(tmp);
-    rm_flat_dir(dir);   // a stale, incomplete one (a complete one for this step is rewritten identically)
+    char *old = xsprintf("%s.old", dir);
     int rc = 0;
     char *p = NULL;
+    if (refuse_link(tmp, err, errlen) || refuse_link(dir, err, errlen)) { rc = -1; goto done; }
+    if (checkpoint_remove(tmp) != 0) {   // a stale one of an interrupted save
+        snprintf(err, errlen, "%s: cannot remove: %s", tmp, strerror(errno));
+        rc = -1;
+        goto done;
+    }
     if (mkdir(tmp, 0755) != 0) {
         snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
         rc = -1;
@@ -106,8 +135,9 @@ int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainSt
     free(p); p = xsprintf("%s/optimizer.safetensors", tmp);
     TRY(save_optimizer(p, o, err, errlen));
     free(p); p = xsprintf("%s/state.json", tmp);
-    char *sj = xsprintf("{\"step\": %lld, \"cursor\": %lld, \"seed\": %llu, \"adam_step\": %lld}\n",
-                        (long long)st->step, (long long)st->cursor, (unsigned long long)st->seed, (long long)o->step);
+    char *sj = xsprintf("{\"step\": %lld, \"cursor\": %lld, \"seed\": %llu, \"adam_step\": %lld, \"data\": \"%016llx\"}\n",
+                        (long long)st->step, (long long)st->cursor, (unsigned long long)st->seed, (long long)o->step,
+                        (unsigned long long)st->data_hash);
     rc = write_text(p, sj, err, errlen);
     free(sj);
     if (rc) goto done;
@@ -122,20 +152,39 @@ int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainSt
         free(buf);
         if (rc) { snprintf(err, errlen, "%s: %s", p, strerror(errno)); goto done; }
     }
+    // A step_N already there (a resumed run reaching the step of an interrupted save, or
+    // the same step saved again) is moved to step_N.old, not deleted, until the new one
+    // is complete: at every moment one whole copy exists. --resume ignores both
+    // step_N.tmp and step_N.old (checkpoint_latest reads step_<digits> only).
+    if (access(dir, F_OK) == 0) {
+        if (checkpoint_remove(old) != 0 || rename(dir, old) != 0) {
+            snprintf(err, errlen, "%s: cannot move aside to %s: %s", dir, old, strerror(errno));
+            rc = -1;
+            goto done;
+        }
+    }
     if (rename(tmp, dir) != 0) {
         snprintf(err, errlen, "%s: cannot rename to %s: %s", tmp, dir, strerror(errno));
         rc = -1;
         goto done;
     }
-    {   // make the rename durable before the marker says "complete"
-        int fd = open(out, O_RDONLY);
-        if (fd >= 0) { fsync(fd); close(fd); }
+    // make the rename durable before the marker says "complete"
+    if (sync_dir(out) != 0) {
+        snprintf(err, errlen, "%s: cannot sync: %s", out, strerror(errno));
+        rc = -1;
+        goto done;
     }
     if (die_before_marker) raise(SIGKILL);
     free(p); p = xsprintf("%s/COMPLETE", dir);
     TRY(write_text(p, "complete\n", err, errlen));
+    if (sync_dir(dir) != 0 || checkpoint_remove(old) != 0) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        rc = -1;
+    }
 #undef TRY
 done:
+    if (rc != 0) checkpoint_remove(tmp);   // a save that failed (a full disk) gives its space back
+    free(old);
     free(p);
     free(dir);
     free(tmp);
@@ -198,15 +247,36 @@ void checkpoint_load(const char *dir, Vlm *v, AdamW *o, TrainState *st) {
     const char *ferr;
     char *text = read_file(p, &len, &ferr);
     if (!text) fail_input(p, "%s", ferr);
-    JsonDoc *doc = json_parse(text, len, err, sizeof err);
-    if (!doc) fail_input(p, "%s", err);
+    if (checkpoint_parse_state(text, len, st, &o->step, err, sizeof err) != 0) fail_input(p, "%s", err);
+    free(text);
+    free(p);
+}
+
+int checkpoint_parse_state(const char *text, size_t len, TrainState *st, int64_t *adam_step, char *err, size_t errlen) {
+    JsonDoc *doc = json_parse(text, len, err, errlen);
+    if (!doc) return -1;
     JsonValue *r = json_root(doc);
     st->step = json_get_int(r, "step", -1);
     st->cursor = json_get_int(r, "cursor", -1);
     st->seed = (uint64_t)json_get_int(r, "seed", 0);
-    o->step = json_get_int(r, "adam_step", -1);
-    if (st->step < 0 || st->cursor < 0 || o->step < 0) fail_input(p, "missing step, cursor or adam_step");
+    *adam_step = json_get_int(r, "adam_step", -1);
+    // the ranges a run can reach (max_steps is at most 1e9; a step reads at most 2^20
+    // rows per micro-batch): a larger number is a damaged file, and would overflow later
+    int rc = 0;
+    if (st->step < 0 || st->cursor < 0 || *adam_step < 0) rc = set_error(err, errlen, "missing step, cursor or adam_step");
+    else if (st->step > 1000000000 || *adam_step > 1000000000 || st->cursor > ((int64_t)1 << 52))
+        rc = set_error(err, errlen, "step %lld, adam_step %lld or cursor %lld out of range", (long long)st->step,
+                       (long long)*adam_step, (long long)st->cursor);
+    const char *dh = json_get_str(r, "data", NULL);
+    st->data_hash = 0;
+    if (!rc && dh) {
+        uint64_t h = 0;
+        int k = 0;
+        for (; k < 16 && ((dh[k] >= '0' && dh[k] <= '9') || (dh[k] >= 'a' && dh[k] <= 'f')); k++)
+            h = h * 16 + (uint64_t)(dh[k] <= '9' ? dh[k] - '0' : dh[k] - 'a' + 10);
+        if (k != 16 || dh[16]) rc = set_error(err, errlen, "'data' is not 16 hex digits");
+        st->data_hash = h;
+    }
     json_free(doc);
-    free(text);
-    free(p);
+    return rc;
 }

@@ -32,17 +32,25 @@ typedef struct {
     int64_t step;       // optimizer steps done
     int64_t cursor;     // next row of the data stream
     uint64_t seed;
+    uint64_t data_hash; // of the data file (and feature index) trained on; 0 = not recorded
 } TrainState;
 
-// Writes OUT/step_%08d. `die_before_marker` (a testing aid) kills the process
+// Writes OUT/step_%08d, refusing one that is a symbolic link; a step_N already
+// there is kept (as step_N.old) until the new one is complete. `die_before_marker` (a testing aid) kills the process
 // with SIGKILL after the files and before the marker. Returns 0, or -1 with err.
 int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainState *st, const TrainConfig *cfg,
                     bool die_before_marker, char *err, size_t errlen);
 // The model files alone (model.safetensors, config.json, connector.safetensors)
 // into dir; checkpoint_save writes them first. Returns 0, or -1 with err.
 int checkpoint_write_model(const char *dir, const Vlm *v, char *err, size_t errlen);
+// Removes PATH and what is in it without following symbolic links (a link is
+// removed, never what it points to). 0, or -1 with errno.
+int checkpoint_remove(const char *path);
 // The newest complete checkpoint in out (malloc'd path), or NULL.
 char *checkpoint_latest(const char *out);
+// Reads a state.json's text into *st and *adam_step, checking every number's
+// range. Returns 0, or -1 with the reason in err.
+int checkpoint_parse_state(const char *text, size_t len, TrainState *st, int64_t *adam_step, char *err, size_t errlen);
 // Loads parameters, optimizer state and the train state (fail_input on bad input).
 void checkpoint_load(const char *dir, Vlm *v, AdamW *o, TrainState *st);
 

@@ -95,11 +95,9 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
         if (nl) *nl = 0;
         line++;
         (void)save;
-        char *hash = strchr(p, '#');
-        if (hash) *hash = 0;
         char *s = trim(p);
         p = nl ? nl + 1 : NULL;
-        if (!*s) continue;
+        if (!*s || *s == '#') continue;   // a blank line, a comment line
         char *eq = strchr(s, '=');
         if (!eq) {
             snprintf(err, errlen, "line %d: expected `key = value`, got \"%s\"", line, s);
@@ -108,6 +106,10 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
         }
         *eq = 0;
         char *key = trim(s), *val = trim(eq + 1);
+        // a comment after a value starts with a '#' that follows a space: a '#' inside
+        // the value is part of it (a path like runs/#3), and so is one that begins it
+        for (char *h = val + 1; *val && *h; h++)
+            if (*h == '#' && isspace((unsigned char)h[-1])) { *h = 0; val = trim(val); break; }
         int k = -1;
         for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++)
             if (!strcmp(KEYS[i].key, key)) k = (int)i;
@@ -176,6 +178,10 @@ int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen) {
         } else if (!c->freeze_vision_encoder) {
             snprintf(err, errlen, "freeze_vision_encoder = false is not supported: the ViT has no backward");
             rc = -1;
+        } else if ((int64_t)c->batch_size * c->max_seq_len > INT32_MAX) {
+            snprintf(err, errlen, "batch_size x max_seq_len is %lld tokens a micro-batch; at most 2^31 - 1",
+                     (long long)c->batch_size * c->max_seq_len);
+            rc = -1;
         } else if (!c->train_connector && !c->train_llm) {
             snprintf(err, errlen, "train_connector and train_llm are both false: nothing to train");
             rc = -1;
@@ -197,17 +203,38 @@ void config_load(TrainConfig *c, const char *path) {
     free(text);
 }
 
+// One key's value as the file writes it.
+static void key_value(const Key *K, const TrainConfig *c, char *buf, size_t n) {
+    const void *p = (const char *)c + K->off;
+    switch (K->kind) {
+    case K_INT: snprintf(buf, n, "%d", *(const int *)p); break;
+    case K_U64: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)p); break;
+    case K_FLOAT: snprintf(buf, n, "%.9g", (double)*(const float *)p); break;
+    case K_BOOL: snprintf(buf, n, "%s", *(const bool *)p ? "true" : "false"); break;
+    case K_STR: snprintf(buf, n, "%s", (const char *)p); break;
+    }
+}
+
 void config_write(const TrainConfig *c, FILE *f) {
+    char v[544];
     for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++) {
-        const Key *K = &KEYS[i];
-        const void *p = (const char *)c + K->off;
-        fprintf(f, "%s = ", K->key);
-        switch (K->kind) {
-        case K_INT: fprintf(f, "%d\n", *(const int *)p); break;
-        case K_U64: fprintf(f, "%llu\n", (unsigned long long)*(const uint64_t *)p); break;
-        case K_FLOAT: fprintf(f, "%.9g\n", (double)*(const float *)p); break;
-        case K_BOOL: fprintf(f, "%s\n", *(const bool *)p ? "true" : "false"); break;
-        case K_STR: fprintf(f, "%s\n", (const char *)p); break;
+        key_value(&KEYS[i], c, v, sizeof v);
+        fprintf(f, "%s = %s\n", KEYS[i].key, v);
+    }
+}
+
+void config_diff(const TrainConfig *a, const TrainConfig *b, char *out, size_t n) {
+    char va[544], vb[544];
+    size_t used = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++) {
+        const char *k = KEYS[i].key;
+        if (!strcmp(k, "max_steps") || !strcmp(k, "log_every") || !strcmp(k, "save_every")) continue;
+        key_value(&KEYS[i], a, va, sizeof va);
+        key_value(&KEYS[i], b, vb, sizeof vb);
+        if (strcmp(va, vb) && used + 1 < n) {
+            int w = snprintf(out + used, n - used, "%s%s (%s, now %s)", used ? ", " : "", k, va, vb);
+            used = w < 0 ? n : used + (size_t)w < n ? used + (size_t)w : n - 1;
         }
     }
 }

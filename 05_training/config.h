@@ -74,4 +74,9 @@ void config_load(TrainConfig *c, const char *path);
 // Writes every key (the effective config, stored beside checkpoints).
 void config_write(const TrainConfig *c, FILE *f);
 
+// The keys whose values differ between A and B (comma-separated, in the file's
+// order; "" when none), leaving out those that may change when a run is resumed:
+// its length (max_steps) and its reporting (log_every, save_every).
+void config_diff(const TrainConfig *a, const TrainConfig *b, char *out, size_t n);
+
 #endif

@@ -77,6 +77,16 @@ static void parse_row(Conversation *c, const JsonValue *v, const char *path, int
     if (!has_answer) fail_input(path, "line %d (id %s): no assistant turn to learn from", line, c->id);
     if (tags != c->n_images)
         fail_input(path, "line %d (id %s): %d <image> tags for %d images", line, c->id, tags, c->n_images);
+    // an image path stays inside --images (or the cache's list): no absolute path,
+    // no '..' part
+    for (int i = 0; i < c->n_images; i++) {
+        const char *p = c->images[i];
+        bool up = !strcmp(p, "..") || !strncmp(p, "../", 3) || strstr(p, "/../") ||
+                  (strlen(p) >= 3 && !strcmp(p + strlen(p) - 3, "/.."));
+        if (p[0] == '/' || up || !p[0])
+            fail_input(path, "line %d (id %s): image path '%s' leaves the image folder (absolute, empty or with '..')",
+                       line, c->id, p);
+    }
     if (images_dir)
         for (int i = 0; i < c->n_images; i++) {
             char *p = xsprintf("%s/%s", images_dir, c->images[i]);

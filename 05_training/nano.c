@@ -88,14 +88,23 @@ const float *feat_cache_get(const FeatCache *c, const char *name) {
         if (strcmp(base_of(c->paths[c->by_base[mid]]), b) < 0) lo = mid + 1;
         else hi = mid;
     }
+    // the path itself, or the one cached path it ends (after a '/'); two such paths
+    // (a/x.png and b/x.png for "x.png") would make the choice arbitrary: refused
     size_t nl = strlen(name);
+    int found = -1, other = -1;
     for (int k = lo; k < c->n && !strcmp(base_of(c->paths[c->by_base[k]]), b); k++) {
         const char *p = c->paths[c->by_base[k]];
         size_t pl = strlen(p);
-        if (!strcmp(p, name) || (pl > nl && p[pl - nl - 1] == '/' && !strcmp(p + pl - nl, name)))
-            return c->feats + (size_t)c->by_base[k] * c->T * c->D;
+        if (!strcmp(p, name)) return c->feats + (size_t)c->by_base[k] * c->T * c->D;
+        if (pl > nl && p[pl - nl - 1] == '/' && !strcmp(p + pl - nl, name)) {
+            if (found < 0) found = c->by_base[k];
+            else if (other < 0) other = c->by_base[k];
+        }
     }
-    return NULL;
+    if (other >= 0)
+        fail_input(c->dir, "image '%s' is ambiguous: the cache holds '%s' and '%s'; name it as the cache's list does",
+                   name, c->paths[found], c->paths[other]);
+    return found < 0 ? NULL : c->feats + (size_t)found * c->T * c->D;
 }
 
 void feat_cache_close(FeatCache *c) {
@@ -373,7 +382,7 @@ int nano_cli_eval(int argc, char **argv) {
         case 'j': json = optarg; break;
         case 'a': answers_out = optarg; break;
         case 'k': max_shapes = parse_int_arg("--max-shapes", optarg, 1, WORLD_MAX_SHAPES); break;
-        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); ctx_apply_threads(); break;
+        case 't': nm_ctx.threads = parse_threads_arg(optarg); ctx_apply_threads(); break;
         case 'd': device = optarg; break;
         case 'h':
             printf("usage: ./05_training/run eval [--model DIR] [--seed S] [--n N] [--json OUT] [--max-shapes K]\n"
@@ -466,7 +475,7 @@ int nano_cli_chat(int argc, char **argv) {
         case 'm': model = optarg; break;
         case 'i': image = optarg; break;
         case 'l': dump = optarg; break;
-        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); ctx_apply_threads(); break;
+        case 't': nm_ctx.threads = parse_threads_arg(optarg); ctx_apply_threads(); break;
         case 'd': device = optarg; break;
         case 'h':
             printf("usage: ./05_training/run chat [--model DIR] --image IMG [--threads N] [--device cpu]\n"

@@ -69,7 +69,8 @@ typedef struct {
 // Reads DIR/index.json and every shard. Bad input is fail_input.
 FeatCache *feat_cache_open(const char *dir);
 // The (T, D) features of an image named `name` (a path relative to the image
-// folder: the entry whose path equals it or ends with "/name"), or NULL.
+// folder: the entry whose path equals it or ends with "/name"), or NULL; a
+// name that ends two cached paths is ambiguous and refused (fail_input).
 const float *feat_cache_get(const FeatCache *c, const char *name);
 void feat_cache_close(FeatCache *c);
 

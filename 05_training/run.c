@@ -12,11 +12,14 @@
 // goes to stderr; OUT/log.jsonl gets one JSON object per step and
 // OUT/loss.svg the loss curve, both rewritten as the run goes. Checkpoints
 // (checkpoint.h) go to OUT/step_N/.
+#include <dirent.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <errno.h>
 #include <unistd.h>
@@ -52,7 +55,10 @@ static void usage(FILE *f) {
             "  --features DIR       ViT feature cache instead of images: chapter 02's `run cache` output\n"
             "                       (index.json + bf16 shards), images found by their paths\n"
             "  --out DIR            where log.jsonl, loss.svg and checkpoints go (default build/train05)\n"
-            "  --resume             continue from the newest complete checkpoint in --out\n"
+            "  --resume             continue from the newest complete checkpoint in --out (its\n"
+            "                       train.conf and data must match this run's)\n"
+            "  --overwrite          replace the earlier run in --out (kept in OUT/.replaced until this\n"
+            "                       run's first checkpoint is complete); without it such an --out is refused\n"
             "  --steps N            override max_steps\n"
             "  --set KEY=VALUE      override one config key (repeatable; same checks as the file)\n"
             "  --threads N          OpenMP threads (default: OpenMP's)\n"
@@ -191,9 +197,92 @@ static void gpu_mem_line(const Vlm *v, const TrainConfig *cfg, const char *when)
             bytes_str((double)tot, b4, sizeof b4));
 }
 
+// ----------------------------------------------------------------------------
+// One run per --out
+//
+// A trainer holds OUT/.lock (flock, released by the kernel when the process ends
+// in any way, SIGKILL included) for as long as it runs, with its pid written in
+// it: a second trainer on the same --out is refused at once, naming the first.
+
+static void lock_out(const char *out) {
+    char *p = xsprintf("%s/.lock", out);
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) fail_input(p, "cannot create the lock file: %s", strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "?";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        if (n > 0) pid[strcspn(pid, "\n")] = 0;
+        fail_input(out, "in use by another trainer (pid %s holds %s); wait for it, or use another --out", pid, p);
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) fail_input(p, "cannot write: %s", strerror(errno));
+    free(p);   // fd stays open: the lock lasts as long as the process
+}
+
+// The files of a run in OUT: its log, its curve, its checkpoints (step_*).
+static bool run_file(const char *name) {
+    return !strcmp(name, "log.jsonl") || !strcmp(name, "loss.svg") || !strncmp(name, "step_", 5);
+}
+
+// A fresh run into an OUT that holds an earlier run: refused, or with --overwrite
+// the earlier run's files are moved (renamed, not copied) into OUT/.replaced,
+// which is removed once this run's first checkpoint is complete. A kill or a
+// full disk before that leaves the earlier run whole in OUT/.replaced; the next
+// --overwrite then keeps it there and clears only what the interrupted run left
+// (a log, unfinished checkpoints: it finished none). Returns whether
+// OUT/.replaced is waiting to be removed.
+static bool clear_earlier_run(const char *out, bool overwrite) {
+    char *rep = xsprintf("%s/.replaced", out), *latest = checkpoint_latest(out);
+    struct stat sb;
+    bool have_rep = lstat(rep, &sb) == 0;
+    DIR *d = opendir(out);
+    if (!d) fail_input(out, "cannot read: %s", strerror(errno));
+    char first[300] = "";
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (run_file(e->d_name) && n++ == 0) snprintf(first, sizeof first, "%s", e->d_name);
+    closedir(d);
+    if (!overwrite && (n > 0 || have_rep))
+        fail_input(out, "holds an earlier run (%s%s); --resume continues it, --overwrite replaces it, or give "
+                   "another --out", n ? first : ".replaced", n > 1 ? " and more" : "");
+    if (have_rep && latest && checkpoint_remove(rep) != 0) fail_input(rep, "cannot remove: %s", strerror(errno));
+    if (have_rep && latest) have_rep = false;   // obsolete: the run after it completed a checkpoint
+    if (n == 0) { free(rep); free(latest); return have_rep; }
+    if (!have_rep && mkdir(rep, 0755) != 0) fail_input(rep, "cannot create: %s", strerror(errno));
+    d = opendir(out);
+    if (!d) fail_input(out, "cannot read: %s", strerror(errno));
+    while ((e = readdir(d))) {
+        if (!run_file(e->d_name)) continue;
+        char *from = xsprintf("%s/%s", out, e->d_name), *to = xsprintf("%s/%s", rep, e->d_name);
+        int rc = have_rep ? checkpoint_remove(from) : rename(from, to);
+        if (rc != 0) fail_input(from, "cannot %s: %s", have_rep ? "remove" : "move into .replaced", strerror(errno));
+        free(from);
+        free(to);
+    }
+    closedir(d);
+    fprintf(stderr, "--overwrite: the earlier run in %s is in %s until this run's first checkpoint\n", out, rep);
+    free(rep);
+    free(latest);
+    return true;
+}
+
+// FNV-1a over the bytes of FILE, continuing from H: what a checkpoint records of
+// the data it was trained on, so that --resume with other data is refused.
+static uint64_t hash_file(uint64_t h, const char *path) {
+    size_t len;
+    const char *ferr;
+    char *b = read_file(path, &len, &ferr);
+    if (!b) fail_input(path, "%s", ferr);
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)b[i]) * 0x100000001b3ull;
+    free(b);
+    return h;
+}
+
 typedef struct {
     const char *config, *data, *images, *features, *out;
-    bool resume, mem;
+    bool resume, mem, overwrite;
     int steps;
     int n_set;
     const char *set[32];   // --set KEY=VALUE overrides, in order
@@ -204,7 +293,10 @@ static int train(const Args *a, TrainConfig *cfg) {
     if (a->steps > 0) cfg->max_steps = a->steps;
     if (!a->data) fail_input("--data", "missing (a .jsonl of LLaVA-style rows)");
     if (!a->images == !a->features) fail_input("--images", "give exactly one of --images DIR and --features FILE");
+    if (a->resume && a->overwrite) fail_input("--overwrite", "and --resume: give one");
     ensure_dir(a->out);
+    lock_out(a->out);
+    bool replaced = a->resume ? false : clear_earlier_run(a->out, a->overwrite);
     FeatSource fs = {0};
     int fT = 0, fD = 0;
     char err[512];
@@ -242,20 +334,46 @@ static int train(const Args *a, TrainConfig *cfg) {
     adamw_add_group(&o, "llm", gpu && cfg->train_llm ? &v.lm.master : &v.llm.params, &v.lm.grads, cfg->lr,
                     !cfg->train_llm);
     if (gpu && cfg->train_llm) adamw_set_compute(&o, 1, &v.llm.dev);
-    TrainState st = {0, 0, cfg->seed};
+    TrainState st = {0, 0, cfg->seed, 0};
+    st.data_hash = hash_file(0xcbf29ce484222325ull, a->data);
+    if (a->features) {
+        char *ip = xsprintf("%s/index.json", a->features);
+        st.data_hash = hash_file(st.data_hash, ip);
+        free(ip);
+    }
     char *log_path = xsprintf("%s/log.jsonl", a->out), *svg_path = xsprintf("%s/loss.svg", a->out);
-    Point *curve = xcalloc((size_t)cfg->max_steps + 1, sizeof *curve);
-    int ncurve = 0;
+    // the loss curve grows as it goes: a resumed log may hold any number of lines
+    int ncurve = 0, ccap = 64;
+    Point *curve = xcalloc((size_t)ccap, sizeof *curve);
+#define CURVE_ADD(s_, l_) do { if (ncurve == ccap) curve = xrealloc(curve, sizeof *curve * (size_t)(ccap *= 2)); \
+                               curve[ncurve++] = (Point){(s_), (l_)}; } while (0)
     if (a->resume) {
         char *ck = checkpoint_latest(a->out);
         if (!ck) fail_input(a->out, "--resume: no complete checkpoint (step_*/COMPLETE) here");
+        {   // the checkpoint must be this run's: same config (but for its length and
+            // reporting) and same data
+            TrainConfig was;
+            char *cp = xsprintf("%s/train.conf", ck), diff[2048];
+            config_load(&was, cp);
+            config_diff(&was, cfg, diff, sizeof diff);
+            if (diff[0]) fail_input(cp, "--resume: the checkpoint was trained with other values of: %s", diff);
+            free(cp);
+        }
+        uint64_t want = st.data_hash;
         adamw_state_to_host(&o);   // checkpoints are host tables (no-ops on the CPU)
         checkpoint_load(ck, &v, &o, &st);
         adamw_state_to_device(&o);
         lm_master_from_host(&v.lm);
+        if (st.data_hash && st.data_hash != want)
+            fail_input(a->data, "--resume: not the data %s was trained on (its file%s differ%s)", ck,
+                       a->features ? " or the feature cache's index" : "", a->features ? "" : "s");
+        st.data_hash = want;
+        if (st.step > cfg->max_steps)
+            fail_input(ck, "--resume: the checkpoint is at step %lld, past this run's %d steps",
+                       (long long)st.step, cfg->max_steps);
         fprintf(stderr, "resumed from %s: step %lld, data position %lld\n", ck, (long long)st.step, (long long)st.cursor);
         free(ck);
-        // keep the log lines of the steps the checkpoint covers, drop the rest
+        // keep the log lines of the steps the checkpoint covers, in order, once each; drop the rest
         size_t len;
         const char *ferr;
         char *old = read_file(log_path, &len, &ferr);
@@ -266,17 +384,18 @@ static int train(const Args *a, TrainConfig *cfg) {
             for (char *line = strtok(old, "\n"); line; line = strtok(NULL, "\n")) {
                 long long s;
                 float l;
-                if (sscanf(line, "{\"step\": %lld, \"loss\": %f", &s, &l) == 2 && s <= st.step) {
+                if (sscanf(line, "{\"step\": %lld, \"loss\": %f", &s, &l) == 2 && s <= st.step &&
+                    (ncurve == 0 || s > curve[ncurve - 1].step)) {
                     fprintf(kf, "%s\n", line);
-                    curve[ncurve++] = (Point){s, l};
+                    CURVE_ADD(s, l);
                 }
             }
         fclose(kf);
-        write_file_atomic(log_path, keep, klen);
+        if (write_file_atomic(log_path, keep, klen) != 0) fail_input(log_path, "cannot write: %s", strerror(errno));
         free(keep);
         free(old);
-    } else {
-        write_file_atomic(log_path, "", 0);
+    } else if (write_file_atomic(log_path, "", 0) != 0) {
+        fail_input(log_path, "cannot write: %s", strerror(errno));
     }
     FILE *logf = fopen(log_path, "a");
     if (!logf) fail_input(log_path, "cannot open: %s", strerror(errno));
@@ -331,12 +450,22 @@ static int train(const Args *a, TrainConfig *cfg) {
         for (int k = 0; k < GA; k++) batch_free(&bs[k]);
         double dt = now_seconds() - ts, el = now_seconds() - t0;
         double eta = el / (double)(st.step - first) * (double)(cfg->max_steps - st.step);
-        fprintf(logf, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %d, "
+        // every write of the log is checked: a full disk stops the run, naming the
+        // last complete checkpoint, and the line it could not finish is taken back
+        // off the log, which ends with a whole line as before
+        long line_at = ftell(logf);
+        int wrote = fprintf(logf, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %d, "
                       "\"supervised\": %d, \"supervised_frac\": %.4f, \"padded\": %d, \"seconds\": %.4f, \"z\": %.6g}\n",
                 (long long)st.step, (double)loss, (double)(cfg->lr * lrf), norm, toks, sup, (double)sup / toks, all, dt,
                 z / wsum);
-        fflush(logf);
-        curve[ncurve++] = (Point){st.step, loss};
+        if (wrote < 0 || fflush(logf) != 0) {
+            int e = errno;
+            if (line_at >= 0 && ftruncate(fileno(logf), line_at) == 0) fsync(fileno(logf));
+            errno = e;
+            fail_input(log_path, "cannot write step %lld: %s; last checkpoint %s is intact", (long long)st.step,
+                       strerror(errno), last_ckpt ? last_ckpt : "(none yet)");
+        }
+        CURVE_ADD(st.step, loss);
         if (st.step % cfg->log_every == 0 || st.step == cfg->max_steps) {
             fprintf(stderr, "step %5lld/%d | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | sup %.0f%% | ETA %.0fs\n",
                     (long long)st.step, cfg->max_steps, (double)loss, (double)(cfg->lr * lrf), norm, toks / dt,
@@ -345,11 +474,21 @@ static int train(const Args *a, TrainConfig *cfg) {
         }
         bool save = (cfg->save_every && st.step % cfg->save_every == 0) || st.step == cfg->max_steps;
         if (save) {
+            if (fsync(fileno(logf)) != 0)
+                fail_input(log_path, "cannot sync: %s; last checkpoint %s is intact", strerror(errno),
+                           last_ckpt ? last_ckpt : "(none yet)");
             lm_master_to_host(&v.lm);   // checkpoints are host tables (no-ops on the CPU)
             adamw_state_to_host(&o);
             if (checkpoint_save(a->out, &v, &o, &st, cfg, a->kill_in_ckpt == st.step, err, sizeof err) != 0)
-                fail_input(a->out, "checkpoint: %s", err);
+                fail_input(a->out, "checkpoint: %s; last checkpoint %s is intact", err,
+                           last_ckpt ? last_ckpt : "(none yet)");
             adamw_state_to_device(&o);
+            if (replaced) {   // this run has a complete checkpoint now: the one it replaced can go
+                char *rep = xsprintf("%s/.replaced", a->out);
+                if (checkpoint_remove(rep) != 0) fail_input(rep, "cannot remove: %s", strerror(errno));
+                free(rep);
+                replaced = false;
+            }
             free(last_ckpt);   // the one just written (an older run's may be newer in the same --out)
             last_ckpt = xsprintf("%s/step_%08lld", a->out, (long long)st.step);
         }
@@ -359,7 +498,8 @@ static int train(const Args *a, TrainConfig *cfg) {
     if (gpu) gpu_mem_line(&v, cfg, "at the end");
     fprintf(stderr, "done: %lld steps; log %s, curve %s, checkpoint %s\n", (long long)st.step, log_path, svg_path,
             last_ckpt ? last_ckpt : "-");
-    fclose(logf);
+    if (fclose(logf) != 0) fail_input(log_path, "cannot write: %s", strerror(errno));
+#undef CURVE_ADD
     free(bs);
     free(last_ckpt);
     free(curve);
@@ -438,7 +578,7 @@ int main(int argc, char **argv) {
         {"mem", no_argument, 0, 'm'},          {"kill-at-step", required_argument, 0, 'K'},
         {"kill-in-checkpoint", required_argument, 0, 'C'}, {"inject-nan", required_argument, 0, 'N'},
         {"set", required_argument, 0, 'S'},    {"device", required_argument, 0, 'D'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+        {"overwrite", no_argument, 0, 'O'},    {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *device = NULL;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -449,8 +589,9 @@ int main(int argc, char **argv) {
         case 'f': a.features = optarg; break;
         case 'o': a.out = optarg; break;
         case 'r': a.resume = true; break;
+        case 'O': a.overwrite = true; break;
         case 's': a.steps = parse_int_arg("--steps", optarg, 1, 1000000000); break;   // max_steps' range
-        case 't': nm_ctx.threads = parse_int_arg("--threads", optarg, 1, 4096); ctx_apply_threads(); break;
+        case 't': nm_ctx.threads = parse_threads_arg(optarg); ctx_apply_threads(); break;
         case 'm': a.mem = true; break;
         case 'K': a.kill_at = parse_int_arg("--kill-at-step", optarg, 1, INT_MAX); break;
         case 'C': a.kill_in_ckpt = parse_int_arg("--kill-in-checkpoint", optarg, 1, INT_MAX); break;
@@ -494,6 +635,7 @@ int main(int argc, char **argv) {
     if (!cmd) {
         // the demo: generate 32 captioned shapes, train the nano model on them
         if (!a.out) a.out = "build/demo05";
+        if (!a.resume) a.overwrite = true;   // the demo's --out is its own: a second demo replaces the first
         ensure_dir(a.out);
         write_demo_data(a.out, 32, cfg.seed);
         char *data = xsprintf("%s/captions.jsonl", a.out), *img = xsprintf("%s/images", a.out);

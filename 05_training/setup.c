@@ -120,7 +120,7 @@ void write_svg(const char *path, const Point *p, int n) {
                 320 - 300.0 * (p[i].loss - lo) / (hi - lo));
     fprintf(f, "\"/>\n</svg>\n");
     fclose(f);
-    write_file_atomic(path, buf, len);
+    if (write_file_atomic(path, buf, len) != 0) fail_input(path, "cannot write: %s", strerror(errno));
     free(buf);
 }
 

@@ -120,7 +120,7 @@ static int train(Comm *c, const Args *a, TrainConfig *cfg) {
     dp_micro_range(GA, c->world, c->rank, &first, &mine);
     Dp d;
     dp_init(&d, c, &o, a->zero, a->ordered, mine);
-    TrainState st = {0, 0, cfg->seed};
+    TrainState st = {0, 0, cfg->seed, 0};   // data_hash 0: the data is not recorded
     if (a->resume) {
         char *ck = checkpoint_latest(a->out);
         if (!ck) fail_input(a->out, "--resume: no complete checkpoint (step_*/COMPLETE) here");

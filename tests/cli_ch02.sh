@@ -65,6 +65,10 @@ expect_error "model dir missing tensors (config says 5 layers, file has 4)" "" "
 mkdir -p "$T/wide" && cp "$T/nano/model.safetensors" "$T/wide/"
 sed 's/"intermediate_size": 512/"intermediate_size": 256/' "$T/nano/config.json" >"$T/wide/config.json"
 expect_error "model dir with wrong shapes (intermediate_size 256 vs 512)" "" "$RUN" --model "$T/wide"
+mkdir -p "$T/fewer" && cp "$T/nano/model.safetensors" "$T/fewer/"
+sed 's/"num_hidden_layers": 4/"num_hidden_layers": 3/' "$T/nano/config.json" >"$T/fewer/config.json"
+expect_error "model dir with more layers in the weights than the config (3 of 4)" "encoder.layers.3.* has no place" \
+    "$RUN" --model "$T/fewer"
 mkdir -p "$T/trunc" && cp "$T/nano/config.json" "$T/trunc/" && head -c 5000 "$T/nano/model.safetensors" >"$T/trunc/model.safetensors"
 expect_error "model dir with a truncated safetensors file" "" "$RUN" --model "$T/trunc"
 echo '{"hidden_size": 100, "num_attention_heads": 3' >"$T/badcfg.json"
@@ -75,6 +79,32 @@ printf 'data/images/astronaut.png\ndata/images/truncated.jpg\n' >"$T/badlist.txt
 expect_error "cache: a list naming a truncated image" "" "$RUN" cache --model nano --list "$T/badlist.txt" --root . --out "$T/cache2"
 [ ! -e "$T/cache2/index.json" ] && pass "cache: no index.json after a failure (the cache is marked incomplete)" \
     || fail "cache: index.json written despite the failure"
+# a re-run over a complete cache that stops half-way: the old index.json must not stay
+# over the shards the re-run rewrote (it is removed before the first shard)
+cp -r "$T/cache" "$T/cache3"
+expect_error "cache: a re-run over a complete cache stops at a bad image" "truncated.jpg" \
+    "$RUN" cache --model nano --list "$T/badlist.txt" --root . --out "$T/cache3"
+[ ! -e "$T/cache3/index.json" ] && pass "cache: the interrupted re-run leaves no old index.json over new shards" \
+    || fail "cache: the old index.json survived an interrupted re-run"
+# files cut short and impossible headers: PIL refuses them, stb_image made up pixels
+head -c 400 data/images/no_time_for_that_tiny.gif >"$T/cut.gif"
+expect_error "a GIF cut inside its first image" "truncated GIF" "$RUN" --image "$T/cut.gif"
+printf 'P6\n4 4\n255\nabc' >"$T/cut.ppm"
+expect_error "a PPM with fewer samples than its header" "truncated PNM" "$RUN" --image "$T/cut.ppm"
+printf 'P6\n2 1\n15\nabcdef' >"$T/max15.ppm"
+expect_error "a PPM with maxval 15 (PIL rescales, stb did not)" "maxval other than 255" "$RUN" --image "$T/max15.ppm"
+printf 'P6\n99999999999 1\n255\nabcdef' >"$T/wide.ppm"
+expect_error "a PPM header claiming an impossible width" "" "$RUN" --image "$T/wide.ppm"
+printf 'P5 2 1 255 ab' >"$T/ok.pgm"
+expect_ok "a whole PGM still decodes" "$RUN" --image "$T/ok.pgm"
+# inputs a fuzzer found that made stb_image write out of bounds or overflow (now refused
+# before it reads them): tests/fuzz/regressions
+for f in tests/fuzz/regressions/image-*; do
+    expect_error "fuzzer finding $(basename "$f"): refused, no UB" "" "$RUN" --image "$f"
+done
+# a FIFO is refused at once, not waited on (timeout: a hang is a failure, status 124)
+mkfifo "$T/fifo.png"
+expect_error "an image path that is a FIFO: refused, no hang" "not a regular file" timeout 20 "$RUN" --image "$T/fifo.png"
 expect_error "bad --batch" "" "$RUN" --batch 0
 
 # ---- --device and the numbers of the command line ---------------------------------

@@ -40,6 +40,13 @@ tok_cli_tests() {
         "$RUN" detokenize 1 999999
     expect_error tok_cli_bad_id_negative "token id: '-3' is not a whole number in 0\.\." "$RUN" detokenize -3
     expect_error tok_cli_bad_option "--bogus: unknown option" "$RUN" tokenize --bogus hi
+    # one huge id would size every per-id table by it (tens of GB): refused from the file
+    sed 's/"!": 0,/"!": 1000000000,/' data/qwen3/tokenizer.json >"$TMP/hugeid.json"
+    expect_error tok_cli_bad_huge_id "id 1000000000 is past the number of tokens" \
+        "$RUN" tokenize --tokenizer "$TMP/hugeid.json" hi
+    sed 's/"id": 151643,/"id": 900000000,/' data/qwen3/tokenizer.json >"$TMP/hugeadd.json"
+    expect_error tok_cli_bad_huge_added_id "added_tokens\[0\]: id 900000000 is past" \
+        "$RUN" tokenize --tokenizer "$TMP/hugeadd.json" hi
 
     # the trainer: a small corpus, a file HF-compatible in format, read back by tokenize
     for i in $(seq 1 40); do

@@ -253,7 +253,7 @@ if [ -f "$T/o10/step_00000001/COMPLETE" ] && [ ! -e "$T/o10/step_00000002" ] && 
 else fail "NaN stop: last checkpoint intact"; fi
 
 # ---- --device and the numbers of the command line: refused before anything runs
-expect_error "train --threads abc" "--threads: 'abc' is not a whole number in 1..4096" \
+expect_error "train --threads abc" "--threads: 'abc' is not a whole number in 1\.\." \
     $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --threads abc
 expect_error "train --threads ''" "--threads: '' is not a whole number" \
     $RUN train --config "$T/r.conf" --data "$DATA" --images "$IMG" --out "$T/o11" --threads ''

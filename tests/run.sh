@@ -63,7 +63,10 @@ run_c() {
         [ -x "$CBUILD/tests/test_ch$n" ] && run_prog "chapter $n: unit tests [$CBUILD]" "$CBUILD/tests/test_ch$n"
         [ -f "tests/cli_ch$n.sh" ] && RUNDIR=$rundir run_prog "chapter $n: CLI and bad-input tests [$rundir]" \
             bash "tests/cli_ch$n.sh"
+        [ -f "tests/fault_ch$n.sh" ] && RUNDIR=$rundir run_prog "chapter $n: faults: kills, full disk, locks [$rundir]" \
+            bash "tests/fault_ch$n.sh"
     done
+    [ -f tests/test_prereqs.sh ] && run_prog "prerequisites: prereqs.sh" bash tests/test_prereqs.sh
     [ -f tests/test_book.sh ] && run_prog "book: weaver, pages, browser" bash tests/test_book.sh
     run_noomp
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "01_tensor/check.h"
+#include "01_tensor/fastmath.h"
 #include "01_tensor/json.h"
 #include "01_tensor/matmul.h"
 #include "01_tensor/rng.h"
@@ -332,7 +333,20 @@ static void test_numbers(void) {
     check_true("parse_real takes a finite number in range and nothing else", reals, "%s", "0.5, 1e-3, -2 / nan, inf, 1x");
 }
 
+// ----------------------------------------------------------------------------
+// the fast exp outside its domain (NaN and Inf weights reach it): defined, NaN in NaN out
+
+static void test_fast_exp_edges(void) {
+    volatile float nan = NAN, inf = INFINITY;
+    float a = nm_exp_neg(nan), b = nm_exp_neg(-inf), c = nm_exp_neg(inf), d = nm_exp_neg(-1e30f), e = nm_exp_neg(0.0f);
+    float f = nm_exp_neg(-1.0f);
+    check_true("nm_exp_neg: NaN -> NaN, -inf -> 0, +inf -> 1, -1e30 -> 0, 0 -> 1, -1 within 2 ulp",
+               isnan(a) && b == 0.0f && c == 1.0f && d == 0.0f && e == 1.0f && fabsf(f - expf(-1.0f)) <= 2.5e-8f,
+               "%g %g %g %g %g %.9g", (double)a, (double)b, (double)c, (double)d, (double)e, (double)f);
+}
+
 int main(void) {
+    test_fast_exp_edges();
     test_dtypes();
     test_json();
     test_table();

@@ -17,6 +17,7 @@
 #include "01_tensor/common.h"
 #include "01_tensor/json.h"
 #include "04_qwen/bpe_train.h"
+#include "04_qwen/generate.h"
 #include "04_qwen/tokenizer.h"
 #include "04_qwen/unicode.h"
 
@@ -377,7 +378,30 @@ static void test_trainer(void) {
     unlink(path); free(path); free(j1); free(j2);
 }
 
+// ----------------------------------------------------------------------------
+// the sampler at the edges: a temperature so small that logits / T overflow, and
+// NaN logits (NaN weights), which once read before the candidate buffer
+
+static void test_sampler_edges(void) {
+    const int V = 5;
+    SamplerConfig sc = {.temperature = 1e-38f, .top_p = 0.9f, .top_k = 0, .repetition_penalty = 1.0f, .seed = 1};
+    Sampler s;
+    sampler_init(&s, &sc, V);
+    float l1[5] = {1.0f, 30.0f, 2.0f, -4.0f, 29.0f};
+    int a = sampler_sample(&s, l1);
+    float l2[5] = {NAN, NAN, 3.0f, NAN, 1.0f};
+    s.cfg.temperature = 0.7f;
+    int b = sampler_sample(&s, l2);
+    s.cfg.top_p = 0.0f;
+    float l3[5] = {0.5f, 0.5f, 0.5f, 0.5f, 0.6f};
+    int c = sampler_sample(&s, l3);
+    check_true("sampler: tiny temperature is greedy, NaN logits have no mass, top_p 0 keeps the best",
+               a == 1 && b >= 2 && b != 3 && c == 4, "ids %d %d %d, want 1, 2 or 4, 4", a, b, c);
+    sampler_free(&s);
+}
+
 int main(void) {
+    test_sampler_edges();
     test_byte_table();
     test_pretokenize();
     test_nfc();

@@ -958,6 +958,24 @@ static void test_config(void) {
     cfg_case("config: bad image attention", "image_attention = sideways\n", "causal or bidirectional");
     cfg_case("config: loss weighted per answer", "loss_weight = answer\n", NULL);
     cfg_case("config: bad loss weight", "loss_weight = sentence\n", "token or answer");
+    cfg_case("config: batch x sequence past 2^31 tokens", "batch_size = 65536\nmax_seq_len = 65536\n", "at most 2^31");
+    {   // '#' in a value: kept inside it and at its start, a comment after a space; and what
+        // config_write writes reads back to the same values (a fuzzer found "init =#" did not)
+        TrainConfig c, back;
+        char err[256] = "", diff[512] = "?", *buf = NULL;
+        size_t len = 0;
+        config_defaults(&c);
+        int rc = config_parse(&c, "init =#\ntokenizer = runs/#3/tok.json # the third\nllm = a\t#b\n", err, sizeof err);
+        FILE *f = open_memstream(&buf, &len);
+        config_write(&c, f);
+        fclose(f);
+        config_defaults(&back);
+        if (rc == 0 && config_parse(&back, buf, err, sizeof err) == 0) config_diff(&c, &back, diff, sizeof diff);
+        check_true("config: '#' inside and at the start of a value kept, ' #' a comment; config_write reads back",
+                   rc == 0 && !strcmp(c.init, "#") && !strcmp(c.tokenizer, "runs/#3/tok.json") && !strcmp(c.llm, "a") &&
+                       !diff[0], "init '%s' tokenizer '%s' llm '%s' diff '%s' %s", c.init, c.tokenizer, c.llm, diff, err);
+        free(buf);
+    }
     const char *files[] = {"stage1", "stage2", "stage3", "nano_stage1", "nano_stage2", "nano_stage3",
                            "world_stage1", "world_stage2"};
     for (int i = 0; i < 8; i++) {

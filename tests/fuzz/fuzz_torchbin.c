@@ -7,7 +7,7 @@
 // accepted file every tensor's bytes are touched and converted to f32, so a
 // wrong bounds check cannot hide.
 //
-//   make fuzz-torchbin FUZZ_SECONDS=300
+//   make fuzz FUZZ=torchbin FUZZ_SECONDS=300
 #include <stdint.h>
 #include <string.h>
 

@@ -1,7 +1,9 @@
 // tests/fuzz/fuzz_video.c: animated GIFs as clips (07_video_longctx/video.c): the
 // block walk, the frame count and size checks, stb_image's frames, the delays;
 // for a clip it accepts, the sampling rule at two settings and the prompt text,
-// every chosen frame a real one and the times never decreasing.
+// every chosen frame a real one and the times never decreasing. Its seeds
+// (tests/fuzz/seeds/video) are two GIFs tests/reference/ref_ch07.py writes with PIL
+// (a still, and 12 frames of uneven delays) and the animated GIF of the image seeds.
 #include "07_video_longctx/video.h"
 #include "tests/fuzz/fuzz_util.h"
 
