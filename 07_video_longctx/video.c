@@ -56,7 +56,14 @@ static int gif_scan(const uint8_t *b, size_t len, int **delays_out, char *err, s
         if (kind == 0x21) {
             if (p >= len) continue;   // reported as truncated above
             uint8_t label = b[p++];
-            if (label == 0xF9 && p + 5 <= len && b[p] >= 4) pending = (b[p + 2] | b[p + 3] << 8) * 10;
+            if (label == 0xF9 && p + 5 <= len && b[p] >= 4) {
+                pending = (b[p + 2] | b[p + 3] << 8) * 10;
+                if (((b[p + 1] >> 2) & 7) == 3) {   // see the note above video_decode_gif
+                    free(delays);
+                    return set_error(err, errlen, "GIF frames that restore the frame before them (disposal 3) are "
+                                                  "not supported");
+                }
+            }
         } else if (kind == 0x2C) {
             if (p + 9 > len) continue;
             uint8_t flags = b[p + 8];
@@ -83,6 +90,11 @@ static int gif_scan(const uint8_t *b, size_t len, int **delays_out, char *err, s
     return n;
 }
 
+// Disposal 3, "restore to previous", is refused: stb_image's GIF decoder keeps a
+// pointer to the frame before last across the reallocation of its frame buffer
+// and so reads freed memory for it (a fuzzer found it in seconds). PIL does
+// support it; such GIFs are rare, and a clip we cannot decode correctly is
+// better refused with its reason than decoded from garbage.
 int video_decode_gif(Video *v, const uint8_t *buf, size_t len, char *err, size_t errlen) {
     memset(v, 0, sizeof *v);
     if (len > (size_t)INT32_MAX) return set_error(err, errlen, "file too large (%zu bytes)", len);

@@ -10,7 +10,8 @@
 //                        the delays before it. A delay under 20 ms is read as
 //                        100 ms, as web browsers read it: such GIFs were made
 //                        for browsers, and a delay of 0 would make the whole
-//                        clip last no time at all.
+//                        clip last no time at all. A GIF whose frames restore
+//                        the frame before them (disposal 3) is refused (video.c).
 //   a folder of frames   image files, in the order of their names, at a fixed
 //                        rate: frame i starts at i / fps. The rate comes from
 //                        the dataset row ({"video": "clips/0001/", "fps": 10})

@@ -101,6 +101,11 @@ static void test_bad_clips(void) {
     snprintf(path, sizeof path, "%s/empty.gif", dir);
     write_bytes(path, empty, sizeof empty);
     expect_refused("bad clip: a GIF without frames", path, 0, "no frames");
+    // disposal 3 (restore the frame before), which stb_image's decoder mishandles
+    const uint8_t restore[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0, 0, 0, 0x21, 0xF9, 4, 3 << 2, 0, 0, 0, 0, 0x3B};
+    snprintf(path, sizeof path, "%s/restore.gif", dir);
+    write_bytes(path, restore, sizeof restore);
+    expect_refused("bad clip: a GIF frame that restores the one before (disposal 3)", path, 0, "disposal 3");
     // folders: empty; without a rate; with a bad video.json
     snprintf(sub, sizeof sub, "%s/frames", dir);
     mkdir(sub, 0755);
