@@ -106,6 +106,8 @@ static int train(Comm *c, const Args *a, TrainConfig *cfg) {
     fmt.turn_blocks = cfg->turn_blocks;
     fmt.answer_weights = !strcmp(cfg->loss_weight, "answer");
     fmt.pack_len = cfg->pack_len;
+    v.freeze_connector = !cfg->train_connector;   // as in chapter 05: a frozen part gets no gradients
+    v.freeze_llm = !cfg->train_llm;
     vlm_setup(&v, fmt.image_id, cfg->batch_size, 64, cfg->loss_chunk, cfg->z_loss);
     v.image_bidir = !strcmp(cfg->image_attention, "bidirectional");
     // the groups as chapter 05 makes them; their moments live in the Dp, sharded or not

@@ -82,6 +82,18 @@ if [ "$nsh" = 3 ] && [ "$(ls "$T/z3/$END"/model.safetensors | wc -l)" = 1 ]; the
     pass "ZeRO-1 checkpoint: one model file, one optimizer shard per rank" "$(ls "$T/z3/$END" | tr '\n' ' ')"
 else fail "ZeRO-1 checkpoint layout" "$(ls "$T/z3/$END" | tr '\n' ' ')"; fi
 
+# ---- a frozen LLM (train_llm = false): no gradient for it, the same bits on 1 and 2 ranks
+# (ZeRO-1); its weights after 3 steps are those after 1 (its initial ones), the connector's are not
+mpi 1 "$FULL" "${ARGS[@]}" --set train_llm=false --steps 3 --out "$T/fz1" >"$T/fz1.err" 2>&1
+mpi 2 "$FULL" "${ARGS[@]}" --set train_llm=false --steps 3 --out "$T/fz2" --zero >"$T/fz2.err" 2>&1
+mpi 1 "$FULL" "${ARGS[@]}" --set train_llm=false --steps 1 --set save_every=1 --out "$T/fs1" >"$T/fs1.err" 2>&1
+if [ -f "$T/fz2/step_00000003/COMPLETE" ] && cmp -s <(logcore "$T/fz1/log.jsonl") <(logcore "$T/fz2/log.jsonl") &&
+    same_model "$T/fz1/step_00000003" "$T/fz2/step_00000003" &&
+    cmp -s "$T/fz1/step_00000003/model.safetensors" "$T/fs1/step_00000001/model.safetensors" &&
+    ! cmp -s "$T/fz1/step_00000003/connector.safetensors" "$T/fs1/step_00000001/connector.safetensors"; then
+    pass "a frozen LLM on 1 and 2 ranks (ZeRO-1)" "3 steps bit for bit; the LLM unchanged, the connector learns"
+else fail "a frozen LLM on 1 and 2 ranks" "$(grep -v '^step' "$T/fz2.err" "$T/fs1.err" | tail -3 | tr '\n' ' ')"; fi
+
 # ---- fewer micro-batches than ranks: 3 ranks, 2 micro-batches a step, one rank idle (it
 # still owns a ZeRO shard); the 877,184 numbers are 214.2 blocks, cut unevenly in 3
 mpi 1 "$FULL" "${ARGS[@]}" --set grad_accum=2 --steps 3 --out "$T/ga1" >"$T/ga1.err" 2>&1
