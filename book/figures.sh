@@ -8,7 +8,8 @@
 # world generator with a fixed seed, and the answers from `run chat` (greedy
 # decoding), so the pictures are the same every time the book is built.
 # They are SVG files with the scene's PNG inside, written to OUT (the book's
-# @image directives read them from build/book/fig/).
+# @image directives read them from build/book/fig/). Last, a short training
+# run draws the loss curve the trainer writes beside its log.
 #
 # Needs ./05_training/run (the release build) and models/nano.
 set -euo pipefail
@@ -83,3 +84,11 @@ while IFS= read -r row; do
     k=$((k + 1))
 done < "$tmp/world/test.jsonl"
 [ "$k" -eq 3 ] || { echo "error: book/figures.sh drew $k scenes, not 3" >&2; exit 1; }
+
+# The loss curve the trainer draws (its loss.svg): 20 steps of the tiny
+# configuration chapter 06's tests train, on the demo's 32 captioned shapes.
+"$run" --config 06_distributed/configs/tiny.conf --out "$tmp/demo" --steps 1 >/dev/null 2>&1
+"$run" train --config 06_distributed/configs/tiny.conf --data "$tmp/demo/captions.jsonl" \
+    --images "$tmp/demo/images" --out "$tmp/curve" >/dev/null 2>"$tmp/curve.err" ||
+    { echo "error: book/figures.sh: the training run for the loss curve failed: $(tail -n 1 "$tmp/curve.err")" >&2; exit 1; }
+cp "$tmp/curve/loss.svg" "$out/loss_tiny.svg"
