@@ -203,6 +203,15 @@ void config_load(TrainConfig *c, const char *path) {
     free(text);
 }
 
+void config_set(TrainConfig *c, const char *kv) {
+    const char *eq = strchr(kv, '=');
+    if (!eq) fail_input("--set", "expected KEY=VALUE, got '%s'", kv);
+    char *line = xsprintf("%.*s = %s\n", (int)(eq - kv), kv, eq + 1);
+    char err[512];
+    if (config_parse(c, line, err, sizeof err) != 0) fail_input("--set", "%s: %s", kv, err);
+    free(line);
+}
+
 // One key's value as the file writes it.
 static void key_value(const Key *K, const TrainConfig *c, char *buf, size_t n) {
     const void *p = (const char *)c + K->off;

@@ -71,6 +71,9 @@ void config_defaults(TrainConfig *c);
 int config_parse(TrainConfig *c, const char *text, char *err, size_t errlen);
 // Reads a file (fail_input on any error).
 void config_load(TrainConfig *c, const char *path);
+// Applies one command-line override, KEY=VALUE, read as the config line
+// `KEY = VALUE` with the same checks (fail_input on any error).
+void config_set(TrainConfig *c, const char *key_value);
 // Writes every key (the effective config, stored beside checkpoints).
 void config_write(const TrainConfig *c, FILE *f);
 

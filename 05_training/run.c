@@ -619,15 +619,7 @@ int main(int argc, char **argv) {
     TrainConfig cfg;
     if (a.config) config_load(&cfg, a.config);
     else config_defaults(&cfg);
-    for (int i = 0; i < a.n_set; i++) {
-        // KEY=VALUE is parsed as the config line `KEY = VALUE`, with the same checks
-        const char *eq = strchr(a.set[i], '=');
-        if (!eq) fail_input("--set", "expected KEY=VALUE, got '%s'", a.set[i]);
-        char *line = xsprintf("%.*s = %s\n", (int)(eq - a.set[i]), a.set[i], eq + 1);
-        char err[512];
-        if (config_parse(&cfg, line, err, sizeof err) != 0) fail_input("--set", "%s: %s", a.set[i], err);
-        free(line);
-    }
+    for (int i = 0; i < a.n_set; i++) config_set(&cfg, a.set[i]);
     if (a.mem) {
         mem_report(&cfg, mem_gpu);
         return 0;
