@@ -217,14 +217,18 @@ static void load_table(Table *t, const char *path) {
     st_model_close(m);
 }
 
-void checkpoint_load(const char *dir, Vlm *v, AdamW *o, TrainState *st) {
+void checkpoint_load_model(const char *dir, Vlm *v) {
     char *p = xsprintf("%s/model.safetensors", dir);
     load_table(&v->llm.params, p);
     free(p);
     p = xsprintf("%s/connector.safetensors", dir);
     load_table(&v->conn.params, p);
     free(p);
-    p = xsprintf("%s/optimizer.safetensors", dir);
+}
+
+void checkpoint_load(const char *dir, Vlm *v, AdamW *o, TrainState *st) {
+    checkpoint_load_model(dir, v);
+    char *p = xsprintf("%s/optimizer.safetensors", dir);
     char err[512];
     StFile *f = st_open(p, err, sizeof err);
     if (!f) fail_input(p, "%s", err);

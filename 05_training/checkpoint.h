@@ -43,6 +43,8 @@ int checkpoint_save(const char *out, const Vlm *v, const AdamW *o, const TrainSt
 // The model files alone (model.safetensors, config.json, connector.safetensors)
 // into dir; checkpoint_save writes them first. Returns 0, or -1 with err.
 int checkpoint_write_model(const char *dir, const Vlm *v, char *err, size_t errlen);
+// And back: the LLM's and the connector's parameters from dir (fail_input on bad input).
+void checkpoint_load_model(const char *dir, Vlm *v);
 // Removes PATH and what is in it without following symbolic links (a link is
 // removed, never what it points to). 0, or -1 with errno.
 int checkpoint_remove(const char *path);

@@ -278,22 +278,9 @@ done:
     return rc;
 }
 
-static void load_table(Table *t, const char *path) {
-    char err[512];
-    StModel *m = st_model_open(path, err, sizeof err);
-    if (!m) fail_input(path, "%s", err);
-    if (table_load(t, m, NULL, err, sizeof err) != 0) fail_input(path, "%s", err);
-    st_model_close(m);
-}
-
 void dp_checkpoint_load(Dp *d, const char *dir, Vlm *v, TrainState *st) {
-    char *p = xsprintf("%s/model.safetensors", dir);
-    load_table(&v->llm.params, p);
-    free(p);
-    p = xsprintf("%s/connector.safetensors", dir);
-    load_table(&v->conn.params, p);
-    free(p);
-    p = xsprintf("%s/state.json", dir);
+    checkpoint_load_model(dir, v);
+    char *p = xsprintf("%s/state.json", dir);
     size_t len;
     const char *ferr;
     char err[512];
